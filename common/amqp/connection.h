@@ -1,0 +1,112 @@
+#pragma once
+// One AMQP connection with one channel (channel 1), over rabbitmq-c. The connection owns the
+// amqp_connection_state_t (and through it the socket); every broker reply goes through one
+// translation (check_reply) into AmqpError, which says whether the channel or the whole
+// connection is gone. No password ever reaches a message: URLs are redacted.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <amqp.h>
+
+#include "config/config.h"
+#include "util/error.h"
+
+namespace sqlq::amqp {
+
+class AmqpError : public Error {
+public:
+    enum class Kind {
+        connection,    // the connection is gone (network, broker restart, heartbeat): reconnect
+        channel,       // the broker closed the channel; reconnecting is the simple recovery
+        auth,          // login refused: retrying will not help
+        precondition,  // e.g. the queue exists with other arguments: retrying will not help
+        timeout,       // nothing arrived in time; the connection is still fine
+    };
+    AmqpError(const std::string& what, Kind kind) : Error(what), kind_(kind) {}
+    Kind kind() const noexcept { return kind_; }
+    bool fatal() const noexcept { return kind_ == Kind::auth || kind_ == Kind::precondition; }
+
+private:
+    Kind kind_;
+};
+
+struct Delivery {
+    uint64_t tag = 0;
+    bool redelivered = false;
+    std::string body;
+    std::string dead_letter_reason;  // for messages read from the dead-letter queue
+};
+
+struct QueueInfo {
+    uint32_t messages = 0;   // ready, not unacked
+    uint32_t consumers = 0;
+};
+
+struct DestroyConnection {
+    void operator()(amqp_connection_state_t c) const noexcept { amqp_destroy_connection(c); }
+};
+
+class Connection {
+public:
+    // Connects, logs in (heartbeat from the config) and opens channel 1. `name` shows in the
+    // broker's connection list.
+    Connection(const BrokerConfig& cfg, const std::string& name);
+    ~Connection() = default;
+    Connection(Connection&&) = default;
+
+    // Declares the dead-letter exchange and queue and the task queue, idempotently. A queue that
+    // exists with other arguments is an AmqpError(precondition) naming both.
+    void declare_topology();
+    // Passive declare: the queue's ready messages and consumers.
+    QueueInfo inspect(const std::string& queue);
+
+    // Publishing with confirms: publish() returns the delivery tag the broker will confirm.
+    void enable_confirms();
+    uint64_t publish(const std::string& queue, const std::string& body);
+    // Waits until every tag up to `last` is acked or nacked, or until timeout_ms passes;
+    // returns the acked tags. Unconfirmed ones are simply not in the set.
+    std::set<uint64_t> wait_confirms(uint64_t first, uint64_t last, int timeout_ms);
+
+    // Consuming.
+    void qos(int prefetch);
+    void consume(const std::string& queue);
+    // Waits up to timeout_ms for a delivery; nullopt on timeout. Throws AmqpError when the
+    // channel or connection is gone.
+    std::optional<Delivery> next(int timeout_ms);
+    void ack(uint64_t tag);
+    void reject(uint64_t tag, bool requeue);
+    // Stops the consumer (basic.cancel); deliveries already sent stay unacked until close.
+    void cancel_consumer();
+    // Reads one message without consuming (for the audit); nullopt when the queue is empty.
+    std::optional<Delivery> get(const std::string& queue);
+
+    // Sends a heartbeat when one is due, without blocking and without reading: for a
+    // single-threaded worker busy in a long query. Cheap enough to call very often.
+    void pump();
+
+    // Polite close (a broker round trip); the destructor only frees.
+    void close() noexcept;
+
+    bool open() const noexcept { return open_; }
+
+private:
+    void check(amqp_rpc_reply_t reply, const std::string& doing);
+    [[noreturn]] void lost(const std::string& doing, int status);
+    void handle_frame(const amqp_frame_t& frame, const std::string& doing);
+
+    BrokerConfig cfg_;
+    std::unique_ptr<amqp_connection_state_t_, DestroyConnection> conn_;
+    std::string consumer_tag_;
+    bool open_ = false;
+    std::set<uint64_t> acked_, nacked_;  // confirms that arrived while waiting for something else
+    uint64_t next_publish_tag_ = 1;
+    int64_t last_pump_ms_ = 0;
+};
+
+// The broker URL's host:port/vhost without credentials, for messages.
+std::string describe(const BrokerConfig& cfg);
+
+}  // namespace sqlq::amqp

@@ -1,0 +1,230 @@
+#include "config/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "util/error.h"
+
+namespace sqlq {
+namespace fs = std::filesystem;
+
+namespace {
+
+// One declared key: where it lives, and how a TOML node becomes a field of Config.
+struct Key {
+    const char* section;
+    const char* name;
+    std::function<std::string(Config&, const toml::node&)> set;  // returns a problem, or ""
+};
+
+std::string where(const std::string& file, const toml::node& node) {
+    const auto& src = node.source();
+    return file + ":" + std::to_string(src.begin.line);
+}
+
+using IntRef = std::function<void(Config&, int64_t)>;
+using StrRef = std::function<void(Config&, const std::string&)>;
+
+Key integer(const char* section, const char* name, int64_t min, int64_t max, IntRef store) {
+    return {section, name, [=](Config& c, const toml::node& n) -> std::string {
+                auto v = n.value_exact<int64_t>();
+                if (!v) return "must be an integer";
+                if (*v < min || *v > max)
+                    return "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                           ", not " + std::to_string(*v);
+                store(c, *v);
+                return "";
+            }};
+}
+
+Key text(const char* section, const char* name, std::vector<std::string> allowed, StrRef store) {
+    return {section, name, [=](Config& c, const toml::node& n) -> std::string {
+                auto v = n.value_exact<std::string>();
+                if (!v) return "must be a string";
+                if (!allowed.empty()) {
+                    bool ok = false;
+                    std::string list;
+                    for (const auto& a : allowed) {
+                        ok = ok || a == *v;
+                        list += (list.empty() ? "\"" : ", \"") + a + "\"";
+                    }
+                    if (!ok) return "must be one of " + list + ", not \"" + *v + "\"";
+                } else if (v->empty()) {
+                    return "must not be empty";
+                }
+                store(c, *v);
+                return "";
+            }};
+}
+
+Key path(const char* section, const char* name, StrRef store) {
+    return {section, name, [=](Config& c, const toml::node& n) -> std::string {
+                auto v = n.value_exact<std::string>();
+                if (!v) return "must be a string";
+                store(c, *v);
+                return "";
+            }};
+}
+
+constexpr int64_t kDay = 24LL * 3600 * 1000;
+
+const std::vector<Key>& keys() {
+    static const std::vector<Key> all = {
+        text("broker", "url", {}, [](Config& c, const std::string& v) { c.broker.url = v; }),
+        text("broker", "queue", {}, [](Config& c, const std::string& v) { c.broker.queue = v; }),
+        text("broker", "queue_type", {"quorum", "classic"},
+             [](Config& c, const std::string& v) { c.broker.queue_type = v; }),
+        integer("broker", "prefetch", 1, 65535, [](Config& c, int64_t v) { c.broker.prefetch = int(v); }),
+        integer("broker", "heartbeat_s", 0, 600, [](Config& c, int64_t v) { c.broker.heartbeat_s = int(v); }),
+        integer("broker", "delivery_limit", 1, 1000000,
+                [](Config& c, int64_t v) { c.broker.delivery_limit = int(v); }),
+        integer("broker", "reconnect_max_ms", 10, 600000,
+                [](Config& c, int64_t v) { c.broker.reconnect_max_ms = int(v); }),
+        integer("broker", "connect_timeout_ms", 10, 600000,
+                [](Config& c, int64_t v) { c.broker.connect_timeout_ms = int(v); }),
+
+        path("store", "path", [](Config& c, const std::string& v) { c.store.path = v; }),
+        text("store", "durability", {"full", "normal", "off"},
+             [](Config& c, const std::string& v) { c.store.durability = v; }),
+        integer("store", "busy_timeout_ms", 0, 600000,
+                [](Config& c, int64_t v) { c.store.busy_timeout_ms = int(v); }),
+        integer("store", "lease_ms", 300, 3600000, [](Config& c, int64_t v) { c.store.lease_ms = int(v); }),
+        integer("store", "result_ttl_s", 1, 3650LL * 24 * 3600,
+                [](Config& c, int64_t v) { c.store.result_ttl_s = v; }),
+
+        path("query", "database", [](Config& c, const std::string& v) { c.query.database = v; }),
+        integer("query", "timeout_ms", 1, kDay, [](Config& c, int64_t v) { c.query.timeout_ms = v; }),
+        integer("query", "max_rows", 1, 1LL << 40, [](Config& c, int64_t v) { c.query.max_rows = v; }),
+        integer("query", "max_bytes", 1, 1LL << 40, [](Config& c, int64_t v) { c.query.max_bytes = v; }),
+        integer("query", "max_attempts", 1, 1000, [](Config& c, int64_t v) { c.query.max_attempts = int(v); }),
+        integer("query", "memory_limit_mb", 1, 1 << 20,
+                [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),
+
+        integer("supervisor", "workers", 0, 4096, [](Config& c, int64_t v) { c.supervisor.workers = int(v); }),
+        path("supervisor", "run_dir", [](Config& c, const std::string& v) { c.supervisor.run_dir = v; }),
+        integer("supervisor", "stop_timeout_ms", 0, kDay,
+                [](Config& c, int64_t v) { c.supervisor.stop_timeout_ms = v; }),
+        integer("supervisor", "watchdog_ms", 100, kDay, [](Config& c, int64_t v) { c.supervisor.watchdog_ms = v; }),
+        integer("supervisor", "cancel_grace_ms", 0, kDay,
+                [](Config& c, int64_t v) { c.supervisor.cancel_grace_ms = v; }),
+        integer("supervisor", "max_tasks_per_worker", 0, 1LL << 40,
+                [](Config& c, int64_t v) { c.supervisor.max_tasks_per_worker = v; }),
+        integer("supervisor", "max_worker_rss_mb", 0, 1 << 20,
+                [](Config& c, int64_t v) { c.supervisor.max_worker_rss_mb = v; }),
+        integer("supervisor", "sweep_interval_ms", 50, kDay,
+                [](Config& c, int64_t v) { c.supervisor.sweep_interval_ms = v; }),
+        integer("supervisor", "republish_after_ms", 100, kDay,
+                [](Config& c, int64_t v) { c.supervisor.republish_after_ms = v; }),
+        integer("supervisor", "start_timeout_ms", 100, kDay,
+                [](Config& c, int64_t v) { c.supervisor.start_timeout_ms = v; }),
+        integer("supervisor", "failed_start_ms", 0, kDay,
+                [](Config& c, int64_t v) { c.supervisor.failed_start_ms = v; }),
+        integer("supervisor", "failed_starts_before_backoff", 1, 1000,
+                [](Config& c, int64_t v) { c.supervisor.failed_starts_before_backoff = int(v); }),
+        integer("supervisor", "backoff_initial_ms", 1, kDay,
+                [](Config& c, int64_t v) { c.supervisor.backoff_initial_ms = v; }),
+        integer("supervisor", "backoff_max_ms", 1, kDay,
+                [](Config& c, int64_t v) { c.supervisor.backoff_max_ms = v; }),
+        path("supervisor", "worker_path", [](Config& c, const std::string& v) { c.supervisor.worker_path = v; }),
+        path("supervisor", "log_file", [](Config& c, const std::string& v) { c.supervisor.log_file = v; }),
+    };
+    return all;
+}
+
+std::string relative_to(const std::string& dir, const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute()) return p;
+    return (fs::path(dir) / p).lexically_normal().string();
+}
+
+}  // namespace
+
+std::string config_path(const std::string& option) {
+    if (!option.empty()) return option;
+    if (const char* env = std::getenv("SQLQ_CONFIG"); env && *env) return env;
+    if (fs::exists("etc/sqlq.conf")) return "etc/sqlq.conf";
+    return "/etc/sqlq/sqlq.conf";
+}
+
+Config parse_config(const std::string& text_in, const std::string& name, const std::string& dir) {
+    toml::table root;
+    try {
+        root = toml::parse(text_in, name);
+    } catch (const toml::parse_error& e) {
+        throw Error(name + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()),
+                    kExitUsage);
+    }
+    Config c;
+    c.file = name;
+    for (auto&& [section_name, section_node] : root) {
+        const std::string section(section_name.str());
+        const auto* table = section_node.as_table();
+        bool known_section = false;
+        for (const auto& k : keys()) known_section = known_section || section == k.section;
+        if (!known_section)
+            throw Error(where(name, section_node) + ": unknown section [" + section + "]", kExitUsage);
+        if (!table)
+            throw Error(where(name, section_node) + ": [" + section + "] must be a table", kExitUsage);
+        for (auto&& [key_name, node] : *table) {
+            const std::string key(key_name.str());
+            const Key* spec = nullptr;
+            for (const auto& k : keys())
+                if (section == k.section && key == k.name) spec = &k;
+            if (!spec) throw Error(where(name, node) + ": [" + section + "] " + key + ": unknown key", kExitUsage);
+            if (auto problem = spec->set(c, node); !problem.empty())
+                throw Error(where(name, node) + ": [" + section + "] " + key + ": " + problem, kExitUsage);
+        }
+    }
+    // Checks that span keys.
+    auto fail = [&](const std::string& section, const std::string& key, const std::string& problem) {
+        const toml::node* node = root[section][key].node();
+        std::string at = node ? where(name, *node) : name;
+        throw Error(at + ": [" + section + "] " + key + ": " + problem, kExitUsage);
+    };
+    if (c.broker.url.rfind("amqp://", 0) != 0)
+        fail("broker", "url", "must start with amqp:// (amqps is not supported)");
+    if (c.store.path.empty()) fail("store", "path", "must not be empty");
+    if (c.query.database.empty()) fail("query", "database", "must not be empty");
+    if (c.supervisor.run_dir.empty()) fail("supervisor", "run_dir", "must not be empty");
+    if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms)
+        fail("supervisor", "backoff_max_ms", "must not be below backoff_initial_ms");
+    if (c.store.lease_ms < 300) fail("store", "lease_ms", "must be at least 300");
+
+    c.store.path = relative_to(dir, c.store.path);
+    c.query.database = relative_to(dir, c.query.database);
+    c.supervisor.run_dir = relative_to(dir, c.supervisor.run_dir);
+    c.supervisor.worker_path = relative_to(dir, c.supervisor.worker_path);
+    c.supervisor.log_file = relative_to(dir, c.supervisor.log_file);
+    return c;
+}
+
+Config load_config(const std::string& file) {
+    std::ifstream in(file);
+    if (!in) throw Error(file + ": cannot read the config file: " + std::strerror(errno), kExitUsage);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    auto abs = fs::absolute(file).lexically_normal();
+    Config c = parse_config(buf.str(), file, abs.parent_path().string());
+    c.file = abs.string();
+    return c;
+}
+
+std::string redact_url(const std::string& url) {
+    // amqp://user:password@host...: hide what lies between the first ':' after the scheme and '@'.
+    auto scheme = url.find("://");
+    if (scheme == std::string::npos) return url;
+    auto at = url.find('@', scheme + 3);
+    if (at == std::string::npos) return url;
+    auto colon = url.find(':', scheme + 3);
+    if (colon == std::string::npos || colon > at) return url;
+    return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+}  // namespace sqlq

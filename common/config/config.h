@@ -1,0 +1,82 @@
+#pragma once
+// The sqlq configuration (etc/sqlq.conf, TOML). Every key is declared once, with its type,
+// default and check, in config.cpp; a file with an unknown key, a wrong type or an impossible
+// value is refused as "FILE:LINE: [section] key: problem".
+#include <cstdint>
+#include <string>
+
+namespace sqlq {
+
+struct BrokerConfig {
+    std::string url = "amqp://guest:guest@127.0.0.1:5672";
+    std::string queue = "sqlq.tasks";
+    std::string queue_type = "quorum";  // "quorum" or "classic"
+    int prefetch = 1;
+    int heartbeat_s = 10;
+    int delivery_limit = 20;            // quorum queues only: a second guard behind max_attempts
+    int reconnect_max_ms = 5000;
+    int connect_timeout_ms = 5000;
+
+    std::string dead_letter_exchange() const { return queue + ".dlx"; }
+    std::string dead_letter_queue() const { return queue + ".dead"; }
+};
+
+struct StoreConfig {
+    std::string path = "../var/sqlq.db";
+    std::string durability = "full";    // "full", "normal" or "off"
+    int busy_timeout_ms = 10000;
+    int lease_ms = 3000;
+    int64_t result_ttl_s = 7 * 24 * 3600;
+};
+
+struct QueryConfig {
+    std::string database = "../var/demo.db";
+    int64_t timeout_ms = 60000;
+    int64_t max_rows = 100000;
+    int64_t max_bytes = 64 * 1024 * 1024;
+    int max_attempts = 3;
+    int64_t memory_limit_mb = 256;
+};
+
+struct SupervisorConfig {
+    int workers = 4;
+    std::string run_dir = "../var/run";
+    int64_t stop_timeout_ms = 30000;
+    int64_t watchdog_ms = 30000;
+    int64_t cancel_grace_ms = 2000;
+    int64_t max_tasks_per_worker = 0;   // 0: never recycle by count
+    int64_t max_worker_rss_mb = 0;      // 0: never recycle by memory
+    int64_t sweep_interval_ms = 2000;
+    int64_t republish_after_ms = 30000;
+    int64_t start_timeout_ms = 60000;
+    int64_t failed_start_ms = 2000;     // a worker that dies sooner than this after spawn failed to start
+    int failed_starts_before_backoff = 3;
+    int64_t backoff_initial_ms = 200;
+    int64_t backoff_max_ms = 30000;
+    std::string worker_path;            // empty: sqlq-worker next to sqlq-supervisor
+    std::string log_file;               // empty: <run_dir>/supervisor.log when in the background
+};
+
+struct Config {
+    std::string file;  // absolute path of the file it was read from
+    BrokerConfig broker;
+    StoreConfig store;
+    QueryConfig query;
+    SupervisorConfig supervisor;
+};
+
+// Which file to read: the -c option if given, else $SQLQ_CONFIG, else ./etc/sqlq.conf,
+// else /etc/sqlq/sqlq.conf.
+std::string config_path(const std::string& option);
+
+// Reads and checks a file; relative paths in it become relative to the file's directory.
+// Throws sqlq::Error (exit code kExitUsage) naming file, line and key.
+Config load_config(const std::string& path);
+
+// Parses config text (for tests and fuzzing); `name` is used in messages, `dir` for paths.
+Config parse_config(const std::string& text, const std::string& name, const std::string& dir);
+
+// The URL with its password replaced by "***": the only form that may be printed.
+std::string redact_url(const std::string& url);
+
+}  // namespace sqlq

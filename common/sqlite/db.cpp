@@ -1,0 +1,90 @@
+#include "sqlite/db.h"
+
+namespace sqlq::sqlite {
+
+Db::Db(const std::string& path, int flags) : path_(path) {
+    sqlite3* raw = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_EXRESCODE, nullptr);
+    db_.reset(raw);  // owner first: open allocates a handle even when it fails
+    if (rc != SQLITE_OK) fail("cannot open", rc);
+}
+
+void Db::fail(const std::string& doing, int rc) const {
+    std::string msg = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
+    throw SqliteError(path_ + ": " + doing + ": " + msg, rc);
+}
+
+void Db::exec(const char* sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+        std::string msg = err ? err : sqlite3_errstr(rc);
+        sqlite3_free(err);
+        throw SqliteError(path_ + ": " + msg, sqlite3_extended_errcode(db_.get()));
+    }
+}
+
+Stmt Db::prepare(std::string_view sql) {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v3(db_.get(), sql.data(), int(sql.size()), SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(s);
+        fail("cannot prepare \"" + std::string(sql.substr(0, 60)) + "\"", rc);
+    }
+    return Stmt(*this, s);
+}
+
+Stmt& Stmt::bind(int i, int64_t v) {
+    if (int rc = sqlite3_bind_int64(s_.get(), i, v); rc != SQLITE_OK) db_->fail("bind", rc);
+    return *this;
+}
+Stmt& Stmt::bind(int i, std::string_view v) {
+    if (int rc = sqlite3_bind_text64(s_.get(), i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8); rc != SQLITE_OK)
+        db_->fail("bind", rc);
+    return *this;
+}
+Stmt& Stmt::bind(int i, std::nullopt_t) {
+    if (int rc = sqlite3_bind_null(s_.get(), i); rc != SQLITE_OK) db_->fail("bind", rc);
+    return *this;
+}
+
+bool Stmt::step() {
+    int rc = sqlite3_step(s_.get());
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    int code = sqlite3_extended_errcode(db_->get());
+    sqlite3_reset(s_.get());
+    db_->fail("cannot run \"" + std::string(sqlite3_sql(s_.get())).substr(0, 60) + "\"", code);
+}
+
+int64_t Stmt::run() {
+    while (step()) {
+    }
+    int64_t n = db_->changes();
+    reset();
+    return n;
+}
+
+void Stmt::reset() noexcept {
+    sqlite3_reset(s_.get());
+    sqlite3_clear_bindings(s_.get());
+}
+
+std::string Stmt::text(int col) const {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_.get(), col));
+    int n = sqlite3_column_bytes(s_.get(), col);
+    return p ? std::string(p, size_t(n)) : std::string();
+}
+
+Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+
+Txn::~Txn() {
+    if (open_) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);  // error swallowed: destructor
+}
+
+void Txn::commit() {
+    db_.exec("COMMIT");
+    open_ = false;
+}
+
+}  // namespace sqlq::sqlite

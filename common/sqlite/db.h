@@ -1,0 +1,110 @@
+#pragma once
+// RAII over SQLite: a Db owns one sqlite3*, a Stmt one prepared statement, a Txn one
+// transaction (rolled back unless committed). Errors keep SQLite's primary and extended code.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <sqlite3.h>
+
+#include "util/error.h"
+
+namespace sqlq::sqlite {
+
+class SqliteError : public Error {
+public:
+    SqliteError(const std::string& what, int code) : Error(what), code_(code) {}
+    int code() const noexcept { return code_; }              // extended code
+    int primary() const noexcept { return code_ & 0xff; }
+    bool busy() const noexcept { return primary() == SQLITE_BUSY || primary() == SQLITE_LOCKED; }
+    // The write could not happen now, but may later: the caller keeps its message unacked.
+    bool transient() const noexcept {
+        return busy() || primary() == SQLITE_FULL || primary() == SQLITE_IOERR || primary() == SQLITE_CANTOPEN;
+    }
+
+private:
+    int code_;
+};
+
+struct CloseDb {
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct Finalize {
+    void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
+};
+
+class Stmt;
+
+class Db {
+public:
+    // flags: SQLITE_OPEN_* ; throws SqliteError naming the path.
+    Db(const std::string& path, int flags);
+    sqlite3* get() const noexcept { return db_.get(); }
+    const std::string& path() const noexcept { return path_; }
+
+    void exec(const char* sql);  // statements without results
+    Stmt prepare(std::string_view sql);
+    int64_t changes() const noexcept { return sqlite3_changes64(db_.get()); }
+    int64_t last_insert_rowid() const noexcept { return sqlite3_last_insert_rowid(db_.get()); }
+    [[noreturn]] void fail(const std::string& doing, int rc) const;
+
+private:
+    std::unique_ptr<sqlite3, CloseDb> db_;
+    std::string path_;
+};
+
+class Stmt {
+public:
+    Stmt(const Db& db, sqlite3_stmt* s) : db_(&db), s_(s) {}
+    sqlite3_stmt* get() const noexcept { return s_.get(); }
+
+    Stmt& bind(int i, int64_t v);
+    Stmt& bind(int i, int v) { return bind(i, int64_t{v}); }
+    Stmt& bind(int i, std::string_view v);
+    Stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+    Stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+    Stmt& bind(int i, std::nullopt_t);
+    Stmt& bind(int i, const std::optional<int64_t>& v) { return v ? bind(i, *v) : bind(i, std::nullopt); }
+    Stmt& bind(int i, const std::optional<std::string>& v) {
+        return v ? bind(i, std::string_view(*v)) : bind(i, std::nullopt);
+    }
+
+    // Steps once: true when a row is ready, false when done. Throws on error.
+    bool step();
+    // Steps to the end (a statement without rows) and resets; returns sqlite3_changes.
+    int64_t run();
+    void reset() noexcept;
+
+    bool is_null(int col) const { return sqlite3_column_type(s_.get(), col) == SQLITE_NULL; }
+    int64_t i64(int col) const { return sqlite3_column_int64(s_.get(), col); }
+    std::optional<int64_t> opt_i64(int col) const {
+        return is_null(col) ? std::nullopt : std::optional<int64_t>(i64(col));
+    }
+    std::string text(int col) const;
+    std::optional<std::string> opt_text(int col) const {
+        return is_null(col) ? std::nullopt : std::optional<std::string>(text(col));
+    }
+
+private:
+    const Db* db_;
+    std::unique_ptr<sqlite3_stmt, Finalize> s_;
+};
+
+// BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at
+// COMMIT); rolls back in the destructor unless committed.
+class Txn {
+public:
+    explicit Txn(Db& db);
+    ~Txn();
+    Txn(const Txn&) = delete;
+    Txn& operator=(const Txn&) = delete;
+    void commit();
+
+private:
+    Db& db_;
+    bool open_ = true;
+};
+
+}  // namespace sqlq::sqlite

@@ -1,0 +1,39 @@
+#pragma once
+// What a worker tells its supervisor, one short line per write on a pipe (fd SQLQ_STATUS_FD):
+//   "starting"          connecting to the broker
+//   "ready"             consumer registered, idle
+//   "busy <task_id>"    running a task
+//   "alive"             liveness, at least once a second, also from inside a long query
+//   "stopping"          no new messages; finishing up
+// Writes are non-blocking and each under PIPE_BUF, so they are atomic and never stall a worker.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sqlq {
+
+enum class Report { starting, ready, busy, alive, stopping };
+
+struct ReportLine {
+    Report what = Report::alive;
+    int64_t task_id = 0;  // busy only
+};
+
+std::string format_report(const ReportLine& r);
+std::optional<ReportLine> parse_report(std::string_view line);
+
+// The worker side: writes to the fd named by SQLQ_STATUS_FD, or nowhere when unset.
+class Reporter {
+public:
+    Reporter();  // reads SQLQ_STATUS_FD
+    void send(Report what, int64_t task_id = 0);
+    // "alive" at most every interval_ms.
+    void alive(int64_t interval_ms = 500);
+
+private:
+    int fd_ = -1;
+    int64_t last_ms_ = 0;
+};
+
+}  // namespace sqlq

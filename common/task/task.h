@@ -1,0 +1,42 @@
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace sqlq {
+
+// A task's life: queued → running → succeeded | failed | cancelled; running → running again
+// when its owner is gone (a new attempt). Every arrow is one conditional statement in
+// task/store.cpp; nothing else writes the status column.
+enum class Status { queued, running, succeeded, failed, cancelled };
+
+const char* to_string(Status s);
+std::optional<Status> parse_status(const std::string& s);
+inline bool terminal(Status s) { return s == Status::succeeded || s == Status::failed || s == Status::cancelled; }
+
+struct Task {
+    int64_t id = 0;
+    std::string sql;
+    std::string submitter;
+    Status status = Status::queued;
+    bool published = false;
+    int64_t attempts = 0;
+    int64_t executions = 0;
+    std::optional<std::string> owner;  // "host:pid"
+    int64_t owner_pid = 0;
+    int64_t owner_start = 0;
+    std::optional<int64_t> lease_until;
+    int64_t created_at = 0;
+    std::optional<int64_t> started_at;
+    std::optional<int64_t> finished_at;
+    std::optional<std::string> error;
+    std::optional<int64_t> row_count;
+    std::optional<int64_t> result_bytes;
+    std::optional<std::string> result_ref;
+    std::optional<int64_t> cancel_requested_at;
+    std::optional<std::string> cancelled_by;
+    int64_t outcomes = 0;
+    std::optional<int64_t> recovery_ms;
+};
+
+}  // namespace sqlq

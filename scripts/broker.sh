@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A private RabbitMQ node: its own port, its own data dir (owned by the rabbitmq user),
+# its own node name. Used by the tests, the benchmarks and the local default.
+#
+#   scripts/broker.sh start DIR PORT [HEARTBEAT_S]   start (or reuse) the node, return once it accepts AMQP
+#   scripts/broker.sh stop  DIR                      stop it and wait until it is gone
+#   scripts/broker.sh status DIR                     exit 0 when the node runs
+#   scripts/broker.sh ctl DIR ARGS...                rabbitmqctl against that node
+set -euo pipefail
+
+cmd=${1:?usage: broker.sh start|stop|status|ctl DIR [PORT]}
+dir=${2:?usage: broker.sh $cmd DIR}
+RMQ=/usr/lib/rabbitmq/bin
+
+as_rabbitmq() {
+    # The cookie lives in the rabbitmq user's home; every CLI tool needs the same one.
+    if [ "$(id -u)" = "$(id -u rabbitmq)" ]; then env HOME=/var/lib/rabbitmq "$@"
+    else setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env HOME=/var/lib/rabbitmq "$@"; fi
+}
+
+node_of() { cat "$1/nodename"; }
+
+ctl() { as_rabbitmq "$RMQ/rabbitmqctl" -q -n "$(node_of "$dir")" "$@"; }
+
+case "$cmd" in
+start)
+    port=${3:?usage: broker.sh start DIR PORT [HEARTBEAT_S]}
+    heartbeat=${4:-60}
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [ -f "$dir/nodename" ] && ctl ping >/dev/null 2>&1; then exit 0; fi
+    # The node name must be unique on this host: derive it from the port.
+    echo "sqlq$port@localhost" > "$dir/nodename"
+    mkdir -p "$dir/mnesia" "$dir/log"
+    cat > "$dir/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$port
+loopback_users.guest = true
+heartbeat = $heartbeat
+# Above the longest query sqlq allows (query.timeout_ms), so the broker never
+# takes a delivery away from a worker that is still running it.
+consumer_timeout = 3600000
+disk_free_limit.absolute = 50MB
+log.console = false
+log.file.level = warning
+CONF
+    echo "[]." > "$dir/enabled_plugins"
+    chown -R rabbitmq:rabbitmq "$dir"
+    # The node itself must be able to reach its directory.
+    chmod o+x "$dir"
+    d=$dir; while [ "$d" != "/" ]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
+    as_rabbitmq env \
+        RABBITMQ_NODENAME="$(node_of "$dir")" \
+        RABBITMQ_NODE_PORT="$port" \
+        RABBITMQ_DIST_PORT=$((port + 20000)) \
+        RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+        RABBITMQ_LOG_BASE="$dir/log" \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        RABBITMQ_PID_FILE="$dir/pid" \
+        setsid "$RMQ/rabbitmq-server" > "$dir/log/startup.log" 2>&1 < /dev/null &
+    # `wait` returns when the node has booted (or fails when it dies during boot).
+    if ! ctl wait --timeout 120 "$dir/pid" >/dev/null 2>&1; then
+        echo "broker.sh: the RabbitMQ node in $dir did not start; see $dir/log" >&2
+        tail -n 20 "$dir/log/startup.log" >&2 || true
+        exit 1
+    fi
+    ;;
+stop)
+    [ -f "$dir/nodename" ] || exit 0
+    pid=$(cat "$dir/pid" 2>/dev/null || true)
+    ctl stop "$dir/pid" >/dev/null 2>&1 || { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; }
+    ;;
+status)
+    [ -f "$dir/nodename" ] && ctl ping >/dev/null 2>&1
+    ;;
+ctl)
+    shift 2
+    ctl "$@"
+    ;;
+*)
+    echo "broker.sh: unknown command '$cmd' (start, stop, status, ctl)" >&2; exit 2 ;;
+esac
