@@ -176,6 +176,28 @@ int64_t TaskStore::insert(const std::string& sql, const std::string& submitter) 
     return db_.last_insert_rowid();
 }
 
+std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
+    durable(true);
+    Txn txn(db_);
+    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at) VALUES(?, ?, 'queued', ?)");
+    std::vector<int64_t> ids;
+    ids.reserve(sqls.size());
+    for (const auto& sql : sqls) {
+        st.bind(1, sql).bind(2, submitter).bind(3, now_ms()).run();
+        ids.push_back(db_.last_insert_rowid());
+    }
+    txn.commit();
+    return ids;
+}
+
+void TaskStore::mark_published(const std::vector<int64_t>& ids) {
+    durable(false);
+    Txn txn(db_);
+    auto st = db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=? AND status IN ('queued','running')");
+    for (int64_t id : ids) st.bind(1, now_ms()).bind(2, id).run();
+    txn.commit();
+}
+
 void TaskStore::mark_published(int64_t id) {
     durable(false);  // losing this flag only means one more (harmless) publish by the sweeper
     db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=? AND status IN ('queued','running')")

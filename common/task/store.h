@@ -47,7 +47,10 @@ public:
 
     // --- producer ---
     int64_t insert(const std::string& sql, const std::string& submitter);
+    // Many tasks in one transaction: one fsync, and all of them are there or none.
+    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter);
     void mark_published(int64_t id);
+    void mark_published(const std::vector<int64_t>& ids);
 
     // --- worker ---
     enum class ClaimKind {

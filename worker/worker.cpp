@@ -1,0 +1,219 @@
+#include "worker/worker.h"
+
+#include <ctime>
+
+#include "task/message.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace sqlq {
+
+namespace {
+bool hooks_enabled() {
+    const char* s = std::getenv("SQLQ_TEST_HOOKS");
+    return s && std::string(s) == "1";
+}
+}  // namespace
+
+Worker::Worker(const Config& cfg, std::atomic<bool>& stop)
+    : cfg_(cfg), stop_(stop), me_(Owner::self()), store_(cfg.store.path, cfg.store),
+      executor_(cfg.query, hooks_enabled()) {}
+
+void Worker::pause(amqp::Connection* conn, int64_t ms) {
+    int64_t until = mono_ms() + ms;
+    while (!stop_ && mono_ms() < until) {
+        int64_t step = std::min<int64_t>(until - mono_ms(), 50);
+        if (step <= 0) break;
+        timespec ts{0, long(step) * 1000000};
+        nanosleep(&ts, nullptr);  // SIGTERM interrupts it
+        if (conn) conn->pump();
+        reporter_.alive();
+    }
+}
+
+void Worker::run() {
+    reporter_.send(Report::starting);
+    int64_t backoff = 100;
+    while (!stop_) {
+        try {
+            amqp::Connection conn(cfg_.broker, "sqlq-worker " + me_.name());
+            conn.declare_topology();
+            conn.qos(cfg_.broker.prefetch);
+            conn.consume(cfg_.broker.queue);
+            spdlog::info("consuming from {} on {}", cfg_.broker.queue, amqp::describe(cfg_.broker));
+            reporter_.send(Report::ready);
+            backoff = 100;
+            serve(conn);
+            reporter_.send(Report::stopping);
+            // Deliveries prefetched but not started go back to the queue when the channel closes.
+            try {
+                conn.cancel_consumer();
+            } catch (const amqp::AmqpError&) {
+            }
+            conn.close();
+            return;
+        } catch (const amqp::AmqpError& e) {
+            if (e.fatal()) throw;
+            spdlog::warn("{}; reconnecting in {} ms", e.what(), backoff);
+            reporter_.send(Report::starting);
+            pause(nullptr, backoff);
+            backoff = std::min<int64_t>(backoff * 2, cfg_.broker.reconnect_max_ms);
+        }
+    }
+}
+
+void Worker::serve(amqp::Connection& conn) {
+    while (!stop_) {
+        auto d = conn.next(250);
+        if (!d) {
+            reporter_.alive();
+            continue;
+        }
+        handle(conn, *d);
+        reporter_.send(Report::ready);
+    }
+}
+
+void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
+    auto decoded = decode_message(d.body);
+    if (auto* bad = std::get_if<BadMessage>(&decoded)) {
+        spdlog::warn("rejecting a malformed message ({} bytes): {}; it goes to {}", d.body.size(), bad->why,
+                     cfg_.broker.dead_letter_queue());
+        conn.reject(d.tag, /*requeue=*/false);
+        return;
+    }
+    const int64_t id = std::get<int64_t>(decoded);
+    TaskStore::Claim c = claim(conn, id);
+    switch (c.kind) {
+    case TaskStore::ClaimKind::unknown:
+        spdlog::warn("task {}: no such task in {}; the message goes to {}", id, cfg_.store.path,
+                     cfg_.broker.dead_letter_queue());
+        conn.reject(d.tag, /*requeue=*/false);
+        return;
+    case TaskStore::ClaimKind::finished:
+        spdlog::info("task {}: already {}, skipped{}", id, to_string(c.status), d.redelivered ? " (redelivered)" : "");
+        conn.ack(d.tag);
+        return;
+    case TaskStore::ClaimKind::gave_up:
+        spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
+        conn.ack(d.tag);
+        return;
+    case TaskStore::ClaimKind::cancelled_now:
+        spdlog::info("task {}: cancelled (its worker was gone), not run", id);
+        conn.ack(d.tag);
+        return;
+    case TaskStore::ClaimKind::held:
+        return;  // only when stopping: the message goes back to the queue with the channel
+    case TaskStore::ClaimKind::claimed:
+        break;
+    }
+
+    auto task = store_.get(id);
+    reporter_.send(Report::busy, id);
+    const int64_t t0 = mono_ms();
+    bool fenced = false, cancelled = false;
+    QueryOutcome q = execute(conn, id, c.token, task->sql, fenced, cancelled);
+    if (fenced) {
+        spdlog::warn("task {}: attempt {} lost its claim (another worker took the task over); outcome discarded",
+                     id, c.token);
+        conn.ack(d.tag);
+        return;
+    }
+    Outcome o;
+    if (cancelled) {
+        o.status = Status::cancelled;
+        o.error = "cancelled";
+    } else if (q.kind == QueryOutcome::Kind::ok) {
+        o.status = Status::succeeded;
+        o.row_count = q.rows;
+        o.result_bytes = int64_t(q.result.rows_json.size());
+        o.result = std::move(q.result);
+    } else {
+        o.status = Status::failed;
+        o.error = q.error;
+    }
+    if (!record(conn, id, c.token, o)) return;  // stopping with the write still failing: not acked
+    spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), mono_ms() - t0, c.token);
+    conn.ack(d.tag);
+    ++tasks_done_;
+}
+
+TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
+    int64_t backoff = 50;
+    for (;;) {
+        try {
+            TaskStore::Claim c = store_.claim(id, me_, cfg_.query.max_attempts);
+            if (c.kind != TaskStore::ClaimKind::held) return c;
+            // Another worker holds the task and looks alive: its own delivery is with it. Wait
+            // for it to finish (then we skip) or for its lease to run out (then we take over).
+            if (stop_) return c;
+            pause(&conn, 50);
+        } catch (const sqlite::SqliteError& e) {
+            if (!e.transient()) throw;
+            spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
+            if (stop_) return {TaskStore::ClaimKind::held};
+            pause(&conn, backoff);
+            backoff = std::min<int64_t>(backoff * 2, 2000);
+        }
+    }
+}
+
+QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
+                             bool& fenced, bool& cancelled) {
+    const int64_t renew_every = cfg_.store.lease_ms / 3;
+    int64_t last_renew = mono_ms();
+    int64_t last_check = 0;
+    auto poll = [&]() -> bool {
+        int64_t now = mono_ms();
+        reporter_.alive();
+        try {
+            conn.pump();
+        } catch (const amqp::AmqpError& e) {
+            // Keep running: the outcome is still worth recording; the message will be redelivered
+            // and skipped.
+            spdlog::warn("task {}: {}", id, e.what());
+        }
+        if (now - last_check < 50) return false;
+        last_check = now;
+        try {
+            bool renew = now - last_renew >= renew_every;
+            auto t = store_.tick(id, token, renew);
+            if (renew) last_renew = now;
+            if (!t.still_owner) return fenced = true;
+            if (t.cancel_requested) return cancelled = true;
+        } catch (const sqlite::SqliteError& e) {
+            spdlog::warn("task {}: cannot renew the lease: {}", id, e.what());
+        }
+        return false;
+    };
+    return executor_.run(sql, poll);
+}
+
+bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {
+    int64_t backoff = 50;
+    for (;;) {
+        try {
+            if (!store_.finish(id, token, o)) {
+                // The claim was lost (another attempt took over) or a cancel won the race.
+                auto t = store_.get(id);
+                spdlog::warn("task {}: outcome {} of attempt {} not recorded: the task is {} (attempt {})", id,
+                             to_string(o.status), token, t ? to_string(t->status) : "gone", t ? t->attempts : 0);
+            }
+            return true;
+        } catch (const sqlite::SqliteError& e) {
+            if (!e.transient()) throw;
+            // Disk full, busy, I/O error: keep the message unacked and try again.
+            spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff);
+            if (stop_) return false;
+            pause(&conn, backoff);
+            backoff = std::min<int64_t>(backoff * 2, 2000);
+            // Keep the lease while we wait, or another worker will (rightly) take the task over.
+            try {
+                if (!store_.tick(id, token, true).still_owner) return true;
+            } catch (const sqlite::SqliteError&) {
+            }
+        }
+    }
+}
+
+}  // namespace sqlq

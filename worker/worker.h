@@ -1,0 +1,44 @@
+#pragma once
+// sqlq-worker: consume → decode → claim → execute → record → ack, one message at a time.
+// A delivery is acked only after the task's outcome is committed (or the task is found
+// finished), so a worker that dies at any point leaves its message to be redelivered.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "amqp/connection.h"
+#include "config/config.h"
+#include "task/report.h"
+#include "task/store.h"
+#include "worker/executor.h"
+
+namespace sqlq {
+
+class Worker {
+public:
+    Worker(const Config& cfg, std::atomic<bool>& stop);
+    // Runs until asked to stop (exit 0) or a fatal error (throws).
+    void run();
+
+private:
+    void serve(amqp::Connection& conn);
+    void handle(amqp::Connection& conn, const amqp::Delivery& d);
+    TaskStore::Claim claim(amqp::Connection& conn, int64_t id);
+    QueryOutcome execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
+                         bool& fenced, bool& cancelled);
+    bool record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& outcome);
+    // Waits `ms` while keeping the broker connection and the supervisor's watchdog fed.
+    void pause(amqp::Connection* conn, int64_t ms);
+
+    const Config& cfg_;
+    std::atomic<bool>& stop_;
+    Owner me_;
+    TaskStore store_;
+    Executor executor_;
+    Reporter reporter_;
+    int64_t tasks_done_ = 0;
+};
+
+}  // namespace sqlq
