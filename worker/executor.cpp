@@ -15,14 +15,20 @@ namespace {
 constexpr int kProgressOps = 1000;  // VM instructions between two progress-handler calls
 constexpr int64_t kPollMs = 20;
 
-// PRAGMAs that only read (with no argument). Anything else, or any PRAGMA with a value, is refused.
-bool readonly_pragma(const char* name) {
-    static const char* const allowed[] = {
-        "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-        "foreign_key_list", "database_list", "collation_list", "function_list", "pragma_list",
-        "compile_options", "user_version", "schema_version", "application_id", "page_count",
-        "page_size", "freelist_count", "encoding", "data_version", "module_list"};
-    for (const char* a : allowed)
+// PRAGMAs that only read. The first list takes an argument that names a table or index, so
+// any argument is fine; the second would change state when given a value, so only its bare
+// form (a read) is allowed. Every other PRAGMA is refused.
+bool readonly_pragma(const char* name, bool has_arg) {
+    static const char* const with_arg[] = {"table_info", "table_xinfo", "table_list", "index_list", "index_info",
+                                           "index_xinfo", "foreign_key_list"};
+    static const char* const bare[] = {"database_list", "collation_list", "function_list", "pragma_list",
+                                       "compile_options", "user_version", "schema_version", "application_id",
+                                       "page_count", "page_size", "freelist_count", "encoding", "data_version",
+                                       "module_list"};
+    for (const char* a : with_arg)
+        if (sqlite3_stricmp(name, a) == 0) return true;
+    if (has_arg) return false;
+    for (const char* a : bare)
         if (sqlite3_stricmp(name, a) == 0) return true;
     return false;
 }
@@ -60,7 +66,7 @@ int authorize(void* self, int code, const char* a, const char* b, const char*, c
         }
         return SQLITE_OK;
     case SQLITE_PRAGMA:
-        if (a && !b && readonly_pragma(a)) return SQLITE_OK;
+        if (a && readonly_pragma(a, b != nullptr)) return SQLITE_OK;
         ex->denied = std::string("PRAGMA ") + (a ? a : "") + (b ? " with a value" : "") + " is not allowed: queries are read-only";
         return SQLITE_DENY;
     default:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# CTest fixture: starts one private RabbitMQ node for the integration tests on a free port,
+# writes the port to DIR/port, and builds the demo database in DIR; `stop` stops it.
+set -euo pipefail
+cmd=${1:?usage: broker-fixture.sh start|stop DIR}
+dir=${2:?usage: broker-fixture.sh start|stop DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+case "$cmd" in
+start)
+    "$root/scripts/broker.sh" stop "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"; mkdir -p "$dir"
+    # A free port: the first one nobody listens on, from a random start (its +20000 twin is the
+    # node's distribution port).
+    port=""
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 20000))
+        if ! ss -Htln "sport = :$p" | grep -q . && ! ss -Htln "sport = :$((p + 20000))" | grep -q .; then port=$p; break; fi
+    done
+    [ -n "$port" ] || { echo "broker-fixture: no free port" >&2; exit 1; }
+    "$root/scripts/broker.sh" start "$dir/node" "$port" "${SQLQ_TEST_HEARTBEAT:-5}"
+    "$root/scripts/make-demo-db.sh" "$dir/demo.db"
+    echo "$port" > "$dir/port"
+    echo "broker-fixture: RabbitMQ node on 127.0.0.1:$port ($dir)"
+    ;;
+stop)
+    "$root/scripts/broker.sh" stop "$dir/node"
+    ;;
+esac

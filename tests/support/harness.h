@@ -1,0 +1,117 @@
+#pragma once
+// Test harness for the integration and fault suites: the private broker started by the CTest
+// fixture, a temporary directory with its own config (own queue, store and run dir), and the
+// real binaries run as real processes.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.h"
+#include "task/report.h"
+
+namespace sqlq::test {
+
+std::string bin(const std::string& name);   // path of a built binary: sqlq, sqlq-worker, sqlq-supervisor
+std::string source_dir();
+int broker_port();                          // from the fixture
+std::string broker_dir();                   // the fixture's directory
+
+struct TempDir {
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    std::string path;
+};
+
+// A test installation: temp dir, config file with a queue of its own, store, demo database.
+struct Setup {
+    int workers = 2;
+    std::string queue_type = "classic";
+    std::string extra;  // more TOML, appended per section: {"[query]", "timeout_ms = 500"}
+    std::map<std::string, std::string> sections;  // section → extra lines
+};
+
+class Env {
+public:
+    explicit Env(const Setup& s = {});
+    const std::string& dir() const { return tmp_.path; }
+    const std::string& config() const { return config_path_; }
+    const Config& cfg() const { return cfg_; }
+    std::string broker_url() const;
+    // Rewrites the config with other settings (same queue, store and run dir).
+    void rewrite(const Setup& s);
+
+private:
+    void write(const Setup& s);
+    TempDir tmp_;
+    std::string queue_;
+    std::string config_path_;
+    Config cfg_;
+};
+
+struct Result {
+    int code = -1;  // exit code, or 128+signal
+    std::string out, err;
+};
+
+// Runs a command to the end (killed after timeout_ms) and captures its output.
+Result run(const std::vector<std::string>& argv, const std::string& input = "", int timeout_ms = 60000,
+           const std::map<std::string, std::string>& env = {});
+// `sqlq -c CONFIG args...`
+Result sqlq(const Env& env, std::vector<std::string> args, const std::string& input = "");
+
+// A background process (a worker, a supervisor in the foreground). Its stderr goes to a file.
+class Process {
+public:
+    // With `status_pipe`, the child gets SQLQ_STATUS_FD and wait_report() can read its reports.
+    Process(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+            bool status_pipe = false);
+    ~Process();  // SIGKILLs and reaps it if still running
+    Process(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+    void signal(int sig);
+    // Waits for exit; returns the exit code (128+signal for a signal), or nullopt on timeout.
+    std::optional<int> wait(int timeout_ms);
+    bool running();
+    // Blocks until the child reports `what` (e.g. ready), up to timeout_ms. Returns the line.
+    std::optional<ReportLine> wait_report(Report what, int timeout_ms);
+    std::string log() const;  // its stderr so far
+    const std::string& log_path() const { return log_path_; }
+
+private:
+    pid_t pid_ = -1;
+    int status_fd_ = -1;
+    std::string log_path_;
+    std::string buffer_;
+    std::optional<int> exit_;
+};
+
+// A worker of `env` with a status pipe and the fault-injection hooks enabled.
+std::unique_ptr<Process> start_worker(const Env& env, int slot = 0);
+
+// Polls `pred` every 10 ms until it holds or timeout_ms passes (for states with no event:
+// rows in SQLite, a queue's depth). Returns whether it held.
+bool eventually(const std::function<bool()>& pred, int timeout_ms);
+
+// Direct views, for assertions.
+nlohmann::json show(const Env& env, int64_t id);     // sqlq show --json
+nlohmann::json audit(const Env& env);                // sqlq audit --json
+int64_t submit(const Env& env, const std::string& sql);
+std::vector<int64_t> submit_batch(const Env& env, const std::vector<std::string>& sqls);
+// Ready messages in the env's queue (or another), by passive declare.
+uint32_t queue_depth(const Env& env, const std::string& queue = "");
+// Publishes a raw body to the env's task queue (to forge duplicates or hostile messages).
+void publish_raw(const Env& env, const std::string& body);
+
+// A query that computes for about `ms` milliseconds on this machine (a recursive CTE),
+// calibrated once per process.
+std::string slow_query(int ms);
+
+}  // namespace sqlq::test

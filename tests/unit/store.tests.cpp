@@ -1,0 +1,237 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "task/store.h"
+#include "util/process.h"
+
+using namespace sqlq;
+
+namespace {
+struct TempStore {
+    std::string dir;
+    StoreConfig cfg;
+    TempStore() {
+        char tmpl[] = "/tmp/sqlq-store-XXXXXX";
+        dir = mkdtemp(tmpl);
+        cfg.lease_ms = 1000;
+        cfg.durability = "normal";
+    }
+    ~TempStore() { std::filesystem::remove_all(dir); }
+    std::string path() const { return dir + "/tasks.db"; }
+};
+
+// An owner on this host whose process no longer exists.
+Owner dead_owner() {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    Owner o{host_name(), pid, 12345};
+    int st;
+    waitpid(pid, &st, 0);
+    return o;
+}
+
+Outcome ok_outcome() {
+    Outcome o;
+    o.status = Status::succeeded;
+    o.row_count = 1;
+    o.result = ResultData{"[\"1\"]", "[[1]]"};
+    return o;
+}
+}  // namespace
+
+TEST_CASE("a queued task is claimed once, runs, and its outcome is stored once", "[store][claim]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    Owner me = Owner::self();
+
+    auto c = store.claim(id, me, 3);
+    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+    CHECK(c.token == 1);
+    auto t = store.get(id);
+    CHECK(t->status == Status::running);
+    CHECK(t->attempts == 1);
+    CHECK(t->executions == 1);
+    CHECK(t->owner == me.name());
+
+    SECTION("a second claim while the owner lives is held off") {
+        CHECK(store.claim(id, me, 3).kind == TaskStore::ClaimKind::held);
+    }
+    SECTION("the outcome is written once, then redeliveries are skipped") {
+        REQUIRE(store.finish(id, c.token, ok_outcome()));
+        CHECK_FALSE(store.finish(id, c.token, ok_outcome()));
+        auto done = store.get(id);
+        CHECK(done->status == Status::succeeded);
+        CHECK(done->outcomes == 1);
+        CHECK(done->result_ref == "results/" + std::to_string(id));
+        CHECK(store.result(id)->rows_json == "[[1]]");
+        auto again = store.claim(id, me, 3);
+        CHECK(again.kind == TaskStore::ClaimKind::finished);
+        CHECK(again.status == Status::succeeded);
+        CHECK(store.get(id)->executions == 1);
+    }
+}
+
+TEST_CASE("a task whose owner died is taken over, and the old owner is fenced out", "[store][claim][fencing]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    Owner ghost = dead_owner();
+    auto first = store.claim(id, ghost, 3);
+    REQUIRE(first.kind == TaskStore::ClaimKind::claimed);
+
+    auto second = store.claim(id, Owner::self(), 3);
+    REQUIRE(second.kind == TaskStore::ClaimKind::claimed);
+    CHECK(second.token == 2);
+    CHECK(store.get(id)->executions == 2);
+
+    // The first attempt wakes up: it can neither renew nor record.
+    CHECK_FALSE(store.tick(id, first.token, true).still_owner);
+    CHECK_FALSE(store.finish(id, first.token, ok_outcome()));
+    CHECK(store.tick(id, second.token, true).still_owner);
+    CHECK(store.finish(id, second.token, ok_outcome()));
+    CHECK(store.get(id)->outcomes == 1);
+}
+
+TEST_CASE("a task on another host is taken over only when its lease expires", "[store][claim][lease]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    Owner remote{"elsewhere", 1, 1};
+    REQUIRE(store.claim(id, remote, 3).kind == TaskStore::ClaimKind::claimed);
+    auto held = store.claim(id, Owner::self(), 3);
+    CHECK(held.kind == TaskStore::ClaimKind::held);
+    store.db().prepare("UPDATE tasks SET lease_until = 0 WHERE id = ?").bind(1, id).run();
+    CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed);
+}
+
+TEST_CASE("a task whose worker dies every time fails after max attempts", "[store][claim][poison]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    for (int i = 1; i <= 3; ++i) REQUIRE(store.claim(id, dead_owner(), 3).kind == TaskStore::ClaimKind::claimed);
+    CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::gave_up);
+    auto t = store.get(id);
+    CHECK(t->status == Status::failed);
+    CHECK(t->executions == 3);
+    CHECK(t->error->find("gave up after 3 attempts") != std::string::npos);
+}
+
+TEST_CASE("cancel: queued at once, running on request, finished refused", "[store][cancel]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    SECTION("queued") {
+        int64_t id = store.insert("SELECT 1", "alice");
+        CHECK(store.request_cancel(id, "bob").kind == TaskStore::CancelKind::cancelled);
+        CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
+        CHECK(store.get(id)->cancelled_by == "bob");
+        CHECK(store.get(id)->executions == 0);
+    }
+    SECTION("running: the worker sees the request and records the cancel") {
+        int64_t id = store.insert("SELECT 1", "alice");
+        auto c = store.claim(id, Owner::self(), 3);
+        CHECK(store.request_cancel(id, "bob").kind == TaskStore::CancelKind::requested);
+        CHECK(store.tick(id, c.token, false).cancel_requested);
+        Outcome o;
+        o.status = Status::cancelled;
+        CHECK(store.finish(id, c.token, o));
+        CHECK(store.get(id)->status == Status::cancelled);
+    }
+    SECTION("running with its worker gone: the next claim records the cancel without running") {
+        int64_t id = store.insert("SELECT 1", "alice");
+        store.claim(id, dead_owner(), 3);
+        store.request_cancel(id, "bob");
+        CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::cancelled_now);
+        CHECK(store.get(id)->executions == 1);
+    }
+    SECTION("finished") {
+        int64_t id = store.insert("SELECT 1", "alice");
+        auto c = store.claim(id, Owner::self(), 3);
+        store.finish(id, c.token, ok_outcome());
+        auto r = store.request_cancel(id, "bob");
+        CHECK(r.kind == TaskStore::CancelKind::already_finished);
+        CHECK(r.status == Status::succeeded);
+        CHECK(store.result(id));
+    }
+    SECTION("unknown") { CHECK(store.request_cancel(999, "bob").kind == TaskStore::CancelKind::unknown); }
+}
+
+TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim][race]") {
+    TempStore ts;
+    std::vector<int64_t> ids;
+    {
+        TaskStore store(ts.path(), ts.cfg);
+        for (int i = 0; i < 20; ++i) ids.push_back(store.insert("SELECT 1", "alice"));
+    }
+    // Every claimant stays alive until all have claimed: a claimant that exited would be a dead
+    // owner, whose tasks are rightly taken over.
+    constexpr int kProcs = 8;
+    int wins_pipe[2], release_pipe[2];
+    REQUIRE(pipe(wins_pipe) == 0);
+    REQUIRE(pipe(release_pipe) == 0);
+    std::vector<pid_t> pids;
+    for (int p = 0; p < kProcs; ++p) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(release_pipe[1]);
+            char wins = 0;
+            {
+                TaskStore store(ts.path(), ts.cfg);
+                for (int64_t id : ids)
+                    if (store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed) ++wins;
+            }
+            (void)!write(wins_pipe[1], &wins, 1);
+            char c;
+            (void)!read(release_pipe[0], &c, 1);  // returns when the parent closes it
+            _exit(0);
+        }
+        pids.push_back(pid);
+    }
+    close(wins_pipe[1]);
+    close(release_pipe[0]);
+    int total = 0;
+    for (int p = 0; p < kProcs; ++p) {
+        char w = 0;
+        REQUIRE(read(wins_pipe[0], &w, 1) == 1);
+        total += w;
+    }
+    CHECK(total == 20);
+    {
+        TaskStore store(ts.path(), ts.cfg);
+        for (int64_t id : ids) CHECK(store.get(id)->attempts == 1);
+    }
+    close(release_pipe[1]);
+    for (pid_t pid : pids) {
+        int st = 0;
+        waitpid(pid, &st, 0);
+    }
+    close(wins_pipe[0]);
+}
+
+TEST_CASE("results expire after their retention", "[store][retention]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    auto c = store.claim(id, Owner::self(), 3);
+    store.finish(id, c.token, ok_outcome());
+    CHECK(store.expire_results(3600) == 0);
+    store.db().prepare("UPDATE results SET created_at = 0").run();
+    store.db().prepare("UPDATE tasks SET finished_at = 0").run();
+    CHECK(store.expire_results(3600) == 1);
+    CHECK_FALSE(store.result(id));
+    CHECK_FALSE(store.get(id)->result_ref);
+}
+
+TEST_CASE("the schema carries its version", "[store][schema]") {
+    TempStore ts;
+    { TaskStore store(ts.path(), ts.cfg); }
+    TaskStore store(ts.path(), ts.cfg);  // opening again migrates nothing
+    auto s = store.db().prepare("PRAGMA user_version");
+    s.step();
+    CHECK(s.i64(0) == TaskStore::kSchemaVersion);
+    store.db().exec("PRAGMA user_version=99");
+    REQUIRE_THROWS_WITH(TaskStore(ts.path(), ts.cfg), Catch::Contains("is newer than this sqlq"));
+}
