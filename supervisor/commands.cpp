@@ -1,0 +1,314 @@
+#include "supervisor/commands.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <iostream>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "amqp/connection.h"
+#include "config/config.h"
+#include "supervisor/launch.h"
+#include "supervisor/supervisor.h"
+#include "task/store.h"
+#include "util/clock.h"
+#include "util/control.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/table.h"
+
+namespace sqlq::supervisor {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// --- the lock ---
+
+RunLock::RunLock(const std::string& run_dir) {
+    const std::string p = path(run_dir);
+    fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(p + ": cannot open the lock file: " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = {};
+        ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+        ::close(fd_);
+        fd_ = -1;
+        if (e != EWOULDBLOCK) throw Error(p + ": cannot lock: " + std::strerror(e));
+        std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+        while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+        throw Error("already running in " + run_dir + (pid.empty() ? "" : " (pid " + pid + ")") +
+                        "; use `sqlq-supervisor status` or `stop`",
+                    kExitConflict);
+    }
+}
+
+RunLock::~RunLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void RunLock::write_pid(pid_t pid) {
+    std::string s = std::to_string(pid) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, s.data(), s.size(), 0) < 0)
+        spdlog::warn("cannot write the pid into {}: {}", path(""), std::strerror(errno));
+}
+
+bool RunLock::held(const std::string& run_dir) {
+    int fd = ::open(path(run_dir).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);
+    return busy;
+}
+
+namespace {
+
+Config load(const std::string& config_opt) { return load_config(config_path(config_opt)); }
+
+// What start checks itself before any worker exists, so that the reason of a failure is one
+// clear line instead of N workers backing off.
+void preflight(const Config& cfg) {
+    {
+        amqp::Connection conn(cfg.broker, "sqlq-supervisor start");
+        conn.declare_topology();
+        conn.close();
+    }
+    TaskStore store(cfg.store.path, cfg.store);  // creates and migrates the schema once
+}
+
+std::string log_file(const Config& cfg) {
+    return cfg.supervisor.log_file.empty() ? cfg.supervisor.run_dir + "/supervisor.log" : cfg.supervisor.log_file;
+}
+
+// Detaches the caller's stdio: stdin from /dev/null, stdout and stderr to the log file.
+void redirect_stdio(const std::string& log) {
+    int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (in >= 0) ::dup2(in, 0);
+    if (out >= 0) {
+        ::dup2(out, 1);
+        ::dup2(out, 2);
+    }
+    if (in > 2) ::close(in);
+    if (out > 2) ::close(out);
+}
+
+std::string read_all(int fd) {
+    std::string s;
+    char buf[1024];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        s.append(buf, static_cast<size_t>(n));
+    }
+    return s;
+}
+
+std::optional<json> request(const Config& cfg, const json& req, int timeout_ms = 10000) {
+    return control_request(cfg.supervisor.run_dir, req, timeout_ms);
+}
+
+int not_running(const Config& cfg) {
+    std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
+    return kExitNotRunning;
+}
+
+json must_ok(const json& reply) {
+    if (!reply.value("ok", false)) throw Error("the supervisor refused: " + reply.value("error", std::string("?")));
+    return reply;
+}
+
+std::string dash_or(const json& v, const std::function<std::string(const json&)>& f) {
+    return v.is_null() ? "-" : f(v);
+}
+
+}  // namespace
+
+// --- start ---
+
+int cmd_start(const std::string& config_opt, bool foreground) {
+    Config cfg = load(config_opt);
+    std::error_code ec;
+    fs::create_directories(cfg.supervisor.run_dir, ec);
+    if (ec) throw Error(cfg.supervisor.run_dir + ": cannot create the run directory: " + ec.message());
+    RunLock lock(cfg.supervisor.run_dir);
+    RunOptions opts;
+    opts.foreground = foreground;
+    opts.worker = find_worker(cfg.supervisor.worker_path);
+    preflight(cfg);
+
+    if (foreground) {
+        lock.write_pid(::getpid());
+        init_log("sqlq-supervisor", cfg.supervisor.log_file);
+        Supervisor sup(cfg, opts);
+        return sup.run();
+    }
+
+    // Background: the child runs the loop and tells us through a pipe when the fleet is ready
+    // (or why it is not); we print that and leave. The lock is shared with the child through
+    // the inherited file description and stays held after we exit.
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw Error(std::string("pipe: ") + std::strerror(errno));
+    const std::string log = log_file(cfg);
+    pid_t pid = ::fork();
+    if (pid < 0) throw Error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        ::close(p[0]);
+        ::setsid();
+        redirect_stdio(log);
+        int code = kExitError;
+        try {
+            lock.write_pid(::getpid());
+            init_log("sqlq-supervisor", log);
+            opts.ready_fd = p[1];
+            Supervisor sup(cfg, opts);
+            code = sup.run();
+        } catch (const std::exception& e) {
+            std::string msg = std::string("error ") + e.what() + "\n";
+            ssize_t n = ::write(p[1], msg.data(), msg.size());
+            (void)n;
+            spdlog::error("{}", e.what());
+        }
+        std::fflush(nullptr);
+        ::_exit(code);
+    }
+    ::close(p[1]);
+    std::string answer = read_all(p[0]);
+    ::close(p[0]);
+    while (!answer.empty() && answer.back() == '\n') answer.pop_back();
+    if (answer.rfind("ok ", 0) == 0) {
+        std::cout << "sqlq-supervisor: started, pid " << answer.substr(3) << ", " << cfg.supervisor.workers
+                  << " workers ready (log " << log << ")\n";
+        return kExitOk;
+    }
+    if (answer.rfind("error ", 0) == 0) throw Error(answer.substr(6) + " (log " + log + ")");
+    throw Error("the supervisor exited during its start; see " + log);
+}
+
+// --- status ---
+
+int cmd_status(const std::string& config_opt, bool as_json) {
+    Config cfg = load(config_opt);
+    auto reply = request(cfg, {{"cmd", "status"}});
+    if (!reply) {
+        if (as_json)
+            std::cout << json{{"running", false}, {"run_dir", cfg.supervisor.run_dir}, {"alive", 0}}.dump() << "\n";
+        else
+            not_running(cfg);
+        return kExitNotRunning;
+    }
+    json st = must_ok(*reply);
+    st.erase("ok");
+    st["running"] = true;
+    // The queue and the tasks are read here, by the client: the supervisor's loop never
+    // waits on the broker or the database for a status.
+    try {
+        BrokerConfig b = cfg.broker;
+        b.connect_timeout_ms = std::min(b.connect_timeout_ms, 3000);
+        amqp::Connection conn(b, "sqlq-supervisor status");
+        auto q = conn.inspect(b.queue);
+        st["queue"] = {{"name", b.queue}, {"messages", q.messages}, {"consumers", q.consumers}};
+        conn.close();
+    } catch (const Error& e) {
+        st["queue"] = {{"name", cfg.broker.queue}, {"error", e.what()}};
+    }
+    try {
+        TaskStore store(cfg.store.path, cfg.store);
+        st["tasks"] = store.counts();
+    } catch (const Error& e) {
+        st["tasks"] = {{"error", e.what()}};
+    }
+    if (as_json) {
+        std::cout << st.dump() << "\n";
+        return kExitOk;
+    }
+
+    std::cout << "sqlq-supervisor " << st.value("phase", std::string()) << ", pid " << st["pid"] << ", up "
+              << format_duration(st.value("uptime_ms", int64_t(0))) << "\n";
+    std::cout << "config  " << st.value("config", std::string()) << "\n";
+    std::cout << "broker  " << st.value("broker", std::string()) << "\n";
+    std::cout << "workers " << st["ready"] << " of " << st["target"] << " ready, " << st["alive"] << " processes\n";
+    const json& q = st["queue"];
+    if (q.contains("error")) std::cout << "queue   " << q["name"].get<std::string>() << ": " << q["error"].get<std::string>() << "\n";
+    else
+        std::cout << "queue   " << q["name"].get<std::string>() << ": " << q["messages"] << " waiting, " << q["consumers"]
+                  << " consumers\n";
+    const json& t = st["tasks"];
+    if (t.contains("error")) std::cout << "tasks   " << t["error"].get<std::string>() << "\n";
+    else {
+        std::cout << "tasks  ";
+        for (const char* s : {"queued", "running", "succeeded", "failed", "cancelled"})
+            std::cout << " " << s << " " << t.value(s, int64_t(0));
+        std::cout << "\n";
+    }
+    std::cout << "\n";
+    std::vector<std::vector<std::string>> rows;
+    auto num = [](const json& v) { return std::to_string(v.get<int64_t>()); };
+    auto dur = [](const json& v) { return format_duration(v.get<int64_t>()); };
+    for (const json& w : st["workers"]) {
+        std::string state = w["state"].get<std::string>();
+        if (w.value("retiring", false)) state += " (retiring)";
+        std::string exit = dash_or(w["last_exit"], [](const json& v) { return v.get<std::string>(); });
+        if (w.contains("retry_in_ms"))
+            exit += "; " + std::to_string(w["failed_starts"].get<int>()) + " failed starts, retry in " +
+                    format_duration(w["retry_in_ms"].get<int64_t>()) +
+                    (w.contains("last_error") ? ": " + w["last_error"].get<std::string>() : "");
+        rows.push_back({num(w["slot"]), dash_or(w["pid"], num), state, dash_or(w["task"], num), dash_or(w["task_ms"], dur),
+                        dash_or(w["uptime_ms"], dur), std::to_string(w["restarts"].get<int>()), exit});
+    }
+    std::cout << format_table({"SLOT", "PID", "STATE", "TASK", "TASK TIME", "UPTIME", "RESTARTS", "LAST EXIT"}, rows);
+    return kExitOk;
+}
+
+// --- stop, reload, restart ---
+
+int cmd_stop(const std::string& config_opt) {
+    Config cfg = load(config_opt);
+    auto reply = request(cfg, {{"cmd", "stop"}});
+    if (!reply) {
+        // Stopping what is not running succeeds (LSB), but says so.
+        std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
+        return kExitOk;
+    }
+    must_ok(*reply);
+    // Busy workers may take stop_timeout_ms to finish, then are killed; the supervisor exits
+    // after it has reaped them all, which frees the lock.
+    const int64_t deadline = mono_ms() + cfg.supervisor.stop_timeout_ms + 30000;
+    while (RunLock::held(cfg.supervisor.run_dir)) {
+        if (mono_ms() > deadline) throw Error("the supervisor is still stopping after " +
+                                              std::to_string(cfg.supervisor.stop_timeout_ms + 30000) + " ms");
+        ::usleep(20 * 1000);
+    }
+    std::cout << "sqlq-supervisor: stopped\n";
+    return kExitOk;
+}
+
+int cmd_reload(const std::string& config_opt) {
+    Config cfg = load(config_opt);
+    auto reply = request(cfg, {{"cmd", "reload"}});
+    if (!reply) return not_running(cfg);
+    if (!reply->value("ok", false)) throw Error("reload refused: " + reply->value("error", std::string("?")), kExitUsage);
+    std::cout << "sqlq-supervisor: reloaded, " << (*reply)["target"] << " workers wanted\n";
+    return kExitOk;
+}
+
+int cmd_restart(const std::string& config_opt, std::optional<int> slot) {
+    Config cfg = load(config_opt);
+    json req = {{"cmd", "restart"}};
+    if (slot) req["slot"] = *slot;
+    auto reply = request(cfg, req);
+    if (!reply) return not_running(cfg);
+    if (!reply->value("ok", false))
+        throw Error("restart refused: " + reply->value("error", std::string("?")), kExitUsage);
+    std::cout << "sqlq-supervisor: restarting " << (slot ? "slot " + std::to_string(*slot) : "every slot, one at a time")
+              << "\n";
+    return kExitOk;
+}
+
+}  // namespace sqlq::supervisor

@@ -1,0 +1,37 @@
+#pragma once
+// The sqlq-supervisor subcommands. Each returns the exit code (util/error.h); errors that end a
+// command are thrown as sqlq::Error and printed once by main().
+#include <optional>
+#include <string>
+
+namespace sqlq::supervisor {
+
+// start: refuses a second supervisor on the run dir (kExitConflict), checks the broker and the
+// store, then runs in the foreground or returns once every worker is ready.
+int cmd_start(const std::string& config_opt, bool foreground);
+// status: exit 0 when running, kExitNotRunning (3) when not.
+int cmd_status(const std::string& config_opt, bool json);
+// stop: returns once the supervisor has exited (its lock is free).
+int cmd_stop(const std::string& config_opt);
+int cmd_reload(const std::string& config_opt);
+int cmd_restart(const std::string& config_opt, std::optional<int> slot);
+
+// The run-dir lock: held (flock) for the supervisor's whole life, by the process that runs the
+// loop. The file holds that process's pid, for messages.
+class RunLock {
+public:
+    // Throws sqlq::Error(kExitConflict) naming the holder when another supervisor has it.
+    explicit RunLock(const std::string& run_dir);
+    ~RunLock();
+    RunLock(const RunLock&) = delete;
+    RunLock& operator=(const RunLock&) = delete;
+    void write_pid(pid_t pid);
+    static std::string path(const std::string& run_dir) { return run_dir + "/supervisor.lock"; }
+    // True when some process holds the lock of run_dir.
+    static bool held(const std::string& run_dir);
+
+private:
+    int fd_ = -1;
+};
+
+}  // namespace sqlq::supervisor

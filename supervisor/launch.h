@@ -1,0 +1,32 @@
+#pragma once
+// Starting one worker process with fork/exec, the way a supervisor must:
+//   - its own process group (a ^C at the supervisor's terminal is the supervisor's to handle);
+//   - every signal disposition back to default and the supervisor's original signal mask;
+//   - stdin from /dev/null; stdout and stderr into a pipe the supervisor logs from;
+//   - the status pipe's write end on fd 3, named by SQLQ_STATUS_FD; SQLQ_SUPERVISOR_PID set;
+//   - PR_SET_PDEATHSIG=SIGKILL before exec, and getppid() checked after setting it, so a worker
+//     never outlives a supervisor that was SIGKILLed between fork and prctl;
+//   - every other fd closed; exit 127 when the binary is missing, 126 when it cannot be run.
+#include <csignal>
+#include <string>
+#include <sys/types.h>
+
+namespace sqlq::supervisor {
+
+constexpr int kStatusFd = 3;
+
+struct Launched {
+    pid_t pid = -1;
+    int status_fd = -1;  // read end of the status pipe (non-blocking, close-on-exec), caller owns
+    int output_fd = -1;  // read end of the stdout/stderr pipe (same)
+};
+
+// Throws sqlq::Error when the process cannot be created (pipe or fork failed).
+// `mask` is the signal mask the child starts with.
+Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask);
+
+// The worker binary: [supervisor] worker_path, else sqlq-worker next to this binary, else in
+// ../worker/ (the build tree), else "sqlq-worker" found on PATH. Throws sqlq::Error naming where it looked.
+std::string find_worker(const std::string& configured);
+
+}  // namespace sqlq::supervisor

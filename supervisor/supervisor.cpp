@@ -1,0 +1,433 @@
+#include "supervisor/supervisor.h"
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include "util/clock.h"
+#include "util/error.h"
+#include "util/process.h"
+#include "supervisor/launch.h"
+
+namespace sqlq::supervisor {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+
+Policy policy_from(const SupervisorConfig& c) {
+    Policy p;
+    p.stop_timeout_ms = c.stop_timeout_ms;
+    p.watchdog_ms = c.watchdog_ms;
+    p.cancel_grace_ms = c.cancel_grace_ms;
+    p.max_tasks_per_worker = c.max_tasks_per_worker;
+    p.max_worker_rss_mb = c.max_worker_rss_mb;
+    p.failed_start_ms = c.failed_start_ms;
+    p.failed_starts_before_backoff = c.failed_starts_before_backoff;
+    p.backoff_initial_ms = c.backoff_initial_ms;
+    p.backoff_max_ms = c.backoff_max_ms;
+    return p;
+}
+
+// One worker process's pipes. Handlers hold it by shared_ptr, so it lives until both pipes are
+// at EOF, which may be after the process was reaped.
+struct Supervisor::Child {
+    Child(asio::io_context& io, int slot_, uint64_t generation_, pid_t pid_, int status_fd, int output_fd)
+        : slot(slot_), generation(generation_), pid(pid_), status(io, status_fd), output(io, output_fd) {}
+    int slot;
+    uint64_t generation;
+    pid_t pid;
+    asio::posix::stream_descriptor status;
+    asio::posix::stream_descriptor output;
+    std::array<char, 1024> status_chunk{};
+    std::array<char, 4096> output_chunk{};
+    std::string status_buf, output_buf;
+};
+
+Supervisor::Supervisor(const Config& cfg, RunOptions opts)
+    : cfg_(cfg),
+      opts_(std::move(opts)),
+      signals_(io_),
+      timer_(io_),
+      start_timer_(io_),
+      acceptor_(io_),
+      fleet_(policy_from(cfg.supervisor), *this, *this),
+      sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }) {
+    pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
+    // Worker output is logged as the worker wrote it (it carries its own time and name).
+    auto base = spdlog::default_logger();
+    raw_ = std::make_shared<spdlog::logger>("worker-output", base->sinks().begin(), base->sinks().end());
+    raw_->set_pattern("%v");
+    raw_->flush_on(spdlog::level::trace);
+    fleet_.on_task_lost([this](int64_t task, pid_t pid, uint64_t start) {
+        Owner o;
+        o.host = host_name();
+        o.pid = pid;
+        o.start = static_cast<int64_t>(start);
+        sweeper_.owner_lost(task, o);
+    });
+}
+
+Supervisor::~Supervisor() = default;
+
+int64_t Supervisor::now_ms() { return mono_ms(); }
+
+int Supervisor::run() {
+    started_ms_ = mono_ms();
+    // Before the first fork: a SIGCHLD must never arrive before we listen for it.
+    signals_.add(SIGCHLD);
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    signals_.add(SIGHUP);
+    wait_signals();
+    listen();
+    sweeper_.start();
+    spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
+                 ::getpid(), redact_url(cfg_.broker.url), cfg_.supervisor.run_dir);
+    fleet_.set_target(cfg_.supervisor.workers);
+    start_timer_.expires_after(std::chrono::milliseconds(cfg_.supervisor.start_timeout_ms));
+    start_timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec || phase_ != "starting") return;
+        std::string waiting;
+        for (const auto& s : fleet_.slots())
+            if (s.wanted && s.state != SlotState::ready && s.state != SlotState::busy)
+                waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
+        startup_done(false, "not every worker was ready within start_timeout_ms " +
+                                std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")");
+    });
+    after_event();
+    io_.run();
+    sweeper_.stop();
+    return exit_code_;
+}
+
+// --- Spawner ---
+
+Spawned Supervisor::spawn(int slot, uint64_t generation) {
+    Launched l = launch_worker(opts_.worker, cfg_.file, slot, original_mask_);
+    auto c = std::make_shared<Child>(io_, slot, generation, l.pid, l.status_fd, l.output_fd);
+    children_[l.pid] = c;
+    read_status(c);
+    read_output(c);
+    return {l.pid, process_start_time(l.pid)};
+}
+
+void Supervisor::signal(pid_t pid, int sig) {
+    // Only ever a pid we have not reaped yet (the Fleet clears it on exit), so it is ours.
+    if (pid > 0 && ::kill(pid, sig) != 0 && errno != ESRCH)
+        spdlog::error("pid {}: cannot send signal {}: {}", pid, sig, std::strerror(errno));
+}
+
+int64_t Supervisor::rss_mb(pid_t pid) { return static_cast<int64_t>(process_memory(pid).rss_kib / 1024); }
+
+// --- signals and reaping ---
+
+void Supervisor::wait_signals() {
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+        if (ec) return;
+        switch (sig) {
+        case SIGCHLD: reap(); break;
+        case SIGTERM:
+        case SIGINT:
+            if (phase_ == "stopping") {
+                spdlog::warn("{} again: killing every worker now", sigabbrev_np(sig));
+                fleet_.kill_all();
+            } else {
+                begin_stop(std::string("SIG") + sigabbrev_np(sig));
+            }
+            break;
+        case SIGHUP: reload(); break;
+        }
+        after_event();
+        wait_signals();
+    });
+}
+
+// The only waitpid in the program. Signals coalesce, so one SIGCHLD may stand for many exits:
+// loop until nothing is left.
+void Supervisor::reap() {
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid == 0) return;
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            if (errno != ECHILD) spdlog::error("waitpid: {}", std::strerror(errno));
+            return;
+        }
+        auto it = children_.find(pid);
+        if (it != children_.end()) {
+            // The process is gone, so all it wrote is in the pipe: read it before the exit, so a
+            // last "busy 42" is not lost (it decides owner_lost).
+            drain_status(*it->second);
+            children_.erase(it);
+        }
+        if (!fleet_.exited(pid, status))
+            spdlog::warn("reaped pid {} ({}), which is no worker of ours", pid, describe_wait_status(status));
+    }
+}
+
+// --- worker pipes ---
+
+void Supervisor::read_status(std::shared_ptr<Child> c) {
+    c->status.async_read_some(asio::buffer(c->status_chunk), [this, c](boost::system::error_code ec, size_t n) {
+        if (ec) return;  // EOF: the process is gone (its exit comes through reap)
+        c->status_buf.append(c->status_chunk.data(), n);
+        feed_status(*c);
+        after_event();
+        read_status(c);
+    });
+}
+
+void Supervisor::drain_status(Child& c) {
+    for (;;) {
+        ssize_t n = ::read(c.status.native_handle(), c.status_chunk.data(), c.status_chunk.size());
+        if (n > 0) {
+            c.status_buf.append(c.status_chunk.data(), static_cast<size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        break;
+    }
+    feed_status(c);
+}
+
+void Supervisor::feed_status(Child& c) {
+    size_t nl;
+    while ((nl = c.status_buf.find('\n')) != std::string::npos) {
+        std::string line = c.status_buf.substr(0, nl);
+        c.status_buf.erase(0, nl + 1);
+        if (auto r = parse_report(line)) fleet_.report(c.slot, c.generation, *r);
+        else spdlog::warn("slot {} pid {}: unknown status line \"{}\"", c.slot, c.pid, line.substr(0, 80));
+    }
+    if (c.status_buf.size() > 4096) c.status_buf.clear();  // no newline in sight: garbage
+}
+
+void Supervisor::read_output(std::shared_ptr<Child> c) {
+    c->output.async_read_some(asio::buffer(c->output_chunk), [this, c](boost::system::error_code ec, size_t n) {
+        if (!ec) c->output_buf.append(c->output_chunk.data(), n);
+        size_t nl;
+        // A line without its newline at EOF is still a line; an endless one is cut at 8 KiB.
+        while ((nl = c->output_buf.find('\n')) != std::string::npos || (ec && !c->output_buf.empty()) ||
+               c->output_buf.size() > 8192) {
+            size_t len = nl == std::string::npos ? std::min<size_t>(c->output_buf.size(), 8192) : nl;
+            std::string line = c->output_buf.substr(0, len);
+            c->output_buf.erase(0, nl == std::string::npos ? len : nl + 1);
+            if (line.empty()) continue;
+            raw_->info("{}", line);
+            Slot* s = fleet_.find(c->slot);
+            if (s && s->generation == c->generation) {
+                // Kept for status and the start error: the line without the worker's timestamp.
+                auto sp = line.find(' ');
+                s->last_words = line.size() > 24 && sp == 23 ? line.substr(24) : line;
+                if (s->last_words.size() > 300) s->last_words.resize(300);
+            }
+        }
+        if (!ec) read_output(c);
+    });
+}
+
+// --- after every event ---
+
+void Supervisor::after_event() {
+    if (phase_ == "starting") {
+        if (fleet_.all_ready()) {
+            startup_done(true, "");
+        } else if (!opts_.foreground) {
+            // In the background a slot in backoff fails the start: the operator is waiting for
+            // an answer, and the reason is known now. In the foreground it keeps retrying.
+            for (const auto& s : fleet_.slots()) {
+                if (s.wanted && s.state == SlotState::backoff) {
+                    startup_done(false, "slot " + std::to_string(s.number) + ": the worker failed to start " +
+                                            std::to_string(s.failed_starts) + " times in a row (last " + s.last_exit +
+                                            (s.last_words.empty() ? "" : ": " + s.last_words) + ")");
+                    break;
+                }
+            }
+        }
+    }
+    if (fleet_.done()) {
+        finish();
+        return;
+    }
+    arm_timer();
+}
+
+void Supervisor::arm_timer() {
+    int64_t next = fleet_.next_deadline();
+    if (next == 0) {
+        timer_.cancel();
+        return;
+    }
+    timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, next - mono_ms())));
+    timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec) return;  // re-armed or cancelled
+        fleet_.tick();
+        after_event();
+    });
+}
+
+void Supervisor::startup_done(bool ok, const std::string& why) {
+    if (phase_ != "starting") return;
+    start_timer_.cancel();
+    std::string msg;
+    if (ok) {
+        phase_ = "running";
+        spdlog::info("all {} workers ready in {} ms", fleet_.target(), mono_ms() - started_ms_);
+        msg = "ok " + std::to_string(::getpid()) + "\n";
+    } else {
+        spdlog::error("start failed: {}", why);
+        msg = "error " + why + "\n";
+    }
+    if (opts_.ready_fd >= 0) {
+        ssize_t n = ::write(opts_.ready_fd, msg.data(), msg.size());
+        (void)n;  // the waiting parent may be gone: nothing to do about it
+        ::close(opts_.ready_fd);
+        opts_.ready_fd = -1;
+    }
+    if (!ok && !opts_.foreground) {
+        exit_code_ = kExitError;
+        begin_stop("start failed");
+    }
+}
+
+void Supervisor::begin_stop(const std::string& why) {
+    if (phase_ == "stopping") return;
+    phase_ = "stopping";
+    start_timer_.cancel();
+    spdlog::info("stopping ({}): {} workers, stop_timeout_ms {}", why, fleet_.alive(), cfg_.supervisor.stop_timeout_ms);
+    fleet_.stop();
+}
+
+void Supervisor::finish() {
+    spdlog::info("stopped");
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    ::unlink(socket_path(cfg_.supervisor.run_dir).c_str());
+    signals_.cancel(ignored);
+    timer_.cancel();
+    start_timer_.cancel();
+    io_.stop();
+}
+
+std::string Supervisor::reload() {
+    Config fresh;
+    try {
+        fresh = load_config(cfg_.file);
+    } catch (const Error& e) {
+        spdlog::error("reload refused, keeping the running config: {}", e.what());
+        return e.what();
+    }
+    if (fresh.supervisor.run_dir != cfg_.supervisor.run_dir)
+        spdlog::warn("reload: run_dir changed to {}; this needs a stop and a start", fresh.supervisor.run_dir);
+    fresh.supervisor.run_dir = cfg_.supervisor.run_dir;
+    const int before = fleet_.target();
+    cfg_ = fresh;
+    fleet_.set_policy(policy_from(cfg_.supervisor));
+    sweeper_.update(cfg_);
+    spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
+    if (phase_ != "stopping") fleet_.set_target(cfg_.supervisor.workers);
+    return "";
+}
+
+// --- control socket ---
+
+void Supervisor::listen() {
+    const std::string path = socket_path(cfg_.supervisor.run_dir);
+    // The lock is ours, so a socket file left here belongs to a dead supervisor.
+    ::unlink(path.c_str());
+    local::endpoint ep(path);
+    acceptor_.open(ep.protocol());
+    // Created 0600 (umask) rather than chmod-ed afterwards: no window where others may connect.
+    mode_t old = ::umask(0077);
+    boost::system::error_code ec;
+    acceptor_.bind(ep, ec);
+    ::umask(old);
+    if (ec) throw Error("cannot listen on " + path + ": " + ec.message());
+    acceptor_.listen();
+    accept();
+}
+
+void Supervisor::accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, local::socket sock) {
+        if (ec == asio::error::operation_aborted) return;
+        if (!ec) {
+            struct Conn {
+                Conn(local::socket s, asio::io_context& io) : sock(std::move(s)), deadline(io), buf(kMaxRequestBytes + 2) {}
+                local::socket sock;
+                asio::steady_timer deadline;
+                asio::streambuf buf;
+                std::string reply;
+            };
+            auto conn = std::make_shared<Conn>(std::move(sock), io_);
+            // A client that connects and says nothing is dropped after a while.
+            conn->deadline.expires_after(std::chrono::seconds(5));
+            conn->deadline.async_wait([conn](boost::system::error_code e) {
+                if (!e) conn->sock.close();
+            });
+            asio::async_read_until(conn->sock, conn->buf, '\n', [this, conn](boost::system::error_code e, size_t n) {
+                if (e) {
+                    conn->reply = error_reply(e == asio::error::not_found ? "request too long" : "no request line");
+                } else {
+                    std::string line(asio::buffers_begin(conn->buf.data()), asio::buffers_begin(conn->buf.data()) + n);
+                    conn->reply = handle(line);
+                    after_event();
+                }
+                asio::async_write(conn->sock, asio::buffer(conn->reply), [conn](boost::system::error_code, size_t) {
+                    boost::system::error_code ignored;
+                    conn->deadline.cancel();
+                    conn->sock.close(ignored);
+                });
+            });
+        }
+        accept();
+    });
+}
+
+std::string Supervisor::handle(const std::string& line) {
+    auto parsed = parse_request(line);
+    if (auto* bad = std::get_if<BadRequest>(&parsed)) return error_reply(bad->why);
+    const Request& r = std::get<Request>(parsed);
+    nlohmann::json ok = {{"ok", true}};
+    switch (r.cmd) {
+    case Command::status: {
+        Identity id;
+        id.pid = ::getpid();
+        id.config = cfg_.file;
+        id.run_dir = cfg_.supervisor.run_dir;
+        id.broker = redact_url(cfg_.broker.url);
+        id.phase = phase_;
+        id.uptime_ms = mono_ms() - started_ms_;
+        return status_json(id, fleet_, mono_ms()).dump() + "\n";
+    }
+    case Command::stop:
+        spdlog::info("control: stop");
+        begin_stop("stop requested");
+        return ok.dump() + "\n";
+    case Command::reload: {
+        spdlog::info("control: reload");
+        if (auto err = reload(); !err.empty()) return error_reply(err);
+        ok["target"] = fleet_.target();
+        return ok.dump() + "\n";
+    }
+    case Command::restart:
+        spdlog::info("control: restart {}", r.slot ? "slot " + std::to_string(*r.slot) : std::string("all slots"));
+        if (phase_ == "stopping") return error_reply("stopping");
+        if (!fleet_.restart(r.slot)) return error_reply("no slot " + std::to_string(r.slot.value_or(0)));
+        return ok.dump() + "\n";
+    case Command::cancel:
+        ok["slot"] = fleet_.cancel(r.task);
+        return ok.dump() + "\n";
+    }
+    return error_reply("unhandled command");
+}
+
+}  // namespace sqlq::supervisor

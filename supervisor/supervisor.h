@@ -1,0 +1,90 @@
+#pragma once
+// The supervisor's event loop: one io_context, one thread, handlers for
+//   - signals (asio::signal_set only): SIGCHLD → reap(), SIGTERM/SIGINT → stop (a second one
+//     kills), SIGHUP → reload;
+//   - each worker's status pipe (→ Fleet::report) and output pipe (→ the log);
+//   - the control socket (control.h);
+//   - one timer, always armed at Fleet::next_deadline().
+// The Fleet decides; this class only carries events to it and its decisions to processes.
+#include <csignal>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/logger.h>
+
+#include "config/config.h"
+#include "supervisor/control.h"
+#include "supervisor/fleet.h"
+#include "supervisor/sweeper.h"
+
+namespace sqlq::supervisor {
+
+struct RunOptions {
+    bool foreground = true;
+    std::string worker;   // the worker binary (find_worker)
+    int ready_fd = -1;    // background start: "ok PID\n" or "error WHY\n" is written here once
+};
+
+Policy policy_from(const SupervisorConfig& c);
+
+class Supervisor : private Spawner, private Clock {
+public:
+    Supervisor(const Config& cfg, RunOptions opts);
+    ~Supervisor() override;
+    Supervisor(const Supervisor&) = delete;
+    Supervisor& operator=(const Supervisor&) = delete;
+
+    // Runs until stopped; returns the exit code (kExitError when a background start failed).
+    int run();
+
+    static std::string socket_path(const std::string& run_dir) { return run_dir + "/control.sock"; }
+
+private:
+    struct Child;
+
+    // Spawner, Clock
+    Spawned spawn(int slot, uint64_t generation) override;
+    void signal(pid_t pid, int sig) override;
+    int64_t rss_mb(pid_t pid) override;
+    int64_t now_ms() override;
+
+    void wait_signals();
+    void reap();
+    void read_status(std::shared_ptr<Child> c);
+    void read_output(std::shared_ptr<Child> c);
+    void feed_status(Child& c);
+    void drain_status(Child& c);
+    void after_event();
+    void arm_timer();
+    void begin_stop(const std::string& why);
+    void finish();
+    void startup_done(bool ok, const std::string& why);
+    std::string reload();
+
+    void listen();
+    void accept();
+    std::string handle(const std::string& line);
+
+    Config cfg_;
+    RunOptions opts_;
+    sigset_t original_mask_{};
+    boost::asio::io_context io_;
+    boost::asio::signal_set signals_;
+    boost::asio::steady_timer timer_;
+    boost::asio::steady_timer start_timer_;
+    boost::asio::local::stream_protocol::acceptor acceptor_;
+    Fleet fleet_;
+    Sweeper sweeper_;
+    std::map<pid_t, std::shared_ptr<Child>> children_;  // live workers (erased when reaped)
+    std::shared_ptr<spdlog::logger> raw_;               // worker output, as written
+    std::string phase_ = "starting";                    // "starting", "running", "stopping"
+    int64_t started_ms_ = 0;
+    int exit_code_ = 0;
+};
+
+}  // namespace sqlq::supervisor

@@ -1,0 +1,140 @@
+#include "supervisor/sweeper.h"
+
+#include <map>
+
+#include <spdlog/spdlog.h>
+
+#include "amqp/connection.h"
+#include "task/message.h"
+#include "util/clock.h"
+
+namespace sqlq::supervisor {
+
+Sweeper::Sweeper(const Config& cfg, Post post) : post_(std::move(post)), cfg_(cfg) {}
+
+Sweeper::~Sweeper() { stop(); }
+
+void Sweeper::start() {
+    if (thread_.joinable()) return;
+    thread_ = std::thread([this] { run(); });
+}
+
+void Sweeper::stop() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void Sweeper::update(const Config& cfg) {
+    std::lock_guard lock(mu_);
+    cfg_ = cfg;
+}
+
+void Sweeper::owner_lost(int64_t task, const Owner& owner) {
+    {
+        std::lock_guard lock(mu_);
+        lost_.emplace_back(task, owner);
+    }
+    cv_.notify_all();
+}
+
+void Sweeper::log(int level, std::string line) {
+    post_([level, line = std::move(line)] { spdlog::log(static_cast<spdlog::level::level_enum>(level), "{}", line); });
+}
+
+void Sweeper::run() {
+    int64_t next_sweep = mono_ms();
+    {
+        std::lock_guard lock(mu_);
+        next_sweep += cfg_.supervisor.sweep_interval_ms;
+    }
+    for (;;) {
+        std::deque<std::pair<int64_t, Owner>> lost;
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, next_sweep - mono_ms())),
+                         [&] { return stop_ || !lost_.empty() || mono_ms() >= next_sweep; });
+            if (stop_) return;
+            lost.swap(lost_);
+        }
+        for (const auto& [task, owner] : lost) {
+            try {
+                if (!store_) {
+                    std::lock_guard lock(mu_);
+                    store_ = std::make_unique<TaskStore>(cfg_.store.path, cfg_.store);
+                }
+                store_->owner_lost(task, owner);
+            } catch (const std::exception& e) {
+                store_.reset();
+                log(spdlog::level::err, "task " + std::to_string(task) + ": cannot record its lost worker: " + e.what());
+            }
+        }
+        if (mono_ms() >= next_sweep) {
+            sweep();
+            std::lock_guard lock(mu_);
+            next_sweep = mono_ms() + cfg_.supervisor.sweep_interval_ms;
+        }
+    }
+}
+
+void Sweeper::sweep() {
+    Config cfg;
+    {
+        std::lock_guard lock(mu_);
+        cfg = cfg_;
+    }
+    const int64_t started = mono_ms();
+    try {
+        if (!store_) store_ = std::make_unique<TaskStore>(cfg.store.path, cfg.store);
+        if (!conn_ || !conn_->open()) {
+            conn_.reset();
+            conn_ = std::make_unique<amqp::Connection>(cfg.broker, "sqlq-supervisor sweeper");
+            conn_->declare_topology();
+            conn_->enable_confirms();
+        }
+        // "Idle" means no message waits: a queued task whose message went missing is then
+        // certainly not just behind others in the queue.
+        const bool idle = conn_->inspect(cfg.broker.queue).messages == 0;
+        const int64_t after = cfg.supervisor.republish_after_ms;
+        std::vector<int64_t> ids = store_->to_republish(after, after, idle);
+        if (!ids.empty()) {
+            std::map<uint64_t, int64_t> by_tag;
+            for (int64_t id : ids) by_tag[conn_->publish(cfg.broker.queue, encode_message(id))] = id;
+            auto acked = conn_->wait_confirms(by_tag.begin()->first, by_tag.rbegin()->first,
+                                              std::max(cfg.broker.connect_timeout_ms, 1000));
+            std::string list;
+            int done = 0;
+            for (uint64_t tag : acked) {
+                auto it = by_tag.find(tag);
+                if (it == by_tag.end()) continue;
+                store_->mark_republished(it->second);
+                ++done;
+                if (done <= 20) list += (list.empty() ? "" : ",") + std::to_string(it->second);
+            }
+            if (done > 20) list += ",...";
+            log(spdlog::level::info, "sweep: republished " + std::to_string(done) + " of " +
+                                         std::to_string(ids.size()) + " tasks (" + list + ") in " +
+                                         std::to_string(mono_ms() - started) + " ms");
+        }
+        if (started >= next_expire_ms_) {
+            next_expire_ms_ = started + std::max<int64_t>(60000, cfg.supervisor.sweep_interval_ms);
+            int64_t n = store_->expire_results(cfg.store.result_ttl_s);
+            if (n > 0) log(spdlog::level::info, "sweep: expired " + std::to_string(n) + " results");
+        }
+        if (!last_error_.empty()) log(spdlog::level::info, "sweep: working again");
+        last_error_.clear();
+    } catch (const amqp::AmqpError& e) {
+        conn_.reset();
+        if (e.what() != last_error_) log(spdlog::level::err, std::string("sweep: ") + e.what());
+        last_error_ = e.what();
+    } catch (const std::exception& e) {
+        store_.reset();
+        if (e.what() != last_error_) log(spdlog::level::err, std::string("sweep: ") + e.what());
+        last_error_ = e.what();
+    }
+}
+
+}  // namespace sqlq::supervisor

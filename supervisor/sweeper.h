@@ -1,0 +1,61 @@
+#pragma once
+// The sweeper: the supervisor's database and broker work, on its own thread so that a slow
+// disk or broker never delays a respawn. Every sweep_interval_ms it republishes (with publisher
+// confirms) the tasks TaskStore::to_republish() names: tasks a producer left unpublished, and
+// tasks whose worker is gone while no message for them waits in the queue. Now and then it
+// expires old results. Between sweeps it records owner_lost() for tasks whose worker died,
+// promptly, since that time starts the death → rerun measure.
+//
+// The thread never logs itself (the logger is single-threaded): it hands each line to `post`,
+// which runs it on the event loop.
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "config/config.h"
+#include "task/store.h"
+
+namespace sqlq::amqp {
+class Connection;
+}
+
+namespace sqlq::supervisor {
+
+class Sweeper {
+public:
+    using Post = std::function<void(std::function<void()>)>;
+    Sweeper(const Config& cfg, Post post);
+    ~Sweeper();  // stops and joins
+
+    void start();
+    void stop();
+    // Takes effect at the next sweep.
+    void update(const Config& cfg);
+    // Queued for the thread; done before the next sweep.
+    void owner_lost(int64_t task, const Owner& owner);
+
+private:
+    void run();
+    void sweep();
+    void log(int level, std::string line);
+
+    Post post_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    Config cfg_;                                    // guarded by mu_
+    std::deque<std::pair<int64_t, Owner>> lost_;    // guarded by mu_
+    std::thread thread_;
+
+    // Thread-only state.
+    std::unique_ptr<TaskStore> store_;
+    std::unique_ptr<amqp::Connection> conn_;
+    int64_t next_expire_ms_ = 0;
+    std::string last_error_;  // logs a repeated failure once
+};
+
+}  // namespace sqlq::supervisor
