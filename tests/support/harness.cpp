@@ -38,7 +38,7 @@ std::string source_dir() { return SQLQ_SOURCE_DIR; }
 
 std::string broker_dir() {
     const char* d = std::getenv("SQLQ_TEST_BROKER_DIR");
-    return d ? d : std::string(SQLQ_BUILD_DIR) + "/test-broker";
+    return fs::absolute(d ? d : std::string(SQLQ_BUILD_DIR) + "/test-broker").lexically_normal().string();
 }
 
 int broker_port() {
@@ -84,8 +84,11 @@ void Env::write(const Setup& s) {
     std::map<std::string, std::string> sec = s.sections;
     std::ofstream out(config_path_);
     out << "[broker]\nurl = \"" << broker_url() << "\"\nqueue = \"" << queue_ << "\"\nqueue_type = \""
-        << s.queue_type << "\"\nheartbeat_s = 5\n" << sec["broker"] << "\n";
-    out << "[store]\npath = \"sqlq.db\"\nlease_ms = 1500\n" << sec["store"] << "\n";
+        << s.queue_type << "\"\n"
+        << (sec["broker"].find("heartbeat_s") == std::string::npos ? "heartbeat_s = 5\n" : "") << sec["broker"]
+        << "\n";
+    out << "[store]\npath = \"sqlq.db\"\n"
+        << (sec["store"].find("lease_ms") == std::string::npos ? "lease_ms = 1500\n" : "") << sec["store"] << "\n";
     out << "[query]\ndatabase = \"" << broker_dir() << "/demo.db\"\n" << sec["query"] << "\n";
     out << "[supervisor]\nworkers = " << s.workers << "\nrun_dir = \"run\"\nworker_path = \"" << bin("sqlq-worker")
         << "\"\n" << sec["supervisor"] << "\n";
@@ -176,7 +179,7 @@ Result run(const std::vector<std::string>& argv, const std::string& input, int t
     return r;
 }
 
-Result sqlq(const Env& env, std::vector<std::string> args, const std::string& input) {
+Result cli(const Env& env, std::vector<std::string> args, const std::string& input) {
     args.insert(args.begin(), {bin("sqlq"), "-c", env.config()});
     return run(args, input);
 }
@@ -263,13 +266,13 @@ bool eventually(const std::function<bool()>& pred, int timeout_ms) {
 }
 
 nlohmann::json show(const Env& env, int64_t id) {
-    auto r = sqlq(env, {"show", std::to_string(id), "--json"});
+    auto r = cli(env, {"show", std::to_string(id), "--json"});
     if (r.code != 0) throw std::runtime_error("sqlq show " + std::to_string(id) + ": " + r.err);
     return nlohmann::json::parse(r.out);
 }
 
 nlohmann::json audit(const Env& env) {
-    auto r = sqlq(env, {"audit", "--json"});
+    auto r = cli(env, {"audit", "--json"});
     auto j = nlohmann::json::parse(r.out, nullptr, false);
     if (j.is_discarded()) throw std::runtime_error("sqlq audit: " + r.err);
     j["exit_code"] = r.code;
@@ -277,7 +280,7 @@ nlohmann::json audit(const Env& env) {
 }
 
 int64_t submit(const Env& env, const std::string& sql) {
-    auto r = sqlq(env, {"submit", sql});
+    auto r = cli(env, {"submit", sql});
     if (r.code != 0) throw std::runtime_error("sqlq submit: " + r.err);
     return std::stoll(r.out);
 }
@@ -285,7 +288,7 @@ int64_t submit(const Env& env, const std::string& sql) {
 std::vector<int64_t> submit_batch(const Env& env, const std::vector<std::string>& sqls) {
     std::string input;
     for (auto& s : sqls) input += s + "\n";
-    auto r = sqlq(env, {"submit", "--batch", "-"}, input);
+    auto r = cli(env, {"submit", "--batch", "-"}, input);
     if (r.code != 0) throw std::runtime_error("sqlq submit --batch: " + r.err);
     std::vector<int64_t> ids;
     std::istringstream in(r.out);

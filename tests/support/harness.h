@@ -64,7 +64,7 @@ struct Result {
 Result run(const std::vector<std::string>& argv, const std::string& input = "", int timeout_ms = 60000,
            const std::map<std::string, std::string>& env = {});
 // `sqlq -c CONFIG args...`
-Result sqlq(const Env& env, std::vector<std::string> args, const std::string& input = "");
+Result cli(const Env& env, std::vector<std::string> args, const std::string& input = "");
 
 // A background process (a worker, a supervisor in the foreground). Its stderr goes to a file.
 class Process {

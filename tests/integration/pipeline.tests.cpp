@@ -1,0 +1,173 @@
+// The task pipeline on real parts: a RabbitMQ node, the task store, sqlq and sqlq-worker processes.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+
+#include "support/harness.h"
+
+using namespace sqlq;
+using namespace sqlq::test;
+
+namespace {
+constexpr int kReady = 20000;
+constexpr int kTask = 30000;
+
+int wait_code(const Env& env, int64_t id, int timeout_s = 30) {
+    return cli(env, {"wait", std::to_string(id), "--timeout", std::to_string(timeout_s)}).code;
+}
+}  // namespace
+
+TEST_CASE("the incident: 10 queries submitted, 10 executed with the right results, queue empty",
+          "[pipeline][incident]") {
+    auto queue_type = GENERATE(std::string("classic"), std::string("quorum"));
+    Setup s;
+    s.queue_type = queue_type;
+    Env env(s);
+    // Submitted before any worker ever ran: the producer declared the queue, nothing is dropped.
+    std::vector<int64_t> ids;
+    for (int i = 1; i <= 10; ++i)
+        ids.push_back(submit(env, "SELECT " + std::to_string(i) + " * count(*) FROM customers"));
+    auto w1 = start_worker(env, 1);
+    auto w2 = start_worker(env, 2);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        REQUIRE(wait_code(env, ids[i]) == 0);
+        auto r = cli(env, {"result", std::to_string(ids[i]), "--format", "json"});
+        REQUIRE(r.code == 0);
+        auto j = nlohmann::json::parse(r.out);
+        CHECK(j["rows"] == nlohmann::json::array({nlohmann::json::array({int64_t(i + 1) * 1000})}));
+        auto t = show(env, ids[i]);
+        CHECK(t["executions"] == 1);
+        CHECK(t["attempts"] == 1);
+    }
+    CHECK(queue_depth(env) == 0);
+    auto a = audit(env);
+    CHECK(a["succeeded"] == 10);
+    CHECK(a["lost"] == 0);
+    CHECK(a["queue_left"] == 0);
+    CHECK(a["exit_code"] == 0);
+}
+
+TEST_CASE("a worker SIGKILLed mid-query: its task is redelivered and finished by another",
+          "[pipeline][kill]") {
+    Env env;
+    auto w1 = start_worker(env, 1);
+    REQUIRE(w1->wait_report(Report::ready, kReady));
+    int64_t id = submit(env, slow_query(3000));
+    auto busy = w1->wait_report(Report::busy, kTask);
+    REQUIRE(busy);
+    CHECK(busy->task_id == id);
+    auto w2 = start_worker(env, 2);  // consuming, but the message is w1's until w1 dies
+    REQUIRE(w2->wait_report(Report::ready, kReady));
+    w1->signal(SIGKILL);
+    REQUIRE(w1->wait(5000));
+    auto taken = w2->wait_report(Report::busy, kTask);
+    REQUIRE(taken);
+    CHECK(taken->task_id == id);
+    REQUIRE(wait_code(env, id, 60) == 0);
+    auto t = show(env, id);
+    CHECK(t["status"] == "succeeded");
+    CHECK(t["attempts"] == 2);
+    CHECK(t["executions"] == 2);
+    CHECK(t["outcomes"] == 1);
+    CHECK(queue_depth(env) == 0);
+}
+
+TEST_CASE("a redelivered message of a finished task is acked and skipped", "[pipeline][redelivery]") {
+    Env env;
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t id = submit(env, "SELECT count(*) FROM orders");
+    REQUIRE(wait_code(env, id) == 0);
+    // The same message again, as a redelivery would bring it, then a marker task behind it.
+    publish_raw(env, R"({"v":1,"task_id":)" + std::to_string(id) + "}");
+    int64_t marker = submit(env, "SELECT 1");
+    REQUIRE(wait_code(env, marker) == 0);
+    auto t = show(env, id);
+    CHECK(t["executions"] == 1);
+    CHECK(t["outcomes"] == 1);
+    CHECK(queue_depth(env) == 0);
+    CHECK(w->log().find("task " + std::to_string(id) + ": already succeeded, skipped") != std::string::npos);
+}
+
+TEST_CASE("malformed messages are dead-lettered and the worker keeps serving", "[pipeline][poison]") {
+    auto queue_type = GENERATE(std::string("classic"), std::string("quorum"));
+    Setup s;
+    s.queue_type = queue_type;
+    Env env(s);
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    const std::vector<std::string> bad = {"not json", "[]", R"({"v":2,"task_id":1})", R"({"v":1,"task_id":"x"})",
+                                          R"({"v":1,"task_id":999999})", std::string(10000, 'x'),
+                                          std::string("\0\1\2\3", 4)};
+    for (const auto& b : bad) publish_raw(env, b);
+    int64_t id = submit(env, "SELECT 42");
+    REQUIRE(wait_code(env, id) == 0);
+    REQUIRE(eventually([&] { return queue_depth(env, env.cfg().broker.dead_letter_queue()) == bad.size(); }, 10000));
+    CHECK(w->running());
+    auto a = audit(env);
+    CHECK(a["dead_lettered"] == bad.size());
+    CHECK(a["dead_letter_reasons"]["rejected: not JSON"] == 2);
+    CHECK(a["dead_letter_reasons"]["rejected: unknown task id"] == 1);
+    CHECK(queue_depth(env, env.cfg().broker.dead_letter_queue()) == bad.size());  // the audit put them back
+}
+
+TEST_CASE("writes are refused and the timeout and caps hold, end to end", "[pipeline][limits]") {
+    Setup s;
+    s.sections["query"] = "timeout_ms = 300\nmax_rows = 50\n";
+    Env env(s);
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    struct Case {
+        std::string sql, error;
+    };
+    const std::vector<Case> cases = {
+        {"INSERT INTO customers VALUES (5000, 'x', 'y')", "INSERT is not allowed: queries are read-only"},
+        {"DROP TABLE orders", "changing the schema (CREATE, DROP, ALTER) is not allowed: queries are read-only"},
+        {"ATTACH DATABASE '/tmp/evil.db' AS evil", "ATTACH is not allowed: queries are read-only"},
+        {"PRAGMA writable_schema=1", "PRAGMA writable_schema with a value is not allowed: queries are read-only"},
+        {slow_query(5000), "the query ran longer than 300 ms (query.timeout_ms)"},
+        {"SELECT * FROM orders", "the result has more than 50 rows (query.max_rows)"},
+    };
+    for (const auto& c : cases) {
+        int64_t id = submit(env, c.sql);
+        CHECK(wait_code(env, id) == 10);
+        auto t = show(env, id);
+        CHECK(t["status"] == "failed");
+        CHECK(t["error"] == c.error);
+    }
+    int64_t ok = submit(env, "SELECT count(*) FROM orders");
+    CHECK(wait_code(env, ok) == 0);
+    CHECK(w->running());
+}
+
+TEST_CASE("SIGTERM: the worker finishes its task, acks, and exits 0", "[pipeline][sigterm]") {
+    Env env;
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t id = submit(env, slow_query(800));
+    REQUIRE(w->wait_report(Report::busy, kTask));
+    w->signal(SIGTERM);
+    CHECK(w->wait(30000) == 0);
+    auto t = show(env, id);
+    CHECK(t["status"] == "succeeded");
+    CHECK(t["executions"] == 1);
+    CHECK(queue_depth(env) == 0);
+}
+
+TEST_CASE("a query longer than the heartbeat interval keeps its connection and runs once",
+          "[pipeline][heartbeat]") {
+    Setup s;
+    s.sections["broker"] = "heartbeat_s = 1\n";
+    Env env(s);
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t id = submit(env, slow_query(4000));
+    REQUIRE(wait_code(env, id, 60) == 0);
+    auto t = show(env, id);
+    CHECK(t["executions"] == 1);
+    CHECK(t["attempts"] == 1);
+    CHECK(w->log().find("reconnecting") == std::string::npos);
+    int64_t next = submit(env, "SELECT 1");  // the same connection still serves
+    CHECK(wait_code(env, next) == 0);
+    CHECK(w->log().find("reconnecting") == std::string::npos);
+}
