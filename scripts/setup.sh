@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what sqlq needs from Debian 12's packages (only what is missing), as root.
+#   scripts/setup.sh          build, run and test dependencies
+#   scripts/setup.sh bench    also the benchmark's (python3-pika, gnuplot)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config git
+      librabbitmq-dev libboost-dev libsqlite3-dev sqlite3 nlohmann-json3-dev catch2
+      libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
+      rabbitmq-server iproute2 util-linux procps
+      clang libclang-rt-14-dev)
+if [ "${1:-}" = bench ]; then pkgs+=(python3-pika gnuplot-nox); fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: missing packages: ${missing[*]}; run as root to install them" >&2
+    exit 1
+fi
+echo "setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# rabbitmq-server's postinst would start the system node: we run private nodes instead.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
