@@ -145,7 +145,8 @@ int cmd_start(const std::string& config_opt, bool foreground) {
 
     if (foreground) {
         lock.write_pid(::getpid());
-        init_log("sqlq-supervisor", cfg.supervisor.log_file);
+        opts.log_file = cfg.supervisor.log_file;
+        init_log("sqlq-supervisor", opts.log_file);
         Supervisor sup(cfg, opts);
         return sup.run();
     }
@@ -165,6 +166,7 @@ int cmd_start(const std::string& config_opt, bool foreground) {
         int code = kExitError;
         try {
             lock.write_pid(::getpid());
+            opts.log_file = log;
             init_log("sqlq-supervisor", log);
             opts.ready_fd = p[1];
             Supervisor sup(cfg, opts);

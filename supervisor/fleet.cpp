@@ -206,7 +206,7 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     std::string detail = lost ? ", task " + std::to_string(lost) + " lost" : "";
     if (failed)
         detail += ", failed start " + std::to_string(s.failed_starts) + " in a row";
-    if (!s.last_words.empty() && failed) detail += ": " + s.last_words;
+    if (!s.last_words.empty() && failed && !s.reached_ready) detail += ": " + s.last_words;
     auto level = s.exit_expected ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level, "slot {} pid {}: {} after {} ms{}", s.number, pid, s.last_exit, uptime, detail);
 

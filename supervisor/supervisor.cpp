@@ -11,6 +11,8 @@
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "util/clock.h"
@@ -62,9 +64,11 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
       fleet_(policy_from(cfg.supervisor), *this, *this),
       sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }) {
     pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
-    // Worker output is logged as the worker wrote it (it carries its own time and name).
-    auto base = spdlog::default_logger();
-    raw_ = std::make_shared<spdlog::logger>("worker-output", base->sinks().begin(), base->sinks().end());
+    // Worker output is logged as the worker wrote it (it carries its own time and name). Its
+    // own sink: a pattern belongs to a sink, and the supervisor's lines keep theirs. Both flush
+    // every line, so the lines of the two never mix.
+    if (opts_.log_file.empty()) raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::stderr_sink_st>());
+    else raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::basic_file_sink_st>(opts_.log_file));
     raw_->set_pattern("%v");
     raw_->flush_on(spdlog::level::trace);
     fleet_.on_task_lost([this](int64_t task, pid_t pid, uint64_t start) {

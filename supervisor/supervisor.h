@@ -28,6 +28,7 @@ struct RunOptions {
     bool foreground = true;
     std::string worker;   // the worker binary (find_worker)
     int ready_fd = -1;    // background start: "ok PID\n" or "error WHY\n" is written here once
+    std::string log_file; // where init_log() sends the log ("" for stderr); worker output goes there too
 };
 
 Policy policy_from(const SupervisorConfig& c);
