@@ -256,6 +256,56 @@ std::unique_ptr<Process> start_worker(const Env& env, int slot) {
         std::map<std::string, std::string>{{"SQLQ_TEST_HOOKS", "1"}}, /*status_pipe=*/true);
 }
 
+Result supervisor(const Env& env, std::vector<std::string> args) {
+    std::vector<std::string> argv = {bin("sqlq-supervisor")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("-c");
+    argv.push_back(env.config());
+    return run(argv, "", 120000, {{"SQLQ_TEST_HOOKS", "1"}});
+}
+
+Fleet::Fleet(const Env& env, bool must_start) : env_(env) {
+    start_result = supervisor(env, {"start"});
+    if (must_start && start_result.code != 0)
+        throw std::runtime_error("sqlq-supervisor start failed (" + std::to_string(start_result.code) +
+                                 "): " + start_result.err);
+    stopped_ = start_result.code != 0;
+}
+
+Fleet::~Fleet() {
+    if (stopped_) return;
+    pid_t sup = 0;
+    try {
+        sup = pid();
+    } catch (...) {
+    }
+    auto r = supervisor(env_, {"stop"});
+    if (r.code != 0 && sup > 0) kill(sup, SIGKILL);
+}
+
+Result Fleet::stop() {
+    stopped_ = true;
+    return supervisor(env_, {"stop"});
+}
+
+nlohmann::json Fleet::status() const {
+    auto r = supervisor(env_, {"status", "--json"});
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_discarded()) throw std::runtime_error("sqlq-supervisor status: " + std::to_string(r.code) + " " + r.err);
+    return j;
+}
+
+pid_t Fleet::pid() const { return status()["pid"].get<pid_t>(); }
+
+pid_t Fleet::worker_of(int64_t task) const {
+    auto st = status();
+    if (std::getenv("SQLQ_TEST_DEBUG")) fprintf(stderr, "status: %s\n", st.dump().c_str());
+    for (const auto& w : st["workers"])
+        if (w.contains("task") && w["task"].is_number() && w["task"].get<int64_t>() == task && w["pid"].is_number())
+            return w["pid"].get<pid_t>();
+    return 0;
+}
+
 bool eventually(const std::function<bool()>& pred, int timeout_ms) {
     int64_t deadline = mono_ms() + timeout_ms;
     for (;;) {

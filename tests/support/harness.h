@@ -96,6 +96,26 @@ private:
 // A worker of `env` with a status pipe and the fault-injection hooks enabled.
 std::unique_ptr<Process> start_worker(const Env& env, int slot = 0);
 
+// A supervisor of `env` started in the background (`sqlq-supervisor start`, which returns once
+// every worker is ready), with the fault-injection hooks on; stopped (or killed) on destruction.
+class Fleet {
+public:
+    explicit Fleet(const Env& env, bool must_start = true);
+    ~Fleet();
+    Fleet(const Fleet&) = delete;
+    Result start_result;           // what `start` said
+    nlohmann::json status() const; // sqlq-supervisor status --json (throws when not running)
+    pid_t pid() const;             // the supervisor's pid, from status
+    Result stop();
+    // The pid of the worker busy with `task`, or 0.
+    pid_t worker_of(int64_t task) const;
+
+private:
+    const Env& env_;
+    bool stopped_ = false;
+};
+Result supervisor(const Env& env, std::vector<std::string> args);
+
 // Polls `pred` every 10 ms until it holds or timeout_ms passes (for states with no event:
 // rows in SQLite, a queue's depth). Returns whether it held.
 bool eventually(const std::function<bool()>& pred, int timeout_ms);
