@@ -351,7 +351,7 @@ void Supervisor::listen() {
     local::endpoint ep(path);
     acceptor_.open(ep.protocol());
     // Created 0600 (umask) rather than chmod-ed afterwards: no window where others may connect.
-    mode_t old = ::umask(0077);
+    mode_t old = ::umask(0177);
     boost::system::error_code ec;
     acceptor_.bind(ep, ec);
     ::umask(old);

@@ -1,0 +1,407 @@
+// The supervisor's promises on real parts: a RabbitMQ node, the real sqlq-supervisor,
+// sqlq-worker and sqlq binaries, real kills.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <csignal>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "support/harness.h"
+#include "task/store.h"
+#include "util/clock.h"
+#include "util/process.h"
+
+using namespace sqlq;
+using namespace sqlq::test;
+using nlohmann::json;
+
+namespace {
+constexpr int kReady = 20000;
+
+// Every wanted slot consuming, as many processes as slots, and the broker agrees.
+bool fleet_ready(const Fleet& f, int n) {
+    auto st = f.status();
+    if (st.value("alive", -1) != n || st.value("ready", -1) != n || int(st["workers"].size()) != n) return false;
+    return st["queue"].value("consumers", -1) == n;
+}
+
+std::set<pid_t> worker_pids(const json& st) {
+    std::set<pid_t> pids;
+    for (const auto& w : st["workers"])
+        if (w["pid"].is_number()) pids.insert(w["pid"].get<pid_t>());
+    return pids;
+}
+
+// Polls status as fast as it answers until `n` slots are ready with a pid not in `old` (the pids
+// before the kill) and the fleet is complete again; returns the elapsed milliseconds, or -1.
+int64_t ms_until_replaced(const Fleet& f, const std::set<pid_t>& old, int n, int64_t since) {
+    for (;;) {
+        auto st = f.status();
+        int fresh = 0;
+        for (const auto& w : st["workers"])
+            if (w["state"] == "ready" && w["pid"].is_number() && !old.count(w["pid"].get<pid_t>())) ++fresh;
+        if (fresh == n && st["ready"] == st["target"]) return mono_ms() - since;
+        if (mono_ms() - since > kReady) return -1;
+    }
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string log_of(const Env& env) { return slurp(env.cfg().supervisor.run_dir + "/supervisor.log"); }
+
+// Changes the broker password in the config file (the harness writes the URL itself).
+void set_password(const Env& env, const std::string& from, const std::string& to) {
+    std::string text = slurp(env.config());
+    auto at = text.find("guest:" + from + "@");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, 6 + from.size(), "guest:" + to);
+    std::ofstream(env.config()) << text;
+}
+
+// Whether nobody holds the run directory's lock.
+bool lock_free(const Env& env) {
+    int fd = ::open((env.cfg().supervisor.run_dir + "/supervisor.lock").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return true;
+    bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    ::close(fd);
+    return free;
+}
+
+// Whether a process (by pid and start time) is still there; zombies count as gone.
+bool gone(pid_t pid, uint64_t start) { return !process_alive(pid, start); }
+}  // namespace
+
+TEST_CASE("start returns once every worker is ready, and status shows the fleet", "[supervisor][start]") {
+    Setup s;
+    s.workers = 3;
+    Env env(s);
+    Fleet f(env);
+    CHECK(f.start_result.out.find("3 workers ready") != std::string::npos);
+    auto st = f.status();
+    INFO(st.dump());
+    CHECK(st["running"] == true);
+    CHECK(st["target"] == 3);
+    CHECK(st["alive"] == 3);
+    REQUIRE(st["workers"].size() == 3);
+    for (const auto& w : st["workers"]) {
+        CHECK(w["state"] == "ready");
+        CHECK(w["pid"].is_number());
+        CHECK(w["restarts"] == 0);
+        CHECK(w["task"].is_null());
+    }
+    CHECK(st["queue"]["consumers"] == 3);
+    CHECK(st["tasks"]["queued"] == 0);
+    CHECK(st["broker"].get<std::string>().find(":***@") != std::string::npos);
+
+    SECTION("the human table has one row per slot and no password") {
+        auto r = supervisor(env, {"status"});
+        CHECK(r.code == 0);
+        CHECK(r.out.find("SLOT") != std::string::npos);
+        CHECK(r.out.find("3 of 3 ready") != std::string::npos);
+        CHECK(r.out.find("guest:guest") == std::string::npos);
+    }
+    SECTION("the control socket is its owner's only") {
+        struct stat sb {};
+        REQUIRE(::stat((env.cfg().supervisor.run_dir + "/control.sock").c_str(), &sb) == 0);
+        CHECK((sb.st_mode & 0777) == 0600);
+    }
+    SECTION("a second start on the same run directory is refused, naming the first") {
+        auto r = supervisor(env, {"start"});
+        CHECK(r.code == 5);
+        CHECK(r.err.find("already running in " + env.cfg().supervisor.run_dir + " (pid " +
+                         std::to_string(st["pid"].get<int>()) + ")") != std::string::npos);
+        CHECK(f.status()["alive"] == 3);  // the first one is untouched
+    }
+    SECTION("stop returns once everything is gone; status then says not running") {
+        auto pids = worker_pids(st);
+        auto r = f.stop();
+        CHECK(r.code == 0);
+        auto after = supervisor(env, {"status"});
+        CHECK(after.code == 3);
+        CHECK(after.err.find("not running") != std::string::npos);
+        for (pid_t p : pids) CHECK(::kill(p, 0) != 0);
+    }
+}
+
+TEST_CASE("start fails with the reason, and leaves nothing running", "[supervisor][start]") {
+    Env env;
+    SECTION("wrong broker password") {
+        set_password(env, "guest", "secret-pw-7");
+        auto r = supervisor(env, {"start"});
+        CHECK(r.code == 1);
+        CHECK(r.err.find("login refused") != std::string::npos);
+        CHECK(r.err.find("secret-pw-7") == std::string::npos);
+        CHECK(supervisor(env, {"status"}).code == 3);
+    }
+    SECTION("broker unreachable") {
+        std::string text = slurp(env.config());
+        auto at = text.find(":" + std::to_string(broker_port()));
+        REQUIRE(at != std::string::npos);
+        text.replace(at, 1 + std::to_string(broker_port()).size(), ":1");
+        std::ofstream(env.config()) << text;
+        auto r = supervisor(env, {"start"});
+        CHECK(r.code == 1);
+        CHECK(r.err.find("broker 127.0.0.1:1: cannot connect") != std::string::npos);
+        CHECK(supervisor(env, {"status"}).code == 3);
+    }
+    SECTION("bad config") {
+        std::ofstream(env.config(), std::ios::app) << "[supervisor]\nbogus = 1\n";
+        auto r = supervisor(env, {"start"});
+        CHECK(r.code == 2);
+        CHECK(r.err.find("sqlq.conf:") != std::string::npos);
+    }
+    SECTION("every worker fails to start") {
+        Setup s;
+        s.sections["supervisor"] = "failed_starts_before_backoff = 2\n";
+        env.rewrite(s);
+        // A worker binary that exits at once: the broker check passes, the workers do not.
+        std::string text = slurp(env.config());
+        auto at = text.find(bin("sqlq-worker"));
+        REQUIRE(at != std::string::npos);
+        text.replace(at, bin("sqlq-worker").size(), "/bin/false");
+        std::ofstream(env.config()) << text;
+        auto r = supervisor(env, {"start"});
+        CHECK(r.code == 1);
+        CHECK(r.err.find("failed to start 2 times in a row (last exit 1") != std::string::npos);
+        CHECK(supervisor(env, {"status"}).code == 3);
+    }
+    // Whatever the reason, the run directory is free again.
+    CHECK(lock_free(env));
+}
+
+TEST_CASE("SIGKILLed workers are replaced at once: one, then all of them", "[supervisor][kill]") {
+    Setup s;
+    s.workers = 4;
+    Env env(s);
+    Fleet f(env);
+    auto st = f.status();
+    auto pids = worker_pids(st);
+    REQUIRE(pids.size() == 4);
+
+    pid_t victim = *pids.begin();
+    int64_t t0 = mono_ms();
+    REQUIRE(::kill(victim, SIGKILL) == 0);
+    int64_t one = ms_until_replaced(f, pids, 1, t0);
+    std::printf("supervisor: one worker SIGKILLed → replacement ready in %lld ms\n", (long long)one);
+    REQUIRE(one >= 0);
+    CHECK(eventually([&] { return fleet_ready(f, 4); }, kReady));
+
+    pids = worker_pids(f.status());
+    t0 = mono_ms();
+    for (pid_t p : pids) ::kill(p, SIGKILL);
+    int64_t all = ms_until_replaced(f, pids, 4, t0);
+    std::printf("supervisor: all 4 workers SIGKILLed → all replacements ready in %lld ms\n", (long long)all);
+    REQUIRE(all >= 0);
+    CHECK(eventually([&] { return fleet_ready(f, 4); }, kReady));
+    for (const auto& w : f.status()["workers"]) {
+        CHECK(w["last_exit"] == "signal 9 (KILL)");
+        CHECK(w["state"] == "ready");
+    }
+    // Tasks run on the new fleet.
+    int64_t id = submit(env, "SELECT count(*) FROM customers");
+    CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 0);
+}
+
+TEST_CASE("a worker that cannot start backs off instead of spinning, and status shows it", "[supervisor][backoff]") {
+    Setup s;
+    s.workers = 2;
+    s.sections["supervisor"] = "backoff_initial_ms = 200\nbackoff_max_ms = 1000\nfailed_starts_before_backoff = 3\n";
+    Env env(s);
+    Fleet f(env);
+    // The password changes under a running fleet: new workers read the file, old ones are fine.
+    set_password(env, "guest", "badpass123");
+    pid_t victim = f.status()["workers"][0]["pid"].get<pid_t>();
+    ::kill(victim, SIGKILL);
+    json slot1;
+    REQUIRE(eventually([&] {
+        slot1 = f.status()["workers"][0];
+        return slot1["state"] == "backoff";
+    }, kReady));
+    INFO(slot1.dump());
+    CHECK(slot1["failed_starts"].get<int>() >= 3);
+    CHECK(slot1["retry_in_ms"].get<int>() <= 1000);
+    CHECK(slot1["last_error"].get<std::string>().find("login refused") != std::string::npos);
+    CHECK(slot1["last_error"].get<std::string>().find("badpass123") == std::string::npos);
+    // Not spinning: in 3 s a backoff of 200 → 400 → 800 → 1000 ms allows a handful of spawns.
+    int before = slot1["restarts"].get<int>();
+    ::usleep(3000 * 1000);
+    auto st = f.status();
+    int spawned = st["workers"][0]["restarts"].get<int>() - before;
+    CHECK(spawned <= 5);
+    CHECK(st["workers"][1]["state"] == "ready");  // the other slot is untouched
+    auto table = supervisor(env, {"status"});
+    CHECK(table.out.find("backoff") != std::string::npos);
+    CHECK(table.out.find("login refused") != std::string::npos);
+    CHECK(log_of(env).find("slot 1: backoff") != std::string::npos);
+
+    // Fixed, and an operator restart retries at once.
+    set_password(env, "badpass123", "guest");
+    REQUIRE(supervisor(env, {"restart", "1"}).code == 0);
+    CHECK(eventually([&] { return fleet_ready(f, 2); }, kReady));
+}
+
+TEST_CASE("stop while queries run: every task ends terminal after the next start, none lost, none run twice",
+          "[supervisor][stop]") {
+    Setup s;
+    s.workers = 2;
+    const bool kill_them = GENERATE(true, false);
+    // Either the busy workers outlast stop_timeout_ms and are killed, or they finish in time.
+    s.sections["supervisor"] = kill_them ? "stop_timeout_ms = 300\n" : "stop_timeout_ms = 20000\n";
+    Env env(s);
+    std::vector<int64_t> ids;
+    {
+        Fleet f(env);
+        for (int i = 0; i < 6; ++i) ids.push_back(submit(env, slow_query(1500)));
+        REQUIRE(eventually([&] { return f.status()["tasks"]["running"] == 2; }, kReady));
+        auto r = f.stop();
+        REQUIRE(r.code == 0);
+        CHECK(supervisor(env, {"status"}).code == 3);
+        if (kill_them) CHECK(log_of(env).find("SIGKILL") != std::string::npos);
+    }
+    Fleet again(env);
+    for (int64_t id : ids) {
+        INFO("task " << id);
+        CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "60"}).code == 0);
+        auto t = show(env, id);
+        CHECK(t["outcomes"] == 1);
+    }
+    CHECK(eventually([&] { return queue_depth(env) == 0; }, 10000));
+    auto a = audit(env);
+    CHECK(a["lost"] == 0);
+    CHECK(a["succeeded"] == 6);
+}
+
+TEST_CASE("reload converges 4 → 8 → 2 without touching healthy workers", "[supervisor][reload]") {
+    Setup s;
+    s.workers = 4;
+    Env env(s);
+    Fleet f(env);
+    auto first = worker_pids(f.status());
+
+    s.workers = 8;
+    env.rewrite(s);
+    auto r = supervisor(env, {"reload"});
+    CHECK(r.code == 0);
+    REQUIRE(eventually([&] { return fleet_ready(f, 8); }, kReady));
+    auto eight = worker_pids(f.status());
+    for (pid_t p : first) CHECK(eight.count(p));
+
+    // SIGHUP does the same.
+    s.workers = 2;
+    env.rewrite(s);
+    ::kill(f.pid(), SIGHUP);
+    REQUIRE(eventually([&] { return fleet_ready(f, 2); }, kReady));
+    auto st = f.status();
+    CHECK(st["workers"][0]["slot"] == 1);
+    CHECK(st["workers"][1]["slot"] == 2);
+    for (pid_t p : worker_pids(st)) CHECK(first.count(p));  // the survivors are the first ones
+    CHECK(log_of(env).find("reload: workers 4 → 8") != std::string::npos);
+    CHECK(log_of(env).find("reload: workers 8 → 2") != std::string::npos);
+
+    SECTION("a broken config is refused and the fleet keeps running") {
+        pid_t pid = f.pid();
+        std::ofstream(env.config(), std::ios::app) << "[query]\nmax_rows = -5\n";
+        auto bad = supervisor(env, {"reload"});
+        CHECK(bad.code == 2);
+        CHECK(bad.err.find("sqlq.conf:") != std::string::npos);
+        ::kill(pid, SIGHUP);  // the supervisor reads it itself too, and refuses it
+        CHECK(eventually([&] { return log_of(env).find("reload refused, keeping the running config") != std::string::npos; },
+                         5000));
+        env.rewrite(s);  // the status command reads the config too
+        CHECK(fleet_ready(f, 2));
+    }
+}
+
+TEST_CASE("restart replaces every worker, one slot at a time", "[supervisor][restart]") {
+    Setup s;
+    s.workers = 3;
+    Env env(s);
+    Fleet f(env);
+    auto first = worker_pids(f.status());
+    REQUIRE(supervisor(env, {"restart"}).code == 0);
+    REQUIRE(eventually([&] {
+        auto now = worker_pids(f.status());
+        for (pid_t p : now)
+            if (first.count(p)) return false;
+        return fleet_ready(f, 3);
+    }, kReady));
+    CHECK(supervisor(env, {"restart", "9"}).code == 2);
+}
+
+TEST_CASE("SIGKILL the supervisor: no worker survives it, and the next start recovers every task",
+          "[supervisor][orphans]") {
+    Setup s;
+    s.workers = 2;
+    Env env(s);
+    std::vector<int64_t> ids;
+    std::vector<std::pair<pid_t, uint64_t>> workers;
+    {
+        Fleet f(env);
+        for (int i = 0; i < 4; ++i) ids.push_back(submit(env, slow_query(1500)));
+        REQUIRE(eventually([&] { return f.status()["tasks"]["running"] == 2; }, kReady));
+        for (pid_t p : worker_pids(f.status())) workers.emplace_back(p, process_start_time(p));
+        ::kill(f.pid(), SIGKILL);
+        for (auto [p, start] : workers) {
+            INFO("worker " << p);
+            CHECK(eventually([&] { return gone(p, start); }, 5000));
+        }
+        CHECK(supervisor(env, {"status"}).code == 3);
+    }
+    Fleet again(env);
+    for (int64_t id : ids) {
+        INFO("task " << id);
+        CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "60"}).code == 0);
+        CHECK(show(env, id)["outcomes"] == 1);
+    }
+    auto a = audit(env);
+    CHECK(a["lost"] == 0);
+}
+
+TEST_CASE("a task inserted but never published is picked up by the sweeper", "[supervisor][sweeper]") {
+    Setup s;
+    s.workers = 1;
+    s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
+    Env env(s);
+    Fleet f(env);
+    int64_t id = 0;
+    {
+        // A producer that crashed between its insert and its publish.
+        TaskStore store(env.cfg().store.path, env.cfg().store);
+        id = store.insert("SELECT count(*) FROM orders", "crashed-producer");
+    }
+    CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "20"}).code == 0);
+    auto t = show(env, id);
+    CHECK(t["status"] == "succeeded");
+    CHECK(t["published"] == true);
+    CHECK(t["executions"] == 1);
+    CHECK(log_of(env).find("sweep: republished 1 of 1 tasks (" + std::to_string(id) + ")") != std::string::npos);
+}
+
+TEST_CASE("in the foreground the supervisor logs to stderr and SIGTERM stops it cleanly",
+          "[supervisor][foreground]") {
+    Setup s;
+    s.workers = 2;
+    Env env(s);
+    Process sup({bin("sqlq-supervisor"), "start", "--foreground", "-c", env.config()});
+    REQUIRE(eventually([&] { return sup.log().find("all 2 workers ready") != std::string::npos; }, kReady));
+    auto st = json::parse(supervisor(env, {"status", "--json"}).out);
+    CHECK(st["pid"] == sup.pid());
+    auto pids = worker_pids(st);
+    sup.signal(SIGTERM);
+    auto code = sup.wait(20000);
+    REQUIRE(code);
+    CHECK(*code == 0);
+    for (pid_t p : pids) CHECK(::kill(p, 0) != 0);
+    CHECK(sup.log().find("asked to stop (SIGTERM)") != std::string::npos);
+}
