@@ -40,6 +40,7 @@ heartbeat = $heartbeat
 # takes a delivery away from a worker that is still running it.
 consumer_timeout = 3600000
 disk_free_limit.absolute = 50MB
+max_message_size = 1048576
 log.console = false
 log.file.level = warning
 CONF
