@@ -133,3 +133,18 @@ TEST_CASE("wait --timeout gives up with exit 12 while a task is queued", "[cli][
     CHECK(cli(env, {"cancel", std::to_string(id)}).code == 0);
     CHECK(cli(env, {"wait", std::to_string(id)}).code == 11);
 }
+
+TEST_CASE("a queue that exists with other arguments is a clear error naming both", "[cli][topology]") {
+    Setup s;
+    s.queue_type = "classic";
+    Env env(s);
+    submit(env, "SELECT 1");  // declares the queue as classic
+    s.queue_type = "quorum";
+    env.rewrite(s);
+    auto r = run({bin("sqlq-worker"), "-c", env.config()}, "", 30000);
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find("inequivalent arg 'x-queue-type'") != std::string::npos);
+    CHECK(r.err.find("'quorum'") != std::string::npos);
+    CHECK(r.err.find("'classic'") != std::string::npos);
+}
