@@ -405,3 +405,64 @@ TEST_CASE("in the foreground the supervisor logs to stderr and SIGTERM stops it 
     for (pid_t p : pids) CHECK(::kill(p, 0) != 0);
     CHECK(sup.log().find("asked to stop (SIGTERM)") != std::string::npos);
 }
+
+TEST_CASE("a worker wedged in native code is killed by the watchdog and replaced", "[supervisor][watchdog]") {
+    Setup s;
+    s.workers = 1;
+    // failed_start_ms low: each wedged worker lived only about a second, which is no failed start here.
+    s.sections["supervisor"] = "watchdog_ms = 1000\nfailed_start_ms = 100\n";
+    s.sections["query"] = "max_attempts = 2\n";
+    Env env(s);
+    Fleet f(env);
+    pid_t first = f.status()["workers"][0]["pid"].get<pid_t>();
+    int64_t id = submit(env, "SELECT sqlq_test_hang(60000)");
+    REQUIRE(eventually([&] { return f.worker_of(id) == first; }, kReady));
+    int64_t t0 = mono_ms();
+    json w;
+    REQUIRE(eventually([&] {
+        w = f.status()["workers"][0];
+        return w["restarts"].get<int>() >= 1;
+    }, 10000));
+    int64_t took = mono_ms() - t0;
+    INFO(w.dump());
+    CHECK(took < 5000);
+    CHECK(w["last_exit"] == "signal 9 (KILL)");
+    CHECK(log_of(env).find("(watchdog_ms 1000): SIGKILL") != std::string::npos);
+    // Every attempt wedges; after max_attempts the task fails instead of wedging workers forever.
+    CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
+    CHECK(eventually([&] { return fleet_ready(f, 1); }, kReady));
+}
+
+TEST_CASE("a crashing worker is replaced and its task is recorded as lost", "[supervisor][crash]") {
+    Setup s;
+    s.workers = 2;
+    s.sections["query"] = "max_attempts = 2\n";
+    Env env(s);
+    Fleet f(env);
+    int64_t id = submit(env, "SELECT sqlq_test_crash()");
+    CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
+    CHECK(show(env, id)["attempts"].get<int>() >= 2);
+    CHECK(eventually([&] { return fleet_ready(f, 2); }, kReady));
+    std::string log = log_of(env);
+    CHECK(log.find("signal 11 (SEGV)") != std::string::npos);
+    CHECK(log.find("task " + std::to_string(id) + " lost") != std::string::npos);
+}
+
+TEST_CASE("a worker is recycled after max_tasks_per_worker tasks, between tasks", "[supervisor][recycle]") {
+    Setup s;
+    s.workers = 1;
+    s.sections["supervisor"] = "max_tasks_per_worker = 2\n";
+    Env env(s);
+    Fleet f(env);
+    std::vector<int64_t> ids;
+    for (int i = 0; i < 5; ++i) {
+        ids.push_back(submit(env, "SELECT " + std::to_string(i)));
+        REQUIRE(cli(env, {"wait", std::to_string(ids.back()), "--timeout", "30"}).code == 0);
+    }
+    for (int64_t id : ids) CHECK(show(env, id)["executions"] == 1);
+    REQUIRE(eventually([&] { return f.status()["workers"][0]["restarts"].get<int>() >= 2; }, kReady));
+    auto w = f.status()["workers"][0];
+    CHECK(w["last_exit"] == "exit 0");  // asked politely, between tasks
+    CHECK(w["failed_starts"] == 0);
+    CHECK(log_of(env).find("recycling after 2 tasks") != std::string::npos);
+}
