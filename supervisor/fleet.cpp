@@ -199,9 +199,13 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     const int64_t lost = s.task;
     s.task = 0;
 
-    const bool failed = !s.exit_expected && (!s.reached_ready || uptime < policy_.failed_start_ms);
+    // A worker that got ready and finished a task started fine, however soon it died after:
+    // counting it as a failed start would back a healthy fleet off under a burst of kills (the
+    // fault suite's "kill a worker every 100 ms" left every slot in a 25 s backoff).
+    const bool healthy = s.reached_ready && (uptime >= policy_.failed_start_ms || s.tasks_done > 0);
+    const bool failed = !s.exit_expected && !healthy;
     if (failed) ++s.failed_starts;
-    else if (s.reached_ready && uptime >= policy_.failed_start_ms) s.failed_starts = 0;
+    else if (healthy) s.failed_starts = 0;
 
     std::string detail = lost ? ", task " + std::to_string(lost) + " lost" : "";
     if (failed)

@@ -199,6 +199,14 @@ TEST_CASE("a healthy run resets the failed start count", "[supervisor][fleet]") 
         r.dies(1, kKilled);
         CHECK(r.slot(1).failed_starts == 0);
     }
+    SECTION("a ready worker that finished a task, killed soon after") {
+        r.say(1, Report::busy, 7);
+        r.say(1, Report::ready);
+        r.clock.now += 100;
+        r.dies(1, kKilled);
+        CHECK(r.slot(1).failed_starts == 0);
+        CHECK(r.slot(1).state == SlotState::starting);
+    }
     SECTION("a ready worker that dies at once still failed") {
         r.clock.now += 100;
         r.dies(1, kKilled);
