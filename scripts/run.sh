@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 conf=${SQLQ_CONFIG:-$root/etc/sqlq.conf}
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh" "$root/build"
+SQLQ_TARGETS="sqlq sqlq-worker sqlq-supervisor" "$root/scripts/build.sh" "$root/build"
 bin=$root/build
 export SQLQ_CONFIG=$conf
 
