@@ -74,6 +74,7 @@ std::string random_suffix() {
 Env::Env(const Setup& s) : queue_("sqlq.test." + random_suffix()) { write(s); }
 
 std::string Env::broker_url() const {
+    if (!url_.empty()) return url_;
     return "amqp://guest:guest@127.0.0.1:" + std::to_string(broker_port());
 }
 
@@ -81,13 +82,14 @@ void Env::rewrite(const Setup& s) { write(s); }
 
 void Env::write(const Setup& s) {
     config_path_ = dir() + "/sqlq.conf";
+    url_ = s.broker_url;
     std::map<std::string, std::string> sec = s.sections;
     std::ofstream out(config_path_);
     out << "[broker]\nurl = \"" << broker_url() << "\"\nqueue = \"" << queue_ << "\"\nqueue_type = \""
         << s.queue_type << "\"\n"
         << (sec["broker"].find("heartbeat_s") == std::string::npos ? "heartbeat_s = 5\n" : "") << sec["broker"]
         << "\n";
-    out << "[store]\npath = \"sqlq.db\"\n"
+    out << "[store]\npath = \"" << s.store_path << "\"\n"
         << (sec["store"].find("lease_ms") == std::string::npos ? "lease_ms = 1500\n" : "") << sec["store"] << "\n";
     out << "[query]\ndatabase = \"" << broker_dir() << "/demo.db\"\n" << sec["query"] << "\n";
     out << "[supervisor]\nworkers = " << s.workers << "\nrun_dir = \"run\"\nworker_path = \"" << bin("sqlq-worker")

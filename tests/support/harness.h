@@ -35,6 +35,8 @@ struct Setup {
     std::string queue_type = "classic";
     std::string extra;  // more TOML, appended per section: {"[query]", "timeout_ms = 500"}
     std::map<std::string, std::string> sections;  // section → extra lines
+    std::string broker_url;  // empty: the fixture's node as guest
+    std::string store_path = "sqlq.db";  // relative to the env's directory, or absolute
 };
 
 class Env {
@@ -50,6 +52,7 @@ public:
 private:
     void write(const Setup& s);
     TempDir tmp_;
+    std::string url_;
     std::string queue_;
     std::string config_path_;
     Config cfg_;
