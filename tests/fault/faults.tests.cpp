@@ -237,7 +237,7 @@ TEST_CASE("the broker restarted twice during the load: workers and producers car
     s.broker_url = node.url();
     Env env(s);
     Fleet fleet(env);
-    const int per_wave = sized(600);
+    const int per_wave = sized(300);
     int64_t submitted = 0;
     int refused_publishes = 0;
     auto wave = [&] {
@@ -273,7 +273,7 @@ TEST_CASE("the supervisor SIGKILLed mid-load and started again: every task finis
           "[fault][supervisor]") {
     Env env(base_setup(8));
     auto first = std::make_unique<Fleet>(env);
-    const int n = sized(1500);
+    const int n = sized(1000);
     auto ids = submit_batch(env, mixed_load(n, 10, 200));
     REQUIRE(eventually([&] { return counts(env).terminal >= n / 4; }, kDrainMs));
     auto workers = worker_pids(*first);
@@ -397,15 +397,15 @@ TEST_CASE("producers killed between the insert and the publish confirm: the swee
 TEST_CASE("the task store's disk fills up: workers fail the write cleanly, do not ack, recover when space returns",
           "[fault][disk]") {
     TempDir mnt_parent;
-    Tmpfs disk(mnt_parent.path + "/store", "6m");
+    Tmpfs disk(mnt_parent.path + "/store", "32m");
     Setup s = base_setup(4);
     s.store_path = disk.path + "/sqlq.db";
     Env env(s);
     Fleet fleet(env);
     const int n = sized(600);
-    // Results of about 4 KB each, so that the store keeps growing while the disk is full.
+    // Results of about 2 KB each, so that the store keeps growing while the disk is full.
     std::vector<std::string> load = mixed_load(n, 20, 200);
-    for (size_t i = 0; i < load.size(); i += 2) load[i] = "SELECT " + std::to_string(i) + ", hex(randomblob(2000))";
+    for (size_t i = 0; i < load.size(); i += 2) load[i] = "SELECT " + std::to_string(i) + ", hex(randomblob(1000))";
     auto ids = submit_batch(env, load);
     REQUIRE(eventually([&] { return counts(env).terminal >= n / 10; }, 60000));
     int64_t filled = fill(disk.path + "/filler");
@@ -416,6 +416,8 @@ TEST_CASE("the task store's disk fills up: workers fail the write cleanly, do no
     REQUIRE(eventually([&] { return supervisor_log(env).find("database or disk is full") != std::string::npos; }, 30000));
     sleep_ms(3000);
     const auto during = counts(env);
+    // Little or no progress while full (a write may still fit in pages the WAL already holds).
+    CHECK(during.terminal <= before.terminal + 8);
     CHECK(fleet.status()["alive"] == 4);
     unlink((disk.path + "/filler").c_str());
     std::cout << "space back with " << during.terminal << " of " << n << " tasks done" << std::endl;
