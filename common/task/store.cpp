@@ -132,7 +132,6 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
     sqlite3_busy_timeout(db_.get(), cfg_.busy_timeout_ms);
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec("PRAGMA foreign_keys=ON");
-    sync_full_ = false;
     durable(true);
     migrate();
 }
@@ -140,11 +139,21 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
 void TaskStore::durable(bool full) {
     // "full": every submitted task and every outcome is fsynced (survives a power loss); a claim
     // or a lease renewal need not be, since its message stays unacked until the outcome is.
-    bool want = full && cfg_.durability == "full";
-    if (want == sync_full_) return;
-    if (cfg_.durability == "off") db_.exec("PRAGMA synchronous=OFF");
-    else db_.exec(want ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    sync_full_ = want;
+    // "normal" and "off" never change. The level starts unknown (SQLite's compiled-in default
+    // is FULL), so the first call always sets it.
+    const char* want = cfg_.durability == "off"      ? "PRAGMA synchronous=OFF"
+                       : full && cfg_.durability == "full" ? "PRAGMA synchronous=FULL"
+                                                           : "PRAGMA synchronous=NORMAL";
+    if (want == sync_pragma_) return;
+    cached(want).run();
+    sync_pragma_ = want;
+}
+
+sqlite::Stmt& TaskStore::cached(const std::string& sql) {
+    auto it = stmts_.find(sql);
+    if (it == stmts_.end()) it = stmts_.emplace(sql, db_.prepare(sql)).first;
+    it->second.reset();  // read only partly, or thrown out of mid-step
+    return it->second;
 }
 
 void TaskStore::migrate() {
@@ -210,7 +219,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
     durable(false);
     for (int round = 0;; ++round) {
         int64_t now = now_ms();
-        auto sel = db_.prepare(
+        auto& sel = cached(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at "
             "FROM tasks WHERE id=?");
         sel.bind(1, id);
@@ -227,7 +236,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
 
         int64_t changed = 0;
         if (status == Status::queued) {
-            changed = db_.prepare(
+            changed = cached(
                              "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
                              "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=? "
                              "WHERE id=? AND status='queued' AND attempts=?")
@@ -242,19 +251,19 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
             if (!gone) return {ClaimKind::held, 0, status, lease};
             const char* guard = " WHERE id=? AND status='running' AND attempts=?";
             if (cancel_pending) {
-                changed = db_.prepare(std::string("UPDATE tasks SET status='cancelled', finished_at=?, "
+                changed = cached(std::string("UPDATE tasks SET status='cancelled', finished_at=?, "
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, id).bind(3, attempts).run();
                 if (changed) return {ClaimKind::cancelled_now, 0, Status::cancelled};
             } else if (attempts >= max_attempts) {
                 std::string err = "gave up after " + std::to_string(attempts) +
                                   " attempts: the worker running it died each time";
-                changed = db_.prepare(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
+                changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts).run();
                 if (changed) return {ClaimKind::gave_up, 0, Status::failed};
             } else {
-                changed = db_.prepare(std::string(
+                changed = cached(std::string(
                                           "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
                                           "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                           "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
@@ -275,7 +284,7 @@ TaskStore::Tick TaskStore::tick(int64_t id, int64_t token, bool renew) {
     Tick t;
     if (renew) {
         durable(false);
-        auto s = db_.prepare(
+        auto& s = cached(
             "UPDATE tasks SET lease_until=? WHERE id=? AND status='running' AND attempts=? "
             "RETURNING cancel_requested_at");
         s.bind(1, now_ms() + cfg_.lease_ms).bind(2, id).bind(3, token);
@@ -289,7 +298,7 @@ TaskStore::Tick TaskStore::tick(int64_t id, int64_t token, bool renew) {
         }
         return t;
     }
-    auto s = db_.prepare("SELECT status='running' AND attempts=?, cancel_requested_at IS NOT NULL FROM tasks WHERE id=?");
+    auto& s = cached("SELECT status='running' AND attempts=?, cancel_requested_at IS NOT NULL FROM tasks WHERE id=?");
     s.bind(1, token).bind(2, id);
     ResetGuard g{s};
     if (!s.step()) {
@@ -307,12 +316,12 @@ bool TaskStore::finish(int64_t id, int64_t token, const Outcome& o) {
     int64_t now = now_ms();
     std::optional<std::string> ref;
     if (o.result) {
-        db_.prepare("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
+        cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
             .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
             .run();
         ref = "results/" + std::to_string(id);
     }
-    int64_t changed = db_.prepare(
+    int64_t changed = cached(
                              "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
                              "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
                              "WHERE id=? AND status='running' AND attempts=?")
@@ -344,7 +353,8 @@ TaskStore::CancelResult TaskStore::request_cancel(int64_t id, const std::string&
 }
 
 std::optional<Task> TaskStore::get(int64_t id) {
-    auto s = db_.prepare(std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE id=?");
+    auto& s = cached(std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE id=?");
+    ResetGuard g{s};
     s.bind(1, id);
     if (!s.step()) return std::nullopt;
     return task_from_row(s);

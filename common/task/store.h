@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
@@ -122,10 +123,16 @@ public:
 private:
     void migrate();
     void durable(bool full);  // sets synchronous for the next commit
+    // The statement for `sql`, prepared on first use and kept: a worker runs the same few
+    // statements for every task, and parsing them cost more than running them. Returned reset,
+    // with no bindings; a caller that reads rows resets it when done (ResetGuard), so that no
+    // cached statement keeps a read transaction open between tasks.
+    sqlite::Stmt& cached(const std::string& sql);
 
     StoreConfig cfg_;
     sqlite::Db db_;
-    bool sync_full_ = true;
+    std::unordered_map<std::string, sqlite::Stmt> stmts_;  // declared after db_: finalized before it closes
+    const char* sync_pragma_ = nullptr;  // the synchronous level set last; nullptr: not yet
 };
 
 // Reads the current row out of a statement selecting kTaskColumns (for tests and tools).

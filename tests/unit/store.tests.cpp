@@ -235,3 +235,51 @@ TEST_CASE("the schema carries its version", "[store][schema]") {
     store.db().exec("PRAGMA user_version=99");
     REQUIRE_THROWS_WITH(TaskStore(ts.path(), ts.cfg), Catch::Contains("is newer than this sqlq"));
 }
+
+TEST_CASE("the store runs at the synchronous level its durability setting names", "[store][durability]") {
+    TempStore t;
+    auto level = [](TaskStore& s) {
+        auto st = s.db().prepare("PRAGMA synchronous");
+        st.step();
+        return st.i64(0);  // 0 OFF, 1 NORMAL, 2 FULL
+    };
+    SECTION("off never syncs, not even for an outcome") {
+        t.cfg.durability = "off";
+        TaskStore s(t.path(), t.cfg);
+        CHECK(level(s) == 0);
+        int64_t id = s.insert("SELECT 1", "test");
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(level(s) == 0);
+    }
+    SECTION("normal stays normal") {
+        t.cfg.durability = "normal";
+        TaskStore s(t.path(), t.cfg);
+        s.insert("SELECT 1", "test");
+        CHECK(level(s) == 1);
+    }
+    SECTION("full syncs a submit and an outcome, not a claim") {
+        t.cfg.durability = "full";
+        TaskStore s(t.path(), t.cfg);
+        int64_t id = s.insert("SELECT 1", "test");
+        CHECK(level(s) == 2);
+        auto c = s.claim(id, Owner::self(), 3);
+        CHECK(level(s) == 1);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(level(s) == 2);
+    }
+}
+
+TEST_CASE("a task read through the store leaves no statement holding a read transaction", "[store]") {
+    TempStore t;
+    TaskStore s(t.path(), t.cfg);
+    int64_t id = s.insert("SELECT 1", "test");
+    REQUIRE(s.get(id));
+    // With a statement still active, the connection would stay inside a read transaction and
+    // keep the WAL from being checkpointed past it.
+    CHECK(sqlite3_get_autocommit(s.db().get()) != 0);
+    bool busy = false;
+    for (sqlite3_stmt* st = sqlite3_next_stmt(s.db().get(), nullptr); st; st = sqlite3_next_stmt(s.db().get(), st))
+        busy = busy || sqlite3_stmt_busy(st);
+    CHECK_FALSE(busy);
+}
