@@ -1,0 +1,637 @@
+#!/usr/bin/python3
+"""The sqlq benchmarks (issue 7), driven against a private RabbitMQ node that bench/run.sh
+starts. Prints tables, writes bench/results/*.json and bench/results/throughput.png.
+
+Every figure is the median of several rounds with its min and max. Ratios (sqlq against the
+ceiling, sqlq against the reference consumer) are taken inside one round, from measurements made
+back to back, and then summarised the same way: these machines are shared and noisy.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TERMINAL = ("succeeded", "failed", "cancelled")
+TRIVIAL = "SELECT 1"
+# An aggregate over the demo database's 200k-row table (about 30 ms of CPU on the reference machine).
+MODERATE = "SELECT customer_id % 10 AS k, count(*), round(sum(amount), 2) FROM orders GROUP BY k"
+# A query that runs until it is cancelled.
+LONG = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000000) SELECT count(*) FROM n"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def summary(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def fmt(s, unit="", scale=1.0, digits=0):
+    if s is None:
+        return "-"
+    f = "{:.%df}" % digits
+    return f"{f.format(s['median'] * scale)}{unit} [{f.format(s['min'] * scale)}–{f.format(s['max'] * scale)}]"
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def mem_of(pid):
+    """RSS and PSS in kB from /proc/PID/smaps_rollup."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for ln in f:
+                k, _, v = ln.partition(":")
+                if k in ("Rss", "Pss"):
+                    out[k.lower()] = int(v.split()[0])
+    except OSError:
+        return None
+    return out
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.build = a.build
+        self.port = a.port
+        self.work = a.work
+        self.demo = a.demo
+        self.bin = {
+            "sqlq": os.path.join(a.build, "client", "sqlq"),
+            "sup": os.path.join(a.build, "supervisor", "sqlq-supervisor"),
+            "pub": os.path.join(a.build, "bench", "sqlq-bench-publisher"),
+            "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
+        }
+        self.seq = 0
+        self.results = {}
+
+    # --- plumbing ---
+
+    def conf(self, qtype="quorum", durability="full", workers=4, **extra):
+        self.seq += 1
+        d = os.path.join(self.work, f"run{self.seq:04d}")
+        os.makedirs(d)
+        sup = {"workers": workers, "run_dir": os.path.join(d, "run")}
+        sup.update(extra)
+        text = f"""[broker]
+url = "amqp://guest:guest@127.0.0.1:{self.port}"
+queue = "bench.e2e.{self.seq}"
+queue_type = "{qtype}"
+prefetch = 1
+[store]
+path = "{os.path.join(d, 'sqlq.db')}"
+durability = "{durability}"
+[query]
+database = "{self.demo}"
+[supervisor]
+""" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sup.items())
+        path = os.path.join(d, "sqlq.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return {"path": path, "dir": d, "queue": f"bench.e2e.{self.seq}", "store": os.path.join(d, "sqlq.db"),
+                "run_dir": sup["run_dir"], "qtype": qtype, "durability": durability}
+
+    def run(self, *cmd, stdin=None, check=True):
+        r = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])}...: exit {r.returncode}: {r.stderr.strip()[-500:]}")
+        return r
+
+    def pub(self, cmd, **kw):
+        args = [self.bin["pub"], cmd, "--port", str(self.port)]
+        for k, v in kw.items():
+            args += ["--" + k.replace("_", "-"), str(v)]
+        out = self.run(*args).stdout.strip()
+        return json.loads(out) if out else None
+
+    def sup(self, c, cmd, *args, check=True):
+        return self.run(self.bin["sup"], cmd, "-c", c["path"], *args, check=check)
+
+    def sqlq(self, c, *args, stdin=None, check=True):
+        return self.run(self.bin["sqlq"], "-c", c["path"], *args, stdin=stdin, check=check)
+
+    def status(self, c):
+        return json.loads(self.sup(c, "status", "--json").stdout)
+
+    def drop_queue(self, c):
+        for q in (c["queue"], c["queue"] + ".dead"):
+            try:
+                self.pub("delete", queue=q)
+            except RuntimeError:
+                pass
+
+    def wait_done(self, store, n, timeout=900):
+        """Waits until n tasks are terminal; returns (last finished_at in s, succeeded count)."""
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+        deadline = time.time() + timeout
+        while True:
+            (done,) = db.execute("SELECT count(*) FROM tasks WHERE status IN ('succeeded','failed','cancelled')").fetchone()
+            if done >= n:
+                last, ok = db.execute("SELECT max(finished_at), count(*) FILTER (WHERE status='succeeded') FROM tasks").fetchone()
+                db.close()
+                return last / 1000.0, ok
+            if time.time() > deadline:
+                raise RuntimeError(f"{store}: only {done} of {n} tasks finished in {timeout} s")
+            time.sleep(0.02)
+
+    # --- 1. the ceiling ---
+
+    def drain(self, qtype, consumers, prefetch, n):
+        q = f"bench.ceiling.{qtype}"
+        self.pub("declare", queue=q, type=qtype)
+        self.pub("purge", queue=q)
+        self.pub("publish", queue=q, type=qtype, count=n, confirm="batch", window=100)
+        r = json.loads(self.run(self.bin["cons"], "--port", str(self.port), "--queue", q, "--count", str(n),
+                                "--consumers", str(consumers), "--prefetch", str(prefetch)).stdout)
+        return r["rate"]
+
+    def publish_rate(self, qtype, confirm, n):
+        q = f"bench.ceiling.{qtype}"
+        self.pub("declare", queue=q, type=qtype)
+        self.pub("purge", queue=q)
+        r = self.pub("publish", queue=q, type=qtype, count=n, confirm=confirm, window=100)
+        self.pub("purge", queue=q)
+        return r["rate"]
+
+    def ceiling(self):
+        a = self.a
+        rows = []
+        for rnd in range(a.rounds):
+            for qt in a.qtypes:
+                for p in (1, 100):
+                    for w in a.workers:
+                        rate = self.drain(qt, w, p, a.trivial)
+                        rows.append({"round": rnd, "queue_type": qt, "what": f"consume prefetch {p}", "consumers": w, "rate": rate})
+                for confirm, n in (("each", a.publish_each), ("batch", a.trivial)):
+                    rate = self.publish_rate(qt, confirm, n)
+                    rows.append({"round": rnd, "queue_type": qt, "what": f"publish confirm {confirm}", "consumers": None, "rate": rate})
+            log(f"ceiling: round {rnd + 1}/{a.rounds} done")
+        out = []
+        for key in sorted({(r["queue_type"], r["what"], r["consumers"] or 0) for r in rows}):
+            xs = [r["rate"] for r in rows if (r["queue_type"], r["what"], r["consumers"] or 0) == key]
+            out.append({"queue_type": key[0], "what": key[1], "consumers": key[2] or None, "rate": summary(xs)})
+        self.results["ceiling"] = {"samples": rows, "summary": out}
+
+    # --- 2 and 3. end to end: sqlq and the reference consumer ---
+
+    def e2e_sqlq(self, qtype, workers, durability, sql, n):
+        c = self.conf(qtype, durability, workers, start_timeout_ms=120000)
+        self.sup(c, "start")
+        try:
+            t0 = time.time()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
+            submitted = time.time() - t0
+            last, ok = self.wait_done(c["store"], n)
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        if ok != n:
+            log(f"warning: sqlq {qtype}/{workers}/{durability}: {n - ok} of {n} tasks did not succeed")
+        return n / (last - t0), submitted
+
+    def e2e_reference(self, qtype, workers, durability, sql, n):
+        c = self.conf(qtype, durability, workers)
+        self.sqlq(c, "list")  # creates the task store with sqlq's schema
+        sync = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[durability]
+        procs = []
+        logf = open(os.path.join(c["dir"], "reference.log"), "w")
+        try:
+            for _ in range(workers):
+                procs.append(subprocess.Popen(
+                    ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                     "--queue", c["queue"], "--queue-type", qtype, "--store", c["store"], "--db", self.demo,
+                     "--sync", sync], stdout=logf, stderr=logf))
+            self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
+            t0 = time.time()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
+            last, ok = self.wait_done(c["store"], n)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+            logf.close()
+            self.drop_queue(c)
+        if ok != n:
+            log(f"warning: reference {qtype}/{workers}/{durability}: {n - ok} of {n} tasks did not succeed")
+        return n / (last - t0)
+
+    def throughput(self):
+        a = self.a
+        rows = []
+        for rnd in range(a.rounds):
+            for qt in a.qtypes:
+                for w in a.workers:
+                    ceil = self.drain(qt, w, 1, a.trivial)
+                    rows.append({"round": rnd, "queue_type": qt, "workers": w, "query": "ceiling", "durability": None,
+                                 "system": "ceiling", "rate": ceil})
+                    for query, sql, n, durs in (("trivial", TRIVIAL, a.trivial, a.durabilities),
+                                                ("moderate", MODERATE, a.moderate, a.moderate_durabilities)):
+                        for d in durs:
+                            s, sub = self.e2e_sqlq(qt, w, d, sql, n)
+                            r = self.e2e_reference(qt, w, d, sql, n)
+                            base = {"round": rnd, "queue_type": qt, "workers": w, "query": query, "durability": d}
+                            rows.append(dict(base, system="sqlq", rate=s, submit_s=sub, of_ceiling=s / ceil, of_reference=s / r))
+                            rows.append(dict(base, system="reference", rate=r, of_ceiling=r / ceil))
+                            log(f"throughput r{rnd + 1} {qt} w={w} {query} {d}: sqlq {s:.0f}/s, reference {r:.0f}/s, "
+                                f"ceiling {ceil:.0f}/s")
+        out = []
+        keys = sorted({(r["queue_type"], r["workers"], r["query"], r["durability"] or "", r["system"]) for r in rows})
+        for k in keys:
+            sel = [r for r in rows if (r["queue_type"], r["workers"], r["query"], r["durability"] or "", r["system"]) == k]
+            out.append({"queue_type": k[0], "workers": k[1], "query": k[2], "durability": k[3] or None, "system": k[4],
+                        "rate": summary([r["rate"] for r in sel]),
+                        "of_ceiling": summary([r.get("of_ceiling") for r in sel]),
+                        "of_reference": summary([r.get("of_reference") for r in sel])})
+        self.results["throughput"] = {"samples": rows, "summary": out,
+                                      "queries": {"trivial": TRIVIAL, "moderate": MODERATE},
+                                      "tasks": {"trivial": a.trivial, "moderate": a.moderate}}
+
+    # --- 4. respawn ---
+
+    def parse_log(self, path):
+        """(epoch seconds, slot, pid) of every 'ready' line of the supervisor's log."""
+        out = []
+        rx = re.compile(r"^(\S+) .*slot (\d+) pid (\d+): ready in")
+        with open(path, errors="replace") as f:
+            for ln in f:
+                m = rx.match(ln)
+                if m:
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+                    out.append((t, int(m.group(2)), int(m.group(3))))
+        return out
+
+    def wait_replaced(self, c, old, timeout=30):
+        """Waits until no slot runs one of the old pids and every slot is ready."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.status(c)
+            ws = st["workers"]
+            if len(ws) == st["target"] and all(w["state"] in ("ready", "busy") and w["pid"] not in old for w in ws):
+                return {w["slot"]: w["pid"] for w in ws}
+            time.sleep(0.01)
+        raise RuntimeError("the fleet did not come back in time")
+
+    def respawn(self):
+        a = self.a
+        c = self.conf("quorum", "full", a.respawn_workers)
+        self.sup(c, "start")
+        logpath = os.path.join(c["run_dir"], "supervisor.log")
+        one, every, fleet = [], [], []
+        try:
+            for i in range(a.kills + a.kill_alls):
+                # Kill only healthy workers: one that dies within failed_start_ms of its start is a
+                # failed start, and a few in a row (rightly) put its slot into backoff.
+                while True:
+                    ws = self.status(c)["workers"]
+                    ws.sort(key=lambda w: -w["uptime_ms"])
+                    chosen = ws[:1] if i < a.kills else ws
+                    young = min(w["uptime_ms"] for w in chosen)
+                    if young >= 2200:
+                        break
+                    time.sleep((2200 - young) / 1000.0)
+                victims = {w["pid"]: w["slot"] for w in chosen}
+                t_kill = time.time()
+                for pid in victims:
+                    os.kill(pid, signal.SIGKILL)
+                now_pids = self.wait_replaced(c, victims)
+                time.sleep(0.05)  # the log line is flushed at once, but give the file a moment
+                ready = self.parse_log(logpath)
+                ms = []
+                for pid, slot in victims.items():
+                    t = [t for (t, s, p) in ready if s == slot and p == now_pids[slot]]
+                    if t:
+                        ms.append((t[-1] - t_kill) * 1000.0)
+                if i < a.kills:
+                    one.extend(ms)
+                else:
+                    every.extend(ms)
+                    fleet.append(max(ms))
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+
+        def stats(xs):
+            return {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else None, "n": len(xs)}
+
+        self.results["respawn"] = {"workers": a.respawn_workers, "one": stats(one), "all_per_worker": stats(every),
+                                   "all_fleet": stats(fleet), "samples_one": one, "samples_all": every}
+
+    # --- 5. cancel ---
+
+    def cancel(self):
+        a = self.a
+        c = self.conf("quorum", "full", 2)
+        self.sup(c, "start")
+        stop_ms, wall_ms = [], []
+        try:
+            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
+            for _ in range(a.cancels):
+                tid = int(self.sqlq(c, "submit", "--user", "bench", LONG).stdout.strip())
+                while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] != "running":
+                    time.sleep(0.005)
+                time.sleep(0.1)  # well inside the query
+                t = time.time()
+                self.sqlq(c, "cancel", "--user", "bench", str(tid), check=False)
+                while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] not in TERMINAL:
+                    time.sleep(0.002)
+                wall_ms.append((time.time() - t) * 1000.0)
+                row = db.execute("SELECT status, finished_at - cancel_requested_at FROM tasks WHERE id=?", (tid,)).fetchone()
+                if row[0] != "cancelled":
+                    log(f"warning: cancel: task {tid} ended {row[0]}")
+                stop_ms.append(row[1])
+            db.close()
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        self.results["cancel"] = {
+            "stop_ms": {"p50": pct(stop_ms, 50), "p99": pct(stop_ms, 99), "max": max(stop_ms), "n": len(stop_ms)},
+            "observed_ms": {"p50": pct(wall_ms, 50), "p99": pct(wall_ms, 99), "max": max(wall_ms), "n": len(wall_ms)},
+            "samples_stop_ms": stop_ms}
+
+    # --- 6 and 7. memory and scale ---
+
+    def fleet_memory(self, c):
+        st = self.status(c)
+        workers = [mem_of(w["pid"]) for w in st["workers"]]
+        workers = [m for m in workers if m]
+        sup = mem_of(st["pid"])
+        return {"workers": len(workers),
+                "worker_rss_kb": summary([m["rss"] for m in workers]),
+                "worker_pss_kb": summary([m["pss"] for m in workers]),
+                "supervisor_rss_kb": sup["rss"], "supervisor_pss_kb": sup["pss"],
+                "fleet_rss_kb": sum(m["rss"] for m in workers) + sup["rss"],
+                "fleet_pss_kb": sum(m["pss"] for m in workers) + sup["pss"]}
+
+    def memory(self):
+        c = self.conf("quorum", "full", 4)
+        self.sup(c, "start")
+        try:
+            time.sleep(1)
+            idle = self.fleet_memory(c)
+            # Busy: every worker in a moderate aggregate; sample while they run.
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(MODERATE + "\n") * 200)
+            peak = {}
+            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
+            while db.execute("SELECT count(*) FROM tasks WHERE status IN ('queued','running')").fetchone()[0] > 0:
+                for w in self.status(c)["workers"]:
+                    m = mem_of(w["pid"])
+                    if m and w["state"] == "busy":
+                        p = peak.setdefault(w["pid"], {"rss": 0, "pss": 0})
+                        p["rss"], p["pss"] = max(p["rss"], m["rss"]), max(p["pss"], m["pss"])
+                time.sleep(0.01)
+            db.close()
+            busy = {"worker_rss_kb": summary([p["rss"] for p in peak.values()]),
+                    "worker_pss_kb": summary([p["pss"] for p in peak.values()])}
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        self.results.setdefault("memory", {})["idle_4"] = idle
+        self.results["memory"]["busy_peak"] = busy
+
+    def scale(self):
+        a = self.a
+        out = {}
+        for n in a.fleets:
+            starts, statuses, statuses_json, stops, mems = [], [], [], [], []
+            for _ in range(a.scale_rounds):
+                c = self.conf("quorum", "full", n, start_timeout_ms=120000)
+                t = time.time()
+                self.sup(c, "start")
+                starts.append(time.time() - t)
+                try:
+                    time.sleep(1)
+                    for _ in range(5):
+                        t = time.time()
+                        self.sup(c, "status")
+                        statuses.append(time.time() - t)
+                        t = time.time()
+                        self.sup(c, "status", "--json")
+                        statuses_json.append(time.time() - t)
+                    mems.append(self.fleet_memory(c))
+                finally:
+                    t = time.time()
+                    self.sup(c, "stop", check=False)
+                    stops.append(time.time() - t)
+                    self.drop_queue(c)
+            out[str(n)] = {"start_s": summary(starts), "status_s": summary(statuses),
+                           "status_json_s": summary(statuses_json), "stop_s": summary(stops), "memory": mems[-1]}
+            log(f"scale: {n} workers: start {statistics.median(starts):.2f} s")
+        self.results["scale"] = out
+
+    # --- 8. submit ---
+
+    def submit(self):
+        a = self.a
+        single, batch = [], []
+        for _ in range(a.rounds):
+            c = self.conf("quorum", "full", 1)
+            t = time.time()
+            for _ in range(a.submit_single):
+                self.sqlq(c, "submit", "--user", "bench", TRIVIAL)
+            single.append(a.submit_single / (time.time() - t))
+            t = time.time()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * a.trivial)
+            batch.append(a.trivial / (time.time() - t))
+            self.drop_queue(c)
+        self.results["submit"] = {"one_process_per_task": summary(single), "batch": summary(batch),
+                                  "batch_size": a.trivial, "single_count": a.submit_single}
+
+
+def machine(a):
+    info = {"cores": os.cpu_count(), "kernel": platform.release(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+        with open("/proc/meminfo") as f:
+            info["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except (OSError, StopIteration):
+        pass
+    q = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    info["rabbitmq"] = q("dpkg-query", "-W", "-f=${Version}", "rabbitmq-server")
+    info["sqlite"] = sqlite3.sqlite_version
+    info["rabbitmq_c"] = q("dpkg-query", "-W", "-f=${Version}", "librabbitmq4")
+    # What an fsync costs here: it bounds every durable commit.
+    path = os.path.join(a.work, "fsync.probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    ts = []
+    for _ in range(50):
+        os.pwrite(fd, b"x" * 4096, 0)
+        t = time.perf_counter()
+        os.fdatasync(fd)
+        ts.append((time.perf_counter() - t) * 1000)
+    os.close(fd)
+    os.unlink(path)
+    info["fdatasync_ms"] = {"median": statistics.median(ts), "min": min(ts), "max": max(ts)}
+    info["load_before"] = os.getloadavg()
+    return info
+
+
+def report(res):
+    lines = []
+    m = res["machine"]
+    lines.append(f"machine: {m.get('cpu', '?')}, {m['cores']} cores, {m.get('memory_gb', '?')} GB, kernel {m['kernel']}, "
+                 f"RabbitMQ {m['rabbitmq']}, SQLite {m['sqlite']}, fdatasync {m['fdatasync_ms']['median']:.2f} ms")
+    lines.append("figures: median [min–max] over rounds\n")
+    if "ceiling" in res:
+        rows = [[s["queue_type"], s["what"], s["consumers"] or "-", fmt(s["rate"])] for s in res["ceiling"]["summary"]]
+        lines += ["1. ceiling (bare rabbitmq-c, msg/s)", table(["queue", "what", "consumers", "msg/s"], rows), ""]
+    if "throughput" in res:
+        t = res["throughput"]
+        rows = []
+        for s in t["summary"]:
+            if s["system"] == "ceiling":
+                continue
+            rows.append([s["queue_type"], s["query"], s["durability"], s["workers"], s["system"], fmt(s["rate"]),
+                         fmt(s["of_ceiling"], "%", 100), fmt(s["of_reference"], "×", 1, 1) if s["system"] == "sqlq" else ""])
+        lines += [f"2-3. end to end, tasks/s from first submit to last terminal status "
+                  f"({t['tasks']['trivial']} trivial / {t['tasks']['moderate']} moderate tasks)",
+                  table(["queue", "query", "durability", "workers", "system", "tasks/s", "of ceiling", "× reference"], rows), ""]
+    if "respawn" in res:
+        r = res["respawn"]
+        f = lambda s: f"p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms, max {s['max']:.1f} ms (n={s['n']})" if s["n"] else "-"
+        lines += [f"4. respawn, SIGKILL → replacement's consumer registered ({r['workers']} workers)",
+                  f"   one worker:        {f(r['one'])}",
+                  f"   all, per worker:   {f(r['all_per_worker'])}",
+                  f"   all, whole fleet:  {f(r['all_fleet'])}", ""]
+    if "cancel" in res:
+        cc = res["cancel"]
+        lines += ["5. cancel of a running query",
+                  f"   cancel recorded → cancelled: p50 {cc['stop_ms']['p50']} ms, p99 {cc['stop_ms']['p99']} ms, max {cc['stop_ms']['max']} ms (n={cc['stop_ms']['n']})",
+                  f"   `sqlq cancel` start → seen cancelled: p50 {cc['observed_ms']['p50']:.0f} ms, p99 {cc['observed_ms']['p99']:.0f} ms", ""]
+    if "memory" in res or "scale" in res:
+        rows = []
+        mm = res.get("memory", {})
+        if "idle_4" in mm:
+            i = mm["idle_4"]
+            rows.append(["idle worker", fmt(i["worker_rss_kb"], " MB", 1 / 1024, 1), fmt(i["worker_pss_kb"], " MB", 1 / 1024, 1)])
+            rows.append(["busy worker (peak, moderate query)", fmt(mm["busy_peak"]["worker_rss_kb"], " MB", 1 / 1024, 1),
+                         fmt(mm["busy_peak"]["worker_pss_kb"], " MB", 1 / 1024, 1)])
+            rows.append(["supervisor (4 workers)", f"{i['supervisor_rss_kb'] / 1024:.1f} MB", f"{i['supervisor_pss_kb'] / 1024:.1f} MB"])
+        for n, s in res.get("scale", {}).items():
+            mem = s["memory"]
+            rows.append([f"fleet of {n} + supervisor (total)", f"{mem['fleet_rss_kb'] / 1024:.0f} MB", f"{mem['fleet_pss_kb'] / 1024:.0f} MB"])
+            rows.append([f"supervisor with {n}", f"{mem['supervisor_rss_kb'] / 1024:.1f} MB", f"{mem['supervisor_pss_kb'] / 1024:.1f} MB"])
+        lines += ["6. memory", table(["what", "RSS", "PSS"], rows), ""]
+    if "scale" in res:
+        rows = [[n, fmt(s["start_s"], " s", 1, 2), fmt(s["status_s"], " ms", 1000), fmt(s["status_json_s"], " ms", 1000),
+                 fmt(s["stop_s"], " s", 1, 2)] for n, s in res["scale"].items()]
+        lines += ["7. scale", table(["workers", "start (all ready)", "status", "status --json", "stop"], rows), ""]
+    if "submit" in res:
+        s = res["submit"]
+        lines += ["8. submit (durability full, quorum)",
+                  f"   one `sqlq submit` process per task: {fmt(s['one_process_per_task'], ' tasks/s')}",
+                  f"   `sqlq submit --batch -` ({s['batch_size']} lines): {fmt(s['batch'], ' tasks/s')}", ""]
+    return "\n".join(lines)
+
+
+def plot(res, outdir):
+    t = res.get("throughput")
+    if not t:
+        return
+    series = {}
+    for s in t["summary"]:
+        if s["query"] not in ("trivial", "ceiling"):
+            continue
+        name = "ceiling (bare consumer, prefetch 1)" if s["system"] == "ceiling" else f"{s['system']} ({s['durability']})"
+        name = f"{s['queue_type']}: {name}"
+        series.setdefault(name, []).append((s["workers"], s["rate"]["median"], s["rate"]["min"], s["rate"]["max"]))
+    dat = os.path.join(outdir, "throughput.dat")
+    with open(dat, "w") as f:
+        for name, pts in series.items():
+            f.write(f'"{name}"\n')
+            for p in sorted(pts):
+                f.write("%d %.1f %.1f %.1f\n" % p)
+            f.write("\n\n")
+    png = os.path.join(outdir, "throughput.png")
+    plots = ", ".join(f"'{dat}' index {i} using 1:2:3:4 with yerrorlines title columnheader(1)" for i in range(len(series)))
+    script = f"""set terminal pngcairo size 900,560 font ',10'
+set output '{png}'
+set title 'Trivial tasks (SELECT 1), end to end: tasks/s against workers (median, min–max)'
+set xlabel 'workers (consumers)'
+set ylabel 'tasks/s'
+set logscale x 2
+set xtics (1, 4, 8, 40)
+set key outside right top
+set grid
+plot {plots}
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--demo", required=True)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.qtypes, a.workers = 3, ["quorum"], [1, 4, 8, 40]
+        a.trivial, a.moderate, a.publish_each = 1000, 100, 300
+        a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
+        a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
+        a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
+    else:
+        a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
+        a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
+        a.durabilities, a.moderate_durabilities = ["full", "off"], ["full", "off"]
+        a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
+        a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
+    os.makedirs(a.out, exist_ok=True)
+    os.makedirs(a.work, exist_ok=True)
+    b = Bench(a)
+    b.results["machine"] = machine(a)
+    b.results["mode"] = "quick" if a.quick else "full"
+    sections = [s for s in a.only.split(",") if s] or ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit"]
+    for s in sections:
+        log(f"== {s}")
+        t = time.time()
+        try:
+            getattr(b, s)()
+        except Exception as e:  # one broken section must not lose the others' figures
+            log(f"{s}: FAILED: {e}")
+            b.results.setdefault("errors", {})[s] = str(e)
+        log(f"== {s}: {time.time() - t:.0f} s")
+        for k, v in b.results.items():
+            with open(os.path.join(a.out, f"{k}.json"), "w") as f:
+                json.dump(v, f, indent=1)
+    text = report(b.results)
+    with open(os.path.join(a.out, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    plot(b.results, a.out)
+    return 1 if "errors" in b.results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
