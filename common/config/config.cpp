@@ -217,11 +217,13 @@ Config load_config(const std::string& file) {
 }
 
 std::string redact_url(const std::string& url) {
-    // amqp://user:password@host...: hide what lies between the first ':' after the scheme and '@'.
+    // amqp://user:password@host...: hide what lies between the first ':' after the scheme and
+    // the last '@', since a password may hold a raw '@' or '/' (not a valid URL, but its error
+    // message must show none of it). Hiding too much (an '@' in the vhost) is harmless.
     auto scheme = url.find("://");
     if (scheme == std::string::npos) return url;
-    auto at = url.find('@', scheme + 3);
-    if (at == std::string::npos) return url;
+    auto at = url.rfind('@');
+    if (at == std::string::npos || at < scheme + 3) return url;
     auto colon = url.find(':', scheme + 3);
     if (colon == std::string::npos || colon > at) return url;
     return url.substr(0, colon + 1) + "***" + url.substr(at);
