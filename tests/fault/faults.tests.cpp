@@ -541,7 +541,9 @@ TEST_CASE("no message sqlq writes holds the broker password, on the paths that f
                             "amqp://" + fault_user() + ":" + fault_password() + "@127.0.0.1:" +
                                 std::to_string(broker_port()) + "/no-such-vhost",
                             "amqp://" + fault_user() + ":" + fault_password() + "@127.0.0.1:notaport",
-                            "amqp://nobody:" + fault_password() + "@127.0.0.1:" + std::to_string(broker_port())}) {
+                            "amqp://nobody:" + fault_password() + "@127.0.0.1:" + std::to_string(broker_port()),
+                            // a raw '@' in the password: unparsable, and none of it may show
+                            "amqp://nobody:Pw@" + fault_password() + "@127.0.0.1:" + std::to_string(broker_port())}) {
         Setup bad = base_setup(1);
         bad.broker_url = url;
         bad.sections["broker"] = "connect_timeout_ms = 1000\nreconnect_max_ms = 200\n";

@@ -12,16 +12,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
     try {
         sqlq::Config c = sqlq::parse_config(text, "fuzz.conf", "/fuzz");
-        // The password, as amqp URLs put it: between "user:" and the last '@' of the authority.
+        // The password: between "user:" and the last '@' (a raw '@' or '/' may be part of it).
         const std::string& url = c.broker.url;
         auto scheme = url.find("://");
         if (scheme != std::string::npos) {
-            auto end = url.find_first_of("/?#", scheme + 3);
-            std::string authority = url.substr(scheme + 3, end == std::string::npos ? std::string::npos : end - scheme - 3);
-            auto at = authority.rfind('@');
-            auto colon = authority.find(':');
-            if (at != std::string::npos && colon != std::string::npos && colon < at) {
-                std::string password = authority.substr(colon + 1, at - colon - 1);
+            auto at = url.rfind('@');
+            auto colon = url.find(':', scheme + 3);
+            if (at != std::string::npos && at > scheme + 3 && colon != std::string::npos && colon < at) {
+                std::string password = url.substr(colon + 1, at - colon - 1);
                 std::string shown = sqlq::redact_url(url);
                 if (password.size() >= 6 && shown.find(password) != std::string::npos) std::abort();
             }
