@@ -24,6 +24,9 @@ start)
     echo "broker-fixture: RabbitMQ node on 127.0.0.1:$port ($dir)"
     ;;
 stop)
+    # A test that was killed (a ctest timeout) never ran its Fleet's destructor: end any
+    # supervisor it left behind (its workers die with it), then the node.
+    pkill -KILL -f 'sqlq-supervisor .*-c /tmp/sqlq-test-' 2>/dev/null || true
     "$root/scripts/broker.sh" stop "$dir/node"
     ;;
 esac
