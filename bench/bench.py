@@ -227,7 +227,15 @@ database = "{self.demo}"
                     ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
                      "--queue", c["queue"], "--queue-type", qtype, "--store", c["store"], "--db", self.demo,
                      "--sync", sync], stdout=logf, stderr=logf))
-            self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
+            deadline = time.time() + 120
+            while True:  # the queue exists only once the first consumer has declared it
+                try:
+                    self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
+                    break
+                except RuntimeError:
+                    if time.time() > deadline or any(p.poll() is not None for p in procs):
+                        raise
+                    time.sleep(0.1)
             t0 = time.time()
             self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
             last, ok = self.wait_done(c["store"], n)
@@ -578,7 +586,7 @@ set xlabel 'workers (consumers)'
 set ylabel 'tasks/s'
 set logscale x 2
 set xtics (1, 4, 8, 40)
-set key outside right top
+set key left top
 set grid
 plot {plots}
 """
@@ -608,6 +616,9 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
     os.makedirs(a.out, exist_ok=True)
+    for f in os.listdir(a.out):  # no stale figures from an earlier run
+        if f.endswith((".json", ".dat", ".png", ".txt")):
+            os.unlink(os.path.join(a.out, f))
     os.makedirs(a.work, exist_ok=True)
     b = Bench(a)
     b.results["machine"] = machine(a)
