@@ -108,11 +108,10 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         break;
     }
 
-    auto task = store_.get(id);
     reporter_.send(Report::busy, id);
     const int64_t t0 = mono_ms();
     bool fenced = false, cancelled = false;
-    QueryOutcome q = execute(conn, id, c.token, task->sql, fenced, cancelled);
+    QueryOutcome q = execute(conn, id, c.token, c.sql, fenced, cancelled);
     if (fenced) {
         spdlog::warn("task {}: attempt {} lost its claim (another worker took the task over); outcome discarded",
                      id, c.token);

@@ -220,7 +220,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
     for (int round = 0;; ++round) {
         int64_t now = now_ms();
         auto& sel = cached(
-            "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at "
+            "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, sql "
             "FROM tasks WHERE id=?");
         sel.bind(1, id);
         if (!sel.step()) return {ClaimKind::unknown};
@@ -230,6 +230,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
         int64_t owner_pid = sel.i64(3), owner_start = sel.i64(4);
         int64_t lease = sel.opt_i64(5).value_or(0);
         bool cancel_pending = !sel.is_null(6);
+        std::string sql = sel.text(7);
         sel.reset();
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
@@ -243,7 +244,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
                           .bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                           .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts)
                           .run();
-            if (changed) return {ClaimKind::claimed, attempts + 1, Status::running};
+            if (changed) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
             bool local = owner_host(owner) == me.host;
@@ -272,7 +273,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
                               .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                               .bind(7, id).bind(8, attempts)
                               .run();
-                if (changed) return {ClaimKind::claimed, attempts + 1, Status::running};
+                if (changed) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
             }
         }
         // Someone else moved the task between our read and our write: look again.

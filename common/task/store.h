@@ -67,6 +67,7 @@ public:
         int64_t token = 0;  // the attempt number: fences every later write of this attempt
         Status status = Status::queued;
         int64_t lease_until = 0;
+        std::string sql{};  // claimed: the query to run
     };
     // Takes a queued task, or a running one whose owner is gone or whose lease has expired.
     Claim claim(int64_t id, const Owner& me, int max_attempts);

@@ -51,6 +51,7 @@ TEST_CASE("a queued task is claimed once, runs, and its outcome is stored once",
     auto c = store.claim(id, me, 3);
     REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
     CHECK(c.token == 1);
+    CHECK(c.sql == "SELECT 1");
     auto t = store.get(id);
     CHECK(t->status == Status::running);
     CHECK(t->attempts == 1);
