@@ -91,6 +91,9 @@ int Supervisor::run() {
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
+    // Caught and dropped, so that a write to a reader that went away (the `start` that waits
+    // on the ready pipe, a closed stderr) fails with EPIPE instead of killing the fleet.
+    signals_.add(SIGPIPE);
     wait_signals();
     listen();
     sweeper_.start();
@@ -149,6 +152,7 @@ void Supervisor::wait_signals() {
             }
             break;
         case SIGHUP: reload(); break;
+        case SIGPIPE: break;
         }
         after_event();
         wait_signals();

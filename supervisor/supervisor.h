@@ -1,7 +1,7 @@
 #pragma once
 // The supervisor's event loop: one io_context, one thread, handlers for
 //   - signals (asio::signal_set only): SIGCHLD → reap(), SIGTERM/SIGINT → stop (a second one
-//     kills), SIGHUP → reload;
+//     kills), SIGHUP → reload, SIGPIPE → nothing (writes fail with EPIPE instead);
 //   - each worker's status pipe (→ Fleet::report) and output pipe (→ the log);
 //   - the control socket (control.h);
 //   - one timer, always armed at Fleet::next_deadline().

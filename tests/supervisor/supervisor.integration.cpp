@@ -204,7 +204,8 @@ TEST_CASE("SIGKILLed workers are replaced at once: one, then all of them", "[sup
     std::printf("supervisor: all 4 workers SIGKILLed → all replacements ready in %lld ms\n", (long long)all);
     REQUIRE(all >= 0);
     CHECK(eventually([&] { return fleet_ready(f, 4); }, kReady));
-    for (const auto& w : f.status()["workers"]) {
+    const auto after = f.status();  // kept: a range-for over a temporary's member dangles
+    for (const auto& w : after["workers"]) {
         CHECK(w["last_exit"] == "signal 9 (KILL)");
         CHECK(w["state"] == "ready");
     }
