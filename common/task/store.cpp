@@ -202,14 +202,16 @@ std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sql
 void TaskStore::mark_published(const std::vector<int64_t>& ids) {
     durable(false);
     Txn txn(db_);
-    auto st = db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=? AND status IN ('queued','running')");
+    auto st = db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=?");
     for (int64_t id : ids) st.bind(1, now_ms()).bind(2, id).run();
     txn.commit();
 }
 
+// Unconditional on the status: a worker can run the task from the message before the
+// broker's confirm reaches the producer, and the flag still records that a message went out.
 void TaskStore::mark_published(int64_t id) {
     durable(false);  // losing this flag only means one more (harmless) publish by the sweeper
-    db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=? AND status IN ('queued','running')")
+    db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=?")
         .bind(1, now_ms())
         .bind(2, id)
         .run();

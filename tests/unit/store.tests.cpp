@@ -284,3 +284,13 @@ TEST_CASE("a task read through the store leaves no statement holding a read tran
         busy = busy || sqlite3_stmt_busy(st);
     CHECK_FALSE(busy);
 }
+
+TEST_CASE("a task marked published after it already ran still says so", "[store][publish]") {
+    TempStore ts;
+    TaskStore store(ts.path(), ts.cfg);
+    int64_t id = store.insert("SELECT 1", "alice");
+    auto c = store.claim(id, Owner::self(), 3);
+    REQUIRE(store.finish(id, c.token, ok_outcome()));
+    store.mark_published(id);  // the confirm arrives after the worker was done
+    CHECK(store.get(id)->published);
+}
