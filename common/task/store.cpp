@@ -1,6 +1,7 @@
 #include "task/store.h"
 
 #include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <unistd.h>
 
@@ -130,10 +131,25 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
           return Db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
       }()) {
     sqlite3_busy_timeout(db_.get(), cfg_.busy_timeout_ms);
-    db_.exec("PRAGMA journal_mode=WAL");
-    db_.exec("PRAGMA foreign_keys=ON");
-    durable(true);
-    migrate();
+    // Opening a fresh store takes locks that do not wait in the busy handler (switching to WAL
+    // needs an exclusive lock; the first reader of a new WAL may find it being set up), so
+    // processes that open it at the same moment (a fleet's first start) can see SQLITE_BUSY
+    // here: retry the whole set-up, within the busy timeout.
+    const int64_t give_up = mono_ms() + cfg_.busy_timeout_ms;
+    for (int64_t pause = 1;; pause = std::min<int64_t>(pause * 2, 100)) {
+        try {
+            db_.exec("PRAGMA journal_mode=WAL");
+            db_.exec("PRAGMA foreign_keys=ON");
+            sync_pragma_ = nullptr;
+            durable(true);
+            migrate();
+            return;
+        } catch (const sqlite::SqliteError& e) {
+            if (!e.busy() || mono_ms() >= give_up) throw;
+            timespec ts{0, long(pause) * 1000000};
+            nanosleep(&ts, nullptr);
+        }
+    }
 }
 
 void TaskStore::durable(bool full) {
