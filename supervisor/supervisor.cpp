@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "util/clock.h"
+#include "util/control.h"
 #include "util/error.h"
 #include "util/process.h"
 #include "supervisor/launch.h"
@@ -319,7 +320,7 @@ void Supervisor::finish() {
     spdlog::info("stopped");
     boost::system::error_code ignored;
     acceptor_.close(ignored);
-    ::unlink(socket_path(cfg_.supervisor.run_dir).c_str());
+    ::unlink(control_socket_path(cfg_.supervisor.run_dir).c_str());
     signals_.cancel(ignored);
     timer_.cancel();
     start_timer_.cancel();
@@ -349,7 +350,7 @@ std::string Supervisor::reload() {
 // --- control socket ---
 
 void Supervisor::listen() {
-    const std::string path = socket_path(cfg_.supervisor.run_dir);
+    const std::string path = control_socket_path(cfg_.supervisor.run_dir);
     // The lock is ours, so a socket file left here belongs to a dead supervisor.
     ::unlink(path.c_str());
     local::endpoint ep(path);

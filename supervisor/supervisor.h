@@ -43,8 +43,6 @@ public:
     // Runs until stopped; returns the exit code (kExitError when a background start failed).
     int run();
 
-    static std::string socket_path(const std::string& run_dir) { return run_dir + "/control.sock"; }
-
 private:
     struct Child;
 

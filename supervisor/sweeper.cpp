@@ -106,14 +106,15 @@ void Sweeper::sweep() {
             auto acked = conn_->wait_confirms(by_tag.begin()->first, by_tag.rbegin()->first,
                                               std::max(cfg.broker.connect_timeout_ms, 1000));
             std::string list;
-            int done = 0;
+            std::vector<int64_t> confirmed;
             for (uint64_t tag : acked) {
                 auto it = by_tag.find(tag);
                 if (it == by_tag.end()) continue;
-                store_->mark_republished(it->second);
-                ++done;
-                if (done <= 20) list += (list.empty() ? "" : ",") + std::to_string(it->second);
+                confirmed.push_back(it->second);
+                if (confirmed.size() <= 20) list += (list.empty() ? "" : ",") + std::to_string(it->second);
             }
+            store_->mark_published(confirmed);
+            const size_t done = confirmed.size();
             if (done > 20) list += ",...";
             log(spdlog::level::info, "sweep: republished " + std::to_string(done) + " of " +
                                          std::to_string(ids.size()) + " tasks (" + list + ") in " +

@@ -195,10 +195,7 @@ void TaskStore::migrate() {
 }
 
 int64_t TaskStore::insert(const std::string& sql, const std::string& submitter) {
-    durable(true);
-    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at) VALUES(?, ?, 'queued', ?)");
-    st.bind(1, sql).bind(2, submitter).bind(3, now_ms()).run();
-    return db_.last_insert_rowid();
+    return insert_batch({sql}, submitter).front();
 }
 
 std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
@@ -215,23 +212,17 @@ std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sql
     return ids;
 }
 
+// Unconditional on the status: a worker can run the task from the message before the
+// broker's confirm reaches the producer, and the flag still records that a message went out.
 void TaskStore::mark_published(const std::vector<int64_t>& ids) {
-    durable(false);
+    durable(false);  // losing this flag only means one more (harmless) publish by the sweeper
     Txn txn(db_);
     auto st = db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=?");
     for (int64_t id : ids) st.bind(1, now_ms()).bind(2, id).run();
     txn.commit();
 }
 
-// Unconditional on the status: a worker can run the task from the message before the
-// broker's confirm reaches the producer, and the flag still records that a message went out.
-void TaskStore::mark_published(int64_t id) {
-    durable(false);  // losing this flag only means one more (harmless) publish by the sweeper
-    db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=?")
-        .bind(1, now_ms())
-        .bind(2, id)
-        .run();
-}
+void TaskStore::mark_published(int64_t id) { mark_published(std::vector<int64_t>{id}); }
 
 TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts) {
     durable(false);
@@ -419,8 +410,6 @@ std::vector<int64_t> TaskStore::to_republish(int64_t unpublished_ms, int64_t sta
     return ids;
 }
 
-void TaskStore::mark_republished(int64_t id) { mark_published(id); }
-
 void TaskStore::owner_lost(int64_t id, const Owner& owner) {
     durable(false);
     db_.prepare("UPDATE tasks SET owner_lost_at=? WHERE id=? AND status='running' AND owner_pid=? AND owner_start=?")
@@ -463,6 +452,13 @@ TaskStore::AuditFigures TaskStore::audit() {
             if (!alive) f.stuck_ids.push_back(s.i64(0));
         }
         f.stuck = int64_t(f.stuck_ids.size());
+    }
+    {
+        auto s = db_.prepare(
+            "SELECT count(*) FROM tasks WHERE status='queued' AND coalesce(published_at, created_at) < ?");
+        s.bind(1, now - 5000);
+        s.step();
+        f.queued_stale = s.i64(0);
     }
     {
         auto s = db_.prepare("SELECT recovery_ms FROM tasks WHERE recovery_ms IS NOT NULL ORDER BY recovery_ms");

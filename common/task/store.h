@@ -101,7 +101,6 @@ public:
     // Tasks to (re)publish: never confirmed by the broker and older than `unpublished_ms`, or
     // waiting/running with nobody working on them for longer than `stale_ms`.
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, bool queue_idle);
-    void mark_republished(int64_t id);
     // Records when the worker holding a task died (for the death → rerun measure).
     void owner_lost(int64_t id, const Owner& owner);
     // Removes results older than the retention; returns how many.
@@ -112,6 +111,7 @@ public:
         std::map<std::string, int64_t> by_status;
         int64_t unpublished = 0;
         int64_t stuck = 0;               // running, lease expired, owner gone
+        int64_t queued_stale = 0;        // queued, last published (or created) over 5 s ago
         int64_t duplicate_outcomes = 0;  // outcomes > 1
         int64_t reexecuted = 0;          // executions beyond the first, summed
         std::vector<int64_t> recovery_ms;
