@@ -75,13 +75,6 @@ bool all_terminal(const Env& env, int64_t n) {
     }
 }
 
-std::string supervisor_log(const Env& env) {
-    std::ifstream in(env.cfg().supervisor.run_dir + "/supervisor.log");
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
 size_t count_of(const std::string& text, const std::string& what) {
     size_t n = 0;
     for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;

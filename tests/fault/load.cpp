@@ -147,10 +147,7 @@ std::vector<std::string> files_with_password(const std::string& dir, const std::
     }
     std::vector<std::string> hits;
     for (const auto& f : files) {
-        std::ifstream in(f, std::ios::binary);
-        std::stringstream s;
-        s << in.rdbuf();
-        if (s.str().find(fault_password()) != std::string::npos) hits.push_back(f);
+        if (test::read_file(f).find(fault_password()) != std::string::npos) hits.push_back(f);
     }
     return hits;
 }

@@ -32,8 +32,7 @@ TEST_CASE("an unreachable broker is one clear line and a non-zero exit, and the 
     Env env;
     std::string conf = env.dir() + "/unreachable.conf";
     {
-        std::ifstream in(env.config());
-        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::string text = read_file(env.config());
         auto at = text.find("127.0.0.1:");
         auto end = text.find('"', at);
         text.replace(at, end - at, "127.0.0.1:1");  // nobody listens on port 1
@@ -56,8 +55,7 @@ TEST_CASE("a wrong broker password stops a worker with one clear line", "[cli][b
     Env env;
     std::string conf = env.dir() + "/badpw.conf";
     {
-        std::ifstream in(env.config());
-        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::string text = read_file(env.config());
         text.replace(text.find("guest:guest"), 11, "guest:wrong-s3cret");
         std::ofstream(conf) << text;
     }

@@ -51,18 +51,11 @@ int64_t ms_until_replaced(const Fleet& f, const std::set<pid_t>& old, int n, int
     }
 }
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
-std::string log_of(const Env& env) { return slurp(env.cfg().supervisor.run_dir + "/supervisor.log"); }
 
 // Changes the broker password in the config file (the harness writes the URL itself).
 void set_password(const Env& env, const std::string& from, const std::string& to) {
-    std::string text = slurp(env.config());
+    std::string text = read_file(env.config());
     auto at = text.find("guest:" + from + "@");
     REQUIRE(at != std::string::npos);
     text.replace(at, 6 + from.size(), "guest:" + to);
@@ -145,7 +138,7 @@ TEST_CASE("start fails with the reason, and leaves nothing running", "[superviso
         CHECK(supervisor(env, {"status"}).code == 3);
     }
     SECTION("broker unreachable") {
-        std::string text = slurp(env.config());
+        std::string text = read_file(env.config());
         auto at = text.find(":" + std::to_string(broker_port()));
         REQUIRE(at != std::string::npos);
         text.replace(at, 1 + std::to_string(broker_port()).size(), ":1");
@@ -166,7 +159,7 @@ TEST_CASE("start fails with the reason, and leaves nothing running", "[superviso
         s.sections["supervisor"] = "failed_starts_before_backoff = 2\n";
         env.rewrite(s);
         // A worker binary that exits at once: the broker check passes, the workers do not.
-        std::string text = slurp(env.config());
+        std::string text = read_file(env.config());
         auto at = text.find(bin("sqlq-worker"));
         REQUIRE(at != std::string::npos);
         text.replace(at, bin("sqlq-worker").size(), "/bin/false");
@@ -244,7 +237,7 @@ TEST_CASE("a worker that cannot start backs off instead of spinning, and status 
     auto table = supervisor(env, {"status"});
     CHECK(table.out.find("backoff") != std::string::npos);
     CHECK(table.out.find("login refused") != std::string::npos);
-    CHECK(log_of(env).find("slot 1: backoff") != std::string::npos);
+    CHECK(supervisor_log(env).find("slot 1: backoff") != std::string::npos);
 
     // Fixed, and an operator restart retries at once.
     set_password(env, "badpass123", "guest");
@@ -268,7 +261,7 @@ TEST_CASE("stop while queries run: every task ends terminal after the next start
         auto r = f.stop();
         REQUIRE(r.code == 0);
         CHECK(supervisor(env, {"status"}).code == 3);
-        if (kill_them) CHECK(log_of(env).find("SIGKILL") != std::string::npos);
+        if (kill_them) CHECK(supervisor_log(env).find("SIGKILL") != std::string::npos);
     }
     Fleet again(env);
     for (int64_t id : ids) {
@@ -307,8 +300,8 @@ TEST_CASE("reload converges 4 → 8 → 2 without touching healthy workers", "[s
     CHECK(st["workers"][0]["slot"] == 1);
     CHECK(st["workers"][1]["slot"] == 2);
     for (pid_t p : worker_pids(st)) CHECK(first.count(p));  // the survivors are the first ones
-    CHECK(log_of(env).find("reload: workers 4 → 8") != std::string::npos);
-    CHECK(log_of(env).find("reload: workers 8 → 2") != std::string::npos);
+    CHECK(supervisor_log(env).find("reload: workers 4 → 8") != std::string::npos);
+    CHECK(supervisor_log(env).find("reload: workers 8 → 2") != std::string::npos);
 
     SECTION("a broken config is refused and the fleet keeps running") {
         pid_t pid = f.pid();
@@ -317,7 +310,7 @@ TEST_CASE("reload converges 4 → 8 → 2 without touching healthy workers", "[s
         CHECK(bad.code == 2);
         CHECK(bad.err.find("sqlq.conf:") != std::string::npos);
         ::kill(pid, SIGHUP);  // the supervisor reads it itself too, and refuses it
-        CHECK(eventually([&] { return log_of(env).find("reload refused, keeping the running config") != std::string::npos; },
+        CHECK(eventually([&] { return supervisor_log(env).find("reload refused, keeping the running config") != std::string::npos; },
                          5000));
         env.rewrite(s);  // the status command reads the config too
         CHECK(fleet_ready(f, 2));
@@ -386,7 +379,7 @@ TEST_CASE("a task inserted but never published is picked up by the sweeper", "[s
     CHECK(t["status"] == "succeeded");
     CHECK(t["published"] == true);
     CHECK(t["executions"] == 1);
-    CHECK(log_of(env).find("sweep: republished 1 of 1 tasks (" + std::to_string(id) + ")") != std::string::npos);
+    CHECK(supervisor_log(env).find("sweep: republished 1 of 1 tasks (" + std::to_string(id) + ")") != std::string::npos);
 }
 
 TEST_CASE("in the foreground the supervisor logs to stderr and SIGTERM stops it cleanly",
@@ -428,7 +421,7 @@ TEST_CASE("a worker wedged in native code is killed by the watchdog and replaced
     INFO(w.dump());
     CHECK(took < 5000);
     CHECK(w["last_exit"] == "signal 9 (KILL)");
-    CHECK(log_of(env).find("(watchdog_ms 1000): SIGKILL") != std::string::npos);
+    CHECK(supervisor_log(env).find("(watchdog_ms 1000): SIGKILL") != std::string::npos);
     // Every attempt wedges; after max_attempts the task fails instead of wedging workers forever.
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
     CHECK(eventually([&] { return fleet_ready(f, 1); }, kReady));
@@ -444,7 +437,7 @@ TEST_CASE("a crashing worker is replaced and its task is recorded as lost", "[su
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
     CHECK(show(env, id)["attempts"].get<int>() >= 2);
     CHECK(eventually([&] { return fleet_ready(f, 2); }, kReady));
-    std::string log = log_of(env);
+    std::string log = supervisor_log(env);
     CHECK(log.find("signal 11 (SEGV)") != std::string::npos);
     CHECK(log.find("task " + std::to_string(id) + " lost") != std::string::npos);
 }
@@ -465,5 +458,5 @@ TEST_CASE("a worker is recycled after max_tasks_per_worker tasks, between tasks"
     auto w = f.status()["workers"][0];
     CHECK(w["last_exit"] == "exit 0");  // asked politely, between tasks
     CHECK(w["failed_starts"] == 0);
-    CHECK(log_of(env).find("recycling after 2 tasks") != std::string::npos);
+    CHECK(supervisor_log(env).find("recycling after 2 tasks") != std::string::npos);
 }

@@ -141,13 +141,6 @@ Spawned spawn(const std::vector<std::string>& argv, const std::map<std::string, 
 
 int decode_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
 }  // namespace
 
 Result run(const std::vector<std::string>& argv, const std::string& input, int timeout_ms,
@@ -176,8 +169,8 @@ Result run(const std::vector<std::string>& argv, const std::string& input, int t
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     r.code = decode_status(st);
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
     return r;
 }
 
@@ -250,7 +243,7 @@ std::optional<ReportLine> Process::wait_report(Report what, int timeout_ms) {
     }
 }
 
-std::string Process::log() const { return slurp(log_path_); }
+std::string Process::log() const { return read_file(log_path_); }
 
 std::unique_ptr<Process> start_worker(const Env& env, int slot) {
     return std::make_unique<Process>(
@@ -307,6 +300,15 @@ pid_t Fleet::worker_of(int64_t task) const {
             return w["pid"].get<pid_t>();
     return 0;
 }
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string supervisor_log(const Env& env) { return read_file(env.cfg().supervisor.run_dir + "/supervisor.log"); }
 
 bool eventually(const std::function<bool()>& pred, int timeout_ms) {
     int64_t deadline = mono_ms() + timeout_ms;

@@ -119,6 +119,11 @@ private:
 };
 Result supervisor(const Env& env, std::vector<std::string> args);
 
+// A whole file as a string ("" when it cannot be read).
+std::string read_file(const std::string& path);
+// The supervisor's log of `env` (its run dir), worker output included.
+std::string supervisor_log(const Env& env);
+
 // Polls `pred` every 10 ms until it holds or timeout_ms passes (for states with no event:
 // rows in SQLite, a queue's depth). Returns whether it held.
 bool eventually(const std::function<bool()>& pred, int timeout_ms);
