@@ -46,11 +46,12 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
 
     try {
-        sqlq::init_log(name);
+        sqlq::init_buffered_log(name);
         sqlq::Config cfg = sqlq::load_config(sqlq::config_path(config_opt));
         sqlq::Worker worker(cfg, g_stop);
         worker.run();
         spdlog::info("stopped");
+        sqlq::flush_log();
         return sqlq::kExitOk;
     } catch (const sqlq::Error& e) {
         std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());

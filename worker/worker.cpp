@@ -41,6 +41,7 @@ void Worker::run() {
             conn.qos(cfg_.broker.prefetch);
             conn.consume(cfg_.broker.queue);
             spdlog::info("consuming from {} on {}", cfg_.broker.queue, amqp::describe(cfg_.broker));
+            flush_log();
             reporter_.send(Report::ready);
             backoff = 100;
             serve(conn);
@@ -63,15 +64,29 @@ void Worker::run() {
 }
 
 void Worker::serve(amqp::Connection& conn) {
+    // The per-task log lines wait in a buffer while deliveries keep coming (one write to the
+    // supervisor's pipe per flush, not per task); they go out within 100 ms, or within 10 ms of
+    // the worker falling idle. Warnings and errors never wait.
+    int64_t flushed_at = mono_ms();
+    bool unflushed = false;
+    auto flush = [&] {
+        flush_log();
+        unflushed = false;
+        flushed_at = mono_ms();
+    };
     while (!stop_) {
-        auto d = conn.next(250);
+        auto d = conn.next(unflushed ? 10 : 250);
         if (!d) {
+            if (unflushed) flush();
             reporter_.alive();
             continue;
         }
         handle(conn, *d);
         reporter_.send(Report::ready);
+        unflushed = true;
+        if (mono_ms() - flushed_at >= 100) flush();
     }
+    flush_log();
 }
 
 void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {

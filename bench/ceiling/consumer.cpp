@@ -3,7 +3,14 @@
 // nothing else. Prints one JSON object: messages per second from the release of the consumers
 // to the last ack.
 //
+// With --publish, the queue starts empty and the parent publishes the N messages while the
+// consumers drain them: persistent, with confirms in windows of --window (as `sqlq submit
+// --batch` does). That is the broker's end-to-end ceiling, the same message flow as a task's:
+// publish, confirm, deliver, ack. The clock runs from the first publish to the last ack.
+//
 //   sqlq-bench-consumer --port P --queue Q --count N [--consumers C] [--prefetch 1]
+//                       [--publish 1 [--window 500]]
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <ctime>
@@ -85,6 +92,18 @@ int main(int argc, char** argv) {
         while (sh->ready.load() < consumers) nap_us(500);
         const int64_t t0 = bench::now_ns();
         sh->go = 1;
+        if (a.num("publish", 0)) {
+            bench::Conn pub(a.str("host", "127.0.0.1"), int(a.num("port", 5672)));
+            pub.select_confirms();
+            const long window = a.num("window", 500);
+            const std::string queue = a.str("queue", "bench.ceiling"), body = "{\"v\":1,\"task_id\":1}";
+            uint64_t tag = 0;
+            for (long i = 0; i < count; i += window) {
+                for (long j = i; j < std::min(count, i + window); ++j) pub.publish(queue, body), ++tag;
+                pub.wait_confirmed(tag);
+            }
+            pub.close();
+        }
         int bad = 0;
         for (int i = 0; i < consumers; ++i) {
             int st = 0;

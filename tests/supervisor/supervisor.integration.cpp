@@ -460,3 +460,29 @@ TEST_CASE("a worker is recycled after max_tasks_per_worker tasks, between tasks"
     CHECK(w["failed_starts"] == 0);
     CHECK(supervisor_log(env).find("recycling after 2 tasks") != std::string::npos);
 }
+
+TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is idle, and all of them by stop",
+          "[supervisor][log]") {
+    Setup s;
+    s.workers = 2;
+    Env env(s);
+    std::vector<int64_t> ids;
+    {
+        Fleet f(env);
+        std::vector<std::string> sqls(200, "SELECT 1");
+        ids = submit_batch(env, sqls);
+        for (int64_t id : ids) REQUIRE(cli(env, {"wait", std::to_string(id), "--timeout", "60"}).code == 0);
+        // Buffered while deliveries keep coming, flushed when the worker falls idle: no later
+        // event (another task, a stop) is needed for the last line to show up.
+        const std::string last = "task " + std::to_string(ids.back()) + ": succeeded in ";
+        CHECK(eventually([&] { return supervisor_log(env).find(last) != std::string::npos; }, 10000));
+        // A warning is written at once.
+        std::string bad = "{\"v\":1,\"task_id\":999999}";
+        publish_raw(env, bad);
+        CHECK(eventually([&] { return supervisor_log(env).find("task 999999: no such task") != std::string::npos; },
+                         10000));
+    }
+    const std::string log = supervisor_log(env);
+    for (int64_t id : ids)
+        CHECK(log.find("task " + std::to_string(id) + ": succeeded in ") != std::string::npos);
+}
