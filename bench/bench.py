@@ -247,7 +247,9 @@ database = "{self.demo}"
                     break
                 except RuntimeError:
                     if time.time() > deadline or any(p.poll() is not None for p in procs):
-                        raise
+                        logf.flush()
+                        with open(logf.name, errors="replace") as f:
+                            raise RuntimeError(f"reference consumers did not all start: {f.read()[-1500:]}")
                     time.sleep(0.1)
             t0 = time.time()
             self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
@@ -642,14 +644,23 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
     os.makedirs(a.out, exist_ok=True)
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit"]
+    sections = [s for s in a.only.split(",") if s] or all_sections
+    earlier = {}
+    if a.only:  # re-measure some sections: keep the others' figures from the earlier run
+        for s in all_sections:
+            path = os.path.join(a.out, f"{s}.json")
+            if s not in sections and os.path.exists(path):
+                with open(path) as f:
+                    earlier[s] = json.load(f)
     for f in os.listdir(a.out):  # no stale figures from an earlier run
-        if f.endswith((".json", ".dat", ".png", ".txt")):
+        if f.endswith((".json", ".dat", ".png", ".txt")) and f[:-5] not in earlier:
             os.unlink(os.path.join(a.out, f))
     os.makedirs(a.work, exist_ok=True)
     b = Bench(a)
     b.results["machine"] = machine(a)
     b.results["mode"] = "quick" if a.quick else "full"
-    sections = [s for s in a.only.split(",") if s] or ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit"]
+    b.results.update(earlier)
     for s in sections:
         log(f"== {s}")
         t = time.time()

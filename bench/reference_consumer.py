@@ -14,6 +14,7 @@ import sqlite3
 import time
 
 import pika
+import pika.exceptions
 
 
 def main():
@@ -26,21 +27,36 @@ def main():
     ap.add_argument("--sync", default="FULL")
     a = ap.parse_args()
 
-    store = sqlite3.connect(a.store, timeout=10, isolation_level=None)
-    store.execute("PRAGMA journal_mode=WAL")
-    store.execute(f"PRAGMA synchronous={a.sync}")
+    def setup():
+        store = sqlite3.connect(a.store, timeout=10, isolation_level=None)
+        store.execute("PRAGMA journal_mode=WAL")
+        store.execute(f"PRAGMA synchronous={a.sync}")
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", a.port, heartbeat=0))
+        ch = conn.channel()
+        # The same topology as sqlq's (a consumer declares what it consumes from).
+        ch.exchange_declare(a.queue + ".dlx", "fanout", durable=True)
+        args = {"x-queue-type": a.queue_type, "x-dead-letter-exchange": a.queue + ".dlx"}
+        if a.queue_type == "quorum":
+            args["x-delivery-limit"] = 20
+        ch.queue_declare(a.queue, durable=True, arguments=args)
+        ch.basic_qos(prefetch_count=1)
+        return store, conn, ch
+
+    # Several of these start at once on a fresh queue: switching the store to WAL and declaring
+    # the same queue can fail for all but one of them at that moment. Try again, like a service
+    # would, for up to 30 s.
+    deadline = time.time() + 30
+    while True:
+        try:
+            store, conn, ch = setup()
+            break
+        except (sqlite3.OperationalError, pika.exceptions.AMQPError) as e:
+            if time.time() > deadline:
+                raise
+            print(f"reference_consumer: set-up failed ({e!r}); retrying", flush=True)
+            time.sleep(0.2)
     target = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True)
     owner = f"{socket.gethostname()}:{os.getpid()}"
-
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", a.port, heartbeat=0))
-    ch = conn.channel()
-    # The same topology as sqlq's (a consumer declares what it consumes from).
-    ch.exchange_declare(a.queue + ".dlx", "fanout", durable=True)
-    args = {"x-queue-type": a.queue_type, "x-dead-letter-exchange": a.queue + ".dlx"}
-    if a.queue_type == "quorum":
-        args["x-delivery-limit"] = 20
-    ch.queue_declare(a.queue, durable=True, arguments=args)
-    ch.basic_qos(prefetch_count=1)
 
     def on_message(ch, method, _props, body):
         task_id = json.loads(body)["task_id"]
