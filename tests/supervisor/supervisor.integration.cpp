@@ -476,7 +476,8 @@ TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is i
         // event (another task, a stop) is needed for the last line to show up.
         const std::string last = "task " + std::to_string(ids.back()) + ": succeeded in ";
         CHECK(eventually([&] { return supervisor_log(env).find(last) != std::string::npos; }, 10000));
-        // A warning is written at once.
+        // A warning gets there too (that it is written at once, without waiting for a flush:
+        // the unit test "buffered log").
         std::string bad = "{\"v\":1,\"task_id\":999999}";
         publish_raw(env, bad);
         CHECK(eventually([&] { return supervisor_log(env).find("task 999999: no such task") != std::string::npos; },
