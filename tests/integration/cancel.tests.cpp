@@ -37,7 +37,7 @@ TEST_CASE("cancel a queued task: cancelled at once, its message skipped", "[canc
     CHECK(t["status"] == "cancelled");
     CHECK(t["cancelled_by"] == "dave");
     CHECK(t["executions"] == 0);
-    CHECK(w->log().find("task " + std::to_string(id) + ": already cancelled, skipped") != std::string::npos);
+    CHECK(w->log_shows("task " + std::to_string(id) + ": already cancelled, skipped"));
     check_clean(env, {id, marker});
 }
 

@@ -86,7 +86,7 @@ TEST_CASE("a redelivered message of a finished task is acked and skipped", "[pip
     CHECK(t["executions"] == 1);
     CHECK(t["outcomes"] == 1);
     CHECK(queue_depth(env) == 0);
-    CHECK(w->log().find("task " + std::to_string(id) + ": already succeeded, skipped") != std::string::npos);
+    CHECK(w->log_shows("task " + std::to_string(id) + ": already succeeded, skipped"));
 }
 
 TEST_CASE("malformed messages are dead-lettered and the worker keeps serving", "[pipeline][poison]") {

@@ -245,6 +245,10 @@ std::optional<ReportLine> Process::wait_report(Report what, int timeout_ms) {
 
 std::string Process::log() const { return read_file(log_path_); }
 
+bool Process::log_shows(const std::string& text, int timeout_ms) const {
+    return eventually([&] { return log().find(text) != std::string::npos; }, timeout_ms);
+}
+
 std::unique_ptr<Process> start_worker(const Env& env, int slot) {
     return std::make_unique<Process>(
         std::vector<std::string>{bin("sqlq-worker"), "-c", env.config(), "--slot", std::to_string(slot)},

@@ -86,6 +86,9 @@ public:
     // Blocks until the child reports `what` (e.g. ready), up to timeout_ms. Returns the line.
     std::optional<ReportLine> wait_report(Report what, int timeout_ms);
     std::string log() const;  // its stderr so far
+    // Whether `text` shows up in its stderr within timeout_ms. A worker buffers its per-task
+    // info lines and writes them once idle (within ~100 ms), so a line may trail the event.
+    bool log_shows(const std::string& text, int timeout_ms = 5000) const;
     const std::string& log_path() const { return log_path_; }
 
 private:
