@@ -33,6 +33,8 @@ void Worker::pause(amqp::Connection* conn, int64_t ms) {
 
 void Worker::run() {
     reporter_.send(Report::starting);
+    if (!store_.gate_error().empty())
+        spdlog::warn("{}; writes wait in SQLite's busy handler instead (slower with many workers)", store_.gate_error());
     int64_t backoff = 100;
     while (!stop_) {
         try {

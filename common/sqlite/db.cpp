@@ -14,6 +14,15 @@ void Db::fail(const std::string& doing, int rc) const {
     throw SqliteError(path_ + ": " + doing + ": " + msg, rc);
 }
 
+void Db::sync_wal() {
+    sqlite3_file* wal = nullptr;
+    if (int rc = sqlite3_file_control(db_.get(), "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal); rc != SQLITE_OK)
+        fail("cannot reach the write-ahead log", rc);
+    if (!wal || !wal->pMethods) return;  // not opened: nothing written through this connection
+    if (int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL | SQLITE_SYNC_DATAONLY); rc != SQLITE_OK)
+        fail("cannot sync the write-ahead log", rc);
+}
+
 void Db::exec(const char* sql) {
     char* err = nullptr;
     int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, &err);

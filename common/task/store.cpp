@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/clock.h"
@@ -131,6 +132,13 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
           return Db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
       }()) {
     sqlite3_busy_timeout(db_.get(), cfg_.busy_timeout_ms);
+    try {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) st.st_mode = 0644;
+        gate_ = sqlite::WriteGate(path + "-gate", st.st_mode & 0666);
+    } catch (const Error& e) {
+        gate_error_ = e.what();
+    }
     // Opening a fresh store takes locks that do not wait in the busy handler (switching to WAL
     // needs an exclusive lock; the first reader of a new WAL may find it being set up), so
     // processes that open it at the same moment (a fleet's first start) can see SQLITE_BUSY
@@ -140,8 +148,8 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
         try {
             db_.exec("PRAGMA journal_mode=WAL");
             db_.exec("PRAGMA foreign_keys=ON");
-            sync_pragma_ = nullptr;
-            durable(true);
+            // "full" commits at NORMAL too, then fsyncs the WAL after the commit (persist()).
+            db_.exec(cfg_.durability == "off" ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=NORMAL");
             migrate();
             return;
         } catch (const sqlite::SqliteError& e) {
@@ -152,17 +160,16 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
     }
 }
 
-void TaskStore::durable(bool full) {
-    // "full": every submitted task and every outcome is fsynced (survives a power loss); a claim
-    // or a lease renewal need not be, since its message stays unacked until the outcome is.
-    // "normal" and "off" never change. The level starts unknown (SQLite's compiled-in default
-    // is FULL), so the first call always sets it.
-    const char* want = cfg_.durability == "off"      ? "PRAGMA synchronous=OFF"
-                       : full && cfg_.durability == "full" ? "PRAGMA synchronous=FULL"
-                                                           : "PRAGMA synchronous=NORMAL";
-    if (want == sync_pragma_) return;
-    cached(want).run();
-    sync_pragma_ = want;
+void TaskStore::persist() {
+    // "full": every submitted task, recorded outcome and cancel request survives a power loss.
+    // SQLite's synchronous=FULL would fsync inside COMMIT, holding the store's only write lock
+    // across the disk flush while every other worker waits for it. Instead every commit runs
+    // at NORMAL (WAL frames written, no fsync) and the caller, once the lock is released,
+    // fsyncs the WAL here, before it acts on the commit (ack, confirm, answer). Workers that
+    // finish at the same time flush in parallel and share the disk's flushes. A claim or a
+    // lease renewal is never persisted: its message stays unacked until the outcome is.
+    // "normal" fsyncs only at checkpoints; "off" never.
+    if (cfg_.durability == "full") db_.sync_wal();
 }
 
 sqlite::Stmt& TaskStore::cached(const std::string& sql) {
@@ -184,6 +191,7 @@ void TaskStore::migrate() {
                         " is newer than this sqlq (" + std::to_string(kSchemaVersion) + ")");
         return;
     }
+    auto w = writing();
     Txn txn(db_);
     int64_t v = version();  // re-read under the write lock: another process may have migrated
     if (v < 1) {
@@ -199,23 +207,27 @@ int64_t TaskStore::insert(const std::string& sql, const std::string& submitter) 
 }
 
 std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
-    durable(true);
-    Txn txn(db_);
     auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at) VALUES(?, ?, 'queued', ?)");
     std::vector<int64_t> ids;
     ids.reserve(sqls.size());
-    for (const auto& sql : sqls) {
-        st.bind(1, sql).bind(2, submitter).bind(3, now_ms()).run();
-        ids.push_back(db_.last_insert_rowid());
+    {
+        auto w = writing();
+        Txn txn(db_);
+        for (const auto& sql : sqls) {
+            st.bind(1, sql).bind(2, submitter).bind(3, now_ms()).run();
+            ids.push_back(db_.last_insert_rowid());
+        }
+        txn.commit();
     }
-    txn.commit();
+    persist();
     return ids;
 }
 
 // Unconditional on the status: a worker can run the task from the message before the
 // broker's confirm reaches the producer, and the flag still records that a message went out.
 void TaskStore::mark_published(const std::vector<int64_t>& ids) {
-    durable(false);  // losing this flag only means one more (harmless) publish by the sweeper
+    // Not persisted: losing this flag only means one more (harmless) publish by the sweeper.
+    auto w = writing();
     Txn txn(db_);
     auto st = db_.prepare("UPDATE tasks SET published=1, published_at=? WHERE id=?");
     for (int64_t id : ids) st.bind(1, now_ms()).bind(2, id).run();
@@ -225,7 +237,6 @@ void TaskStore::mark_published(const std::vector<int64_t>& ids) {
 void TaskStore::mark_published(int64_t id) { mark_published(std::vector<int64_t>{id}); }
 
 TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts) {
-    durable(false);
     for (int round = 0;; ++round) {
         int64_t now = now_ms();
         auto& sel = cached(
@@ -245,6 +256,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
         if (terminal(status)) return {ClaimKind::finished, 0, status};
 
         int64_t changed = 0;
+        auto w = writing();
         if (status == Status::queued) {
             changed = cached(
                              "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
@@ -293,7 +305,7 @@ TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts)
 TaskStore::Tick TaskStore::tick(int64_t id, int64_t token, bool renew) {
     Tick t;
     if (renew) {
-        durable(false);
+        auto w = writing();
         auto& s = cached(
             "UPDATE tasks SET lease_until=? WHERE id=? AND status='running' AND attempts=? "
             "RETURNING cancel_requested_at");
@@ -321,41 +333,51 @@ TaskStore::Tick TaskStore::tick(int64_t id, int64_t token, bool renew) {
 }
 
 bool TaskStore::finish(int64_t id, int64_t token, const Outcome& o) {
-    durable(true);
-    Txn txn(db_);
-    int64_t now = now_ms();
-    std::optional<std::string> ref;
-    if (o.result) {
-        cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
-            .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
-            .run();
-        ref = "results/" + std::to_string(id);
+    {
+        auto w = writing();
+        Txn txn(db_);
+        int64_t now = now_ms();
+        std::optional<std::string> ref;
+        if (o.result) {
+            cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
+                .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
+                .run();
+            ref = "results/" + std::to_string(id);
+        }
+        int64_t changed = cached(
+                                 "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
+                                 "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
+                                 "WHERE id=? AND status='running' AND attempts=?")
+                              .bind(1, to_string(o.status)).bind(2, now).bind(3, o.error).bind(4, o.row_count)
+                              .bind(5, o.result_bytes).bind(6, ref).bind(7, id).bind(8, token)
+                              .run();
+        if (changed == 0) return false;  // fenced out: the transaction rolls back, the result with it
+        txn.commit();
     }
-    int64_t changed = cached(
-                             "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
-                             "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
-                             "WHERE id=? AND status='running' AND attempts=?")
-                          .bind(1, to_string(o.status)).bind(2, now).bind(3, o.error).bind(4, o.row_count)
-                          .bind(5, o.result_bytes).bind(6, ref).bind(7, id).bind(8, token)
-                          .run();
-    if (changed == 0) return false;  // fenced out: the transaction rolls back, the result with it
-    txn.commit();
+    persist();  // outside the gate: the next writer goes on while this one waits for the disk
     return true;
 }
 
 TaskStore::CancelResult TaskStore::request_cancel(int64_t id, const std::string& by) {
-    durable(true);
     int64_t now = now_ms();
-    // Queued: cancelled at once, its message will be skipped.
-    if (db_.prepare("UPDATE tasks SET status='cancelled', cancel_requested_at=?, cancelled_by=?, finished_at=?, "
-                    "outcomes=outcomes+1 WHERE id=? AND status='queued'")
-            .bind(1, now).bind(2, by).bind(3, now).bind(4, id).run())
-        return {CancelKind::cancelled, Status::cancelled};
-    // Running: ask its worker, which stops the query and records the cancel.
-    if (db_.prepare("UPDATE tasks SET cancel_requested_at=coalesce(cancel_requested_at, ?), "
-                    "cancelled_by=coalesce(cancelled_by, ?) WHERE id=? AND status='running'")
-            .bind(1, now).bind(2, by).bind(3, id).run())
-        return {CancelKind::requested, Status::running};
+    std::optional<CancelResult> done;
+    {
+        auto w = writing();
+        // Queued: cancelled at once, its message will be skipped.
+        if (db_.prepare("UPDATE tasks SET status='cancelled', cancel_requested_at=?, cancelled_by=?, finished_at=?, "
+                        "outcomes=outcomes+1 WHERE id=? AND status='queued'")
+                .bind(1, now).bind(2, by).bind(3, now).bind(4, id).run())
+            done = {CancelKind::cancelled, Status::cancelled};
+        // Running: ask its worker, which stops the query and records the cancel.
+        else if (db_.prepare("UPDATE tasks SET cancel_requested_at=coalesce(cancel_requested_at, ?), "
+                             "cancelled_by=coalesce(cancelled_by, ?) WHERE id=? AND status='running'")
+                     .bind(1, now).bind(2, by).bind(3, id).run())
+            done = {CancelKind::requested, Status::running};
+    }
+    if (done) {
+        persist();
+        return *done;
+    }
     auto t = get(id);
     if (!t) return {CancelKind::unknown};
     // States only move forward, so anything else is terminal now.
@@ -411,15 +433,15 @@ std::vector<int64_t> TaskStore::to_republish(int64_t unpublished_ms, int64_t sta
 }
 
 void TaskStore::owner_lost(int64_t id, const Owner& owner) {
-    durable(false);
+    auto w = writing();
     db_.prepare("UPDATE tasks SET owner_lost_at=? WHERE id=? AND status='running' AND owner_pid=? AND owner_start=?")
         .bind(1, now_ms()).bind(2, id).bind(3, owner.pid).bind(4, owner.start)
         .run();
 }
 
 int64_t TaskStore::expire_results(int64_t ttl_s) {
-    durable(false);
     int64_t cutoff = now_ms() - ttl_s * 1000;
+    auto w = writing();
     Txn txn(db_);
     int64_t n = db_.prepare("DELETE FROM results WHERE created_at < ?").bind(1, cutoff).run();
     db_.prepare("UPDATE tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND finished_at < ?")

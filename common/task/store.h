@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "sqlite/db.h"
+#include "sqlite/write_gate.h"
 #include "task/task.h"
 
 namespace sqlq {
@@ -120,20 +121,27 @@ public:
     AuditFigures audit();
 
     sqlite::Db& db() { return db_; }
+    // Why writes go without the writer gate ("" when they go through it): a slower store, not
+    // a broken one. The worker logs it.
+    const std::string& gate_error() const { return gate_error_; }
 
 private:
     void migrate();
-    void durable(bool full);  // sets synchronous for the next commit
+    void persist();  // at durability "full": fsync what this connection has committed
     // The statement for `sql`, prepared on first use and kept: a worker runs the same few
     // statements for every task, and parsing them cost more than running them. Returned reset,
     // with no bindings; a caller that reads rows resets it when done (ResetGuard), so that no
     // cached statement keeps a read transaction open between tasks.
     sqlite::Stmt& cached(const std::string& sql);
 
+    // Every write goes through the writer gate first (sqlite/write_gate.h), then SQLite's lock.
+    sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
+
     StoreConfig cfg_;
     sqlite::Db db_;
+    sqlite::WriteGate gate_;
+    std::string gate_error_;
     std::unordered_map<std::string, sqlite::Stmt> stmts_;  // declared after db_: finalized before it closes
-    const char* sync_pragma_ = nullptr;  // the synchronous level set last; nullptr: not yet
 };
 
 // Reads the current row out of a statement selecting kTaskColumns (for tests and tools).

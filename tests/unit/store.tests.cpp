@@ -237,8 +237,52 @@ TEST_CASE("the schema carries its version", "[store][schema]") {
     REQUIRE_THROWS_WITH(TaskStore(ts.path(), ts.cfg), Catch::Contains("is newer than this sqlq"));
 }
 
-TEST_CASE("the store runs at the synchronous level its durability setting names", "[store][durability]") {
+// A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS
+// while alive, so that a TaskStore opened meanwhile goes through it.
+class CountingVfs {
+public:
+    CountingVfs() {
+        real_ = sqlite3_vfs_find(nullptr);
+        vfs_ = *real_;
+        vfs_.zName = "sqlq-test-counting";
+        vfs_.pAppData = real_;
+        vfs_.xOpen = &open;
+        REQUIRE(sqlite3_vfs_register(&vfs_, /*makeDflt=*/1) == SQLITE_OK);
+        wal_syncs_ = 0;
+    }
+    ~CountingVfs() {
+        sqlite3_vfs_unregister(&vfs_);
+        sqlite3_vfs_register(real_, 1);
+    }
+    static int wal_syncs() { return wal_syncs_; }
+
+private:
+    static int open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* out) {
+        auto* real = static_cast<sqlite3_vfs*>(vfs->pAppData);
+        int rc = real->xOpen(real, name, f, flags, out);
+        if (rc == SQLITE_OK && f->pMethods && (flags & SQLITE_OPEN_WAL)) {
+            // The file stays the real VFS's; only its method table is swapped for one whose
+            // xSync counts, then calls the real one.
+            real_methods_ = f->pMethods;
+            methods_ = *f->pMethods;
+            methods_.xSync = [](sqlite3_file* file, int sync_flags) {
+                ++wal_syncs_;
+                return real_methods_->xSync(file, sync_flags);
+            };
+            f->pMethods = &methods_;
+        }
+        return rc;
+    }
+    sqlite3_vfs* real_ = nullptr;
+    sqlite3_vfs vfs_{};
+    static inline int wal_syncs_ = 0;
+    static inline const sqlite3_io_methods* real_methods_ = nullptr;
+    static inline sqlite3_io_methods methods_{};
+};
+
+TEST_CASE("the store syncs the write-ahead log as its durability setting says", "[store][durability]") {
     TempStore t;
+    CountingVfs vfs;
     auto level = [](TaskStore& s) {
         auto st = s.db().prepare("PRAGMA synchronous");
         st.step();
@@ -251,23 +295,39 @@ TEST_CASE("the store runs at the synchronous level its durability setting names"
         int64_t id = s.insert("SELECT 1", "test");
         auto c = s.claim(id, Owner::self(), 3);
         REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(s.request_cancel(s.insert("SELECT 2", "test"), "test").kind == TaskStore::CancelKind::cancelled);
         CHECK(level(s) == 0);
+        CHECK(CountingVfs::wal_syncs() == 0);
     }
-    SECTION("normal stays normal") {
+    SECTION("normal never syncs a commit (only checkpoints, and a new log's header)") {
         t.cfg.durability = "normal";
         TaskStore s(t.path(), t.cfg);
-        s.insert("SELECT 1", "test");
+        int syncs = CountingVfs::wal_syncs();
+        int64_t id = s.insert("SELECT 1", "test");
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
         CHECK(level(s) == 1);
+        CHECK(CountingVfs::wal_syncs() == syncs);
     }
-    SECTION("full syncs a submit and an outcome, not a claim") {
+    SECTION("full syncs a submit, an outcome and a cancel request, not a claim or a lease renewal") {
         t.cfg.durability = "full";
         TaskStore s(t.path(), t.cfg);
-        int64_t id = s.insert("SELECT 1", "test");
-        CHECK(level(s) == 2);
-        auto c = s.claim(id, Owner::self(), 3);
+        // Commits run at NORMAL, so the write lock is never held across a sync; the store syncs
+        // the log itself once the commit is done.
         CHECK(level(s) == 1);
+        int syncs = CountingVfs::wal_syncs();
+        int64_t id = s.insert("SELECT 1", "test");
+        CHECK(CountingVfs::wal_syncs() == syncs + 1);
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+        CHECK(s.tick(id, c.token, /*renew=*/true).still_owner);
+        CHECK(CountingVfs::wal_syncs() == syncs + 1);
         REQUIRE(s.finish(id, c.token, ok_outcome()));
-        CHECK(level(s) == 2);
+        CHECK(CountingVfs::wal_syncs() == syncs + 2);
+        int64_t other = s.insert("SELECT 2", "test");
+        CHECK(s.request_cancel(other, "test").kind == TaskStore::CancelKind::cancelled);
+        CHECK(CountingVfs::wal_syncs() == syncs + 4);
+        CHECK(level(s) == 1);
     }
 }
 

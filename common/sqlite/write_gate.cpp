@@ -1,0 +1,150 @@
+#include "sqlite/write_gate.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+
+#include "sqlite/db.h"
+
+namespace sqlq::sqlite {
+
+namespace {
+constexpr uint64_t kMagic = 0x657461672d717173;  // "sqq-gate"
+constexpr uint32_t kVersion = 1;
+
+std::string boot_id() {
+    std::ifstream f("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(f, id);
+    return id;
+}
+
+// flock() for the set-up only: held for microseconds, released by the kernel if its holder dies.
+struct SetupLock {
+    int fd;
+    explicit SetupLock(int f) : fd(f) {
+        while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+        }
+    }
+    ~SetupLock() { ::flock(fd, LOCK_UN); }
+};
+}  // namespace
+
+struct WriteGate::Shared {
+    uint64_t magic;  // written last: the mutex is set up when it is there
+    uint32_t version;
+    char boot[48];   // /proc/sys/kernel/random/boot_id of the boot that set the mutex up
+    pthread_mutex_t mutex;
+};
+
+WriteGate::WriteGate(const std::string& path, unsigned mode) : path_(path) {
+    auto fail = [&](const std::string& doing) {
+        std::string msg = path + ": " + doing + ": " + std::strerror(errno);
+        close();
+        throw Error(msg);
+    };
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd_ >= 0) {
+        ::fchmod(fd_, mode);  // what the umask took away: every writer of the store must open it
+    } else if (errno == EEXIST) {
+        fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    }
+    if (fd_ < 0) fail("cannot open the writer gate");
+
+    SetupLock setup(fd_);
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail("cannot stat the writer gate");
+    if (st.st_size < off_t(sizeof(Shared)) && ::ftruncate(fd_, sizeof(Shared)) != 0)
+        fail("cannot size the writer gate");
+    void* p = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) fail("cannot map the writer gate");
+    shared_ = static_cast<Shared*>(p);
+
+    // Set up anew when the file is new, from another version, or from an earlier boot (whose
+    // processes are all gone, whatever state they left the mutex in).
+    const std::string boot = boot_id();
+    if (shared_->magic == kMagic && shared_->version == kVersion &&
+        std::strncmp(shared_->boot, boot.c_str(), sizeof shared_->boot) == 0)
+        return;
+    std::memset(static_cast<void*>(shared_), 0, sizeof(Shared));
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    int rc = pthread_mutex_init(&shared_->mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (rc != 0) {
+        errno = rc;
+        fail("cannot set up the writer gate");
+    }
+    std::strncpy(shared_->boot, boot.c_str(), sizeof shared_->boot - 1);
+    shared_->version = kVersion;
+    __atomic_store_n(&shared_->magic, kMagic, __ATOMIC_RELEASE);
+}
+
+WriteGate::~WriteGate() { close(); }
+
+WriteGate::WriteGate(WriteGate&& o) noexcept
+    : fd_(o.fd_), shared_(o.shared_), path_(std::move(o.path_)) {
+    o.fd_ = -1;
+    o.shared_ = nullptr;
+}
+
+WriteGate& WriteGate::operator=(WriteGate&& o) noexcept {
+    if (this != &o) {
+        close();
+        fd_ = o.fd_;
+        shared_ = o.shared_;
+        path_ = std::move(o.path_);
+        o.fd_ = -1;
+        o.shared_ = nullptr;
+    }
+    return *this;
+}
+
+void WriteGate::close() noexcept {
+    if (shared_) ::munmap(shared_, sizeof(Shared));
+    if (fd_ >= 0) ::close(fd_);
+    shared_ = nullptr;
+    fd_ = -1;
+}
+
+WriteGate::Held WriteGate::lock(int timeout_ms) {
+    if (!shared_) return Held{};
+    timespec until{};
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += long(timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000;
+    }
+    int rc = pthread_mutex_clocklock(&shared_->mutex, CLOCK_MONOTONIC, &until);
+    if (rc == EOWNERDEAD) {
+        // Its holder died mid-write; SQLite never saw that transaction commit. Take it over.
+        pthread_mutex_consistent(&shared_->mutex);
+        rc = 0;
+    }
+    if (rc == 0) return Held{&shared_->mutex};
+    if (rc == ETIMEDOUT)
+        throw SqliteError(path_ + ": database is locked: no turn to write in " + std::to_string(timeout_ms) +
+                              " ms (another process holds the writer gate)",
+                          SQLITE_BUSY);
+    // ENOTRECOVERABLE cannot happen (every holder either unlocks or dies); should it, the
+    // writes go on without the gate, under SQLite's own lock.
+    close();
+    return Held{};
+}
+
+WriteGate::Held::~Held() {
+    if (m_) pthread_mutex_unlock(m_);
+}
+
+}  // namespace sqlq::sqlite

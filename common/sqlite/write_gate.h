@@ -1,0 +1,64 @@
+#pragma once
+// A queue in front of a SQLite database's write lock, shared by every process on the host.
+//
+// SQLite lets one connection write at a time. A connection that finds the lock taken sleeps in
+// its busy handler, 1, 2, 5, 10 … ms, and tries again; a task-store write holds the lock for
+// tens of microseconds, so with several workers the lock sits free most of the time while they
+// sleep. A writer that passes this gate first waits in the kernel (a robust, process-shared
+// mutex on a futex in a small file beside the database) and is woken the moment the previous
+// writer is done. The gate is only a faster way to wait: SQLite's own lock still decides who
+// writes, so a process that cannot open the gate (a read-only directory) writes without it.
+//
+// The mutex is robust: when its holder dies, the next locker takes it over (the dead writer's
+// transaction was never committed, so SQLite has nothing to recover). It lives in a file, which
+// can outlast a crash of the whole host with the mutex taken: the file records the boot it was
+// set up in, and the first process of a later boot sets it up again.
+#include <pthread.h>
+
+#include <cstdint>
+#include <string>
+
+namespace sqlq::sqlite {
+
+class WriteGate {
+public:
+    WriteGate() = default;  // closed: lock() lets everyone through
+    // Opens (creating, with `mode`) the gate file at `path`. Throws Error naming the path and the
+    // reason when the file cannot be opened, sized or mapped.
+    WriteGate(const std::string& path, unsigned mode);
+    ~WriteGate();
+    WriteGate(WriteGate&& o) noexcept;
+    WriteGate& operator=(WriteGate&& o) noexcept;
+    WriteGate(const WriteGate&) = delete;
+    WriteGate& operator=(const WriteGate&) = delete;
+
+    bool open() const noexcept { return shared_ != nullptr; }
+
+    // Held while alive; unlocked on destruction.
+    class Held {
+    public:
+        explicit Held(pthread_mutex_t* m = nullptr) noexcept : m_(m) {}
+        ~Held();
+        Held(Held&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+        Held& operator=(Held&&) = delete;
+        Held(const Held&) = delete;
+
+    private:
+        pthread_mutex_t* m_;
+    };
+    // Waits up to timeout_ms for the gate. Throws SqliteError with SQLITE_BUSY (a transient
+    // error, like SQLite's own "database is locked") when it does not open in time. A closed
+    // gate returns at once.
+    Held lock(int timeout_ms);
+
+    struct Shared;  // the file's layout
+
+private:
+    void close() noexcept;
+
+    int fd_ = -1;
+    Shared* shared_ = nullptr;
+    std::string path_;
+};
+
+}  // namespace sqlq::sqlite

@@ -1,0 +1,146 @@
+// The writer gate: one holder at a time across processes, taken over when its holder dies,
+// set up anew when left behind by an earlier boot.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "sqlite/db.h"
+#include "sqlite/write_gate.h"
+
+using sqlq::sqlite::SqliteError;
+using sqlq::sqlite::WriteGate;
+
+namespace {
+struct TempDir {
+    std::string dir;
+    TempDir() {
+        char tmpl[] = "/tmp/sqlq-gate-XXXXXX";
+        dir = mkdtemp(tmpl);
+    }
+    ~TempDir() { std::filesystem::remove_all(dir); }
+    std::string gate() const { return dir + "/tasks.db-gate"; }
+};
+
+// A child process that opens the gate, takes it, says so on a pipe and then waits for a byte
+// (or for its end) on another, releasing the gate (by returning) when told.
+struct Holder {
+    pid_t pid = -1;
+    int told = -1;  // parent writes here to release
+    explicit Holder(const std::string& path) {
+        int up[2], down[2];
+        REQUIRE(pipe(up) == 0);
+        REQUIRE(pipe(down) == 0);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::close(up[0]);
+            ::close(down[1]);
+            {
+                WriteGate g(path, 0600);
+                auto held = g.lock(1000);
+                char c = 'L';
+                if (::write(up[1], &c, 1) != 1) _exit(3);
+                (void)!::read(down[0], &c, 1);
+            }
+            _exit(0);
+        }
+        ::close(up[1]);
+        ::close(down[0]);
+        told = down[1];
+        char c = 0;
+        REQUIRE(::read(up[0], &c, 1) == 1);  // it holds the gate now
+        ::close(up[0]);
+    }
+    void release() {
+        char c = 'R';
+        REQUIRE(::write(told, &c, 1) == 1);
+    }
+    int reap() {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        pid = -1;
+        return st;
+    }
+    ~Holder() {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+        ::close(told);
+    }
+};
+
+bool is_busy(WriteGate& g, int timeout_ms) {
+    try {
+        g.lock(timeout_ms);
+        return false;
+    } catch (const SqliteError& e) {
+        CHECK(e.busy());
+        CHECK(std::string(e.what()).find("database is locked") != std::string::npos);
+        return true;
+    }
+}
+}  // namespace
+
+TEST_CASE("the writer gate lets one process through at a time", "[gate]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    Holder other(t.gate());
+    CHECK(is_busy(mine, 50));  // held elsewhere: a clear "database is locked", a transient error
+    other.release();
+    { auto held = mine.lock(10000); }  // handed over once released
+    CHECK(other.reap() == 0);
+    { auto again = mine.lock(0); }  // and free again afterwards
+}
+
+TEST_CASE("the writer gate is taken over when its holder dies holding it", "[gate]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    Holder other(t.gate());
+    kill(other.pid, SIGKILL);
+    CHECK(WIFSIGNALED(other.reap()));
+    { auto held = mine.lock(5000); }  // not a timeout: the kernel marked the owner dead
+    { auto again = mine.lock(0); }    // consistent again: usable by everyone after
+    Holder next(t.gate());            // including another process
+    CHECK(is_busy(mine, 20));
+}
+
+TEST_CASE("a writer gate file left taken by an earlier boot is set up anew", "[gate]") {
+    TempDir t;
+    Holder stale(t.gate());  // stands for a holder of a boot that crashed with the gate taken
+    {
+        int fd = ::open(t.gate().c_str(), O_RDWR);
+        REQUIRE(fd >= 0);
+        const char other_boot[] = "00000000-0000-0000-0000-000000000000";
+        REQUIRE(::pwrite(fd, other_boot, sizeof other_boot, 12) == ssize_t(sizeof other_boot));  // the boot id field
+        ::close(fd);
+    }
+    WriteGate fresh(t.gate(), 0600);
+    { auto held = fresh.lock(0); }  // free at once, not after a timeout
+}
+
+TEST_CASE("a writer gate that cannot be opened says where and why", "[gate]") {
+    REQUIRE_THROWS_WITH(WriteGate("/nonexistent-dir/tasks.db-gate", 0600),
+                        Catch::Contains("/nonexistent-dir/tasks.db-gate") && Catch::Contains("No such file"));
+    WriteGate closed;  // a store without a gate: every lock passes at once
+    CHECK_FALSE(closed.open());
+    { auto held = closed.lock(0); }
+}
+
+TEST_CASE("the writer gate file gets the mode asked for, whatever the umask", "[gate]") {
+    TempDir t;
+    mode_t old = umask(077);
+    { WriteGate g(t.gate(), 0664); }
+    umask(old);
+    CHECK((std::filesystem::status(t.gate()).permissions() & std::filesystem::perms::all) ==
+          (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+           std::filesystem::perms::group_read | std::filesystem::perms::group_write |
+           std::filesystem::perms::others_read));
+}
