@@ -15,12 +15,19 @@ void Db::fail(const std::string& doing, int rc) const {
 }
 
 void Db::sync_wal() {
+    // A failed sync is not a SqliteError: the commit is done and visible, only its place on disk
+    // is in doubt, so no caller may treat it as "not written, try again" (and retrying an fsync
+    // on Linux proves nothing: the failed pages may have been marked clean).
+    auto failed = [&](const char* doing, int rc) {
+        return Error(path_ + ": " + doing + ": " + sqlite3_errstr(rc) +
+                     " (the last commit may not survive a power loss)");
+    };
     sqlite3_file* wal = nullptr;
     if (int rc = sqlite3_file_control(db_.get(), "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal); rc != SQLITE_OK)
-        fail("cannot reach the write-ahead log", rc);
+        throw failed("cannot reach the write-ahead log", rc);
     if (!wal || !wal->pMethods) return;  // not opened: nothing written through this connection
     if (int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL | SQLITE_SYNC_DATAONLY); rc != SQLITE_OK)
-        fail("cannot sync the write-ahead log", rc);
+        throw failed("cannot sync the write-ahead log", rc);
 }
 
 void Db::exec(const char* sql) {

@@ -51,7 +51,8 @@ public:
     [[noreturn]] void fail(const std::string& doing, int rc) const;
     // fdatasync of the write-ahead log through SQLite's own handle of it (its VFS xSync), so
     // that every transaction committed before the call survives a power loss. No lock is
-    // held: others commit while this one waits for the disk. No-op outside WAL mode.
+    // held: others commit while this one waits for the disk. No-op outside WAL mode. Throws
+    // Error (not SqliteError: nothing to retry) when the sync fails.
     void sync_wal();
 
 private:

@@ -45,16 +45,25 @@ struct WriteGate::Shared {
 };
 
 WriteGate::WriteGate(const std::string& path, unsigned mode) : path_(path) {
-    auto fail = [&](const std::string& doing) {
-        std::string msg = path + ": " + doing + ": " + std::strerror(errno);
+    try {
+        setup(mode);
+    } catch (...) {
         close();
-        throw Error(msg);
-    };
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        throw;
+    }
+}
+
+void WriteGate::setup(unsigned mode) {
+    auto fail = [&](const std::string& doing) { throw Error(path_ + ": " + doing + ": " + std::strerror(errno)); };
+    // Read before anything else: a gate set up without knowing the boot could be set up again
+    // under a live holder. No boot id, no gate.
+    const std::string boot = boot_id();
+    if (boot.empty()) fail("cannot read /proc/sys/kernel/random/boot_id for the writer gate");
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd_ >= 0) {
         ::fchmod(fd_, mode);  // what the umask took away: every writer of the store must open it
     } else if (errno == EEXIST) {
-        fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+        fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     }
     if (fd_ < 0) fail("cannot open the writer gate");
 
@@ -67,12 +76,14 @@ WriteGate::WriteGate(const std::string& path, unsigned mode) : path_(path) {
     if (p == MAP_FAILED) fail("cannot map the writer gate");
     shared_ = static_cast<Shared*>(p);
 
-    // Set up anew when the file is new, from another version, or from an earlier boot (whose
-    // processes are all gone, whatever state they left the mutex in).
-    const std::string boot = boot_id();
-    if (shared_->magic == kMagic && shared_->version == kVersion &&
-        std::strncmp(shared_->boot, boot.c_str(), sizeof shared_->boot) == 0)
-        return;
+    if (shared_->magic == kMagic) {
+        const bool same_boot = std::strncmp(shared_->boot, boot.c_str(), sizeof shared_->boot) == 0;
+        if (same_boot && shared_->version == kVersion) return;  // in use, or usable: never touch it
+        if (same_boot)
+            throw Error(path_ + ": the writer gate was set up by another version of sqlq (gate version " +
+                        std::to_string(shared_->version) + ", this one " + std::to_string(kVersion) + ")");
+        // From an earlier boot: its processes are all gone, whatever state they left it in.
+    }
     std::memset(static_cast<void*>(shared_), 0, sizeof(Shared));
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -128,7 +139,8 @@ WriteGate::Held WriteGate::lock(int timeout_ms) {
     }
     int rc = pthread_mutex_clocklock(&shared_->mutex, CLOCK_MONOTONIC, &until);
     if (rc == EOWNERDEAD) {
-        // Its holder died mid-write; SQLite never saw that transaction commit. Take it over.
+        // Its holder died while writing (before or after its COMMIT: SQLite's lock went with
+        // the process either way). Take it over.
         pthread_mutex_consistent(&shared_->mutex);
         rc = 0;
     }

@@ -9,10 +9,11 @@
 // writer is done. The gate is only a faster way to wait: SQLite's own lock still decides who
 // writes, so a process that cannot open the gate (a read-only directory) writes without it.
 //
-// The mutex is robust: when its holder dies, the next locker takes it over (the dead writer's
-// transaction was never committed, so SQLite has nothing to recover). It lives in a file, which
-// can outlast a crash of the whole host with the mutex taken: the file records the boot it was
-// set up in, and the first process of a later boot sets it up again.
+// The mutex is robust: when its holder dies, the next locker takes it over (SQLite's own lock
+// went with the dead process, and a transaction it had not committed is simply not there). It
+// lives in a file, which can outlast a crash of the whole host with the mutex taken: the file
+// records the boot it was set up in, and the first process of a later boot sets it up again. A
+// gate of this boot is never set up again, so a live holder cannot lose it.
 #include <pthread.h>
 
 #include <cstdint>
@@ -54,6 +55,7 @@ public:
     struct Shared;  // the file's layout
 
 private:
+    void setup(unsigned mode);
     void close() noexcept;
 
     int fd_ = -1;

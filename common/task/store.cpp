@@ -132,6 +132,9 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
           return Db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
       }()) {
     sqlite3_busy_timeout(db_.get(), cfg_.busy_timeout_ms);
+    // Checkpoints run outside the writer gate (checkpoint_if_due), not inside COMMIT, where
+    // SQLite's automatic one would make every other writer queue behind its copy and fsyncs.
+    sqlite3_wal_hook(db_.get(), &TaskStore::on_wal_commit, this);
     try {
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) st.st_mode = 0644;
@@ -158,6 +161,19 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
             nanosleep(&ts, nullptr);
         }
     }
+}
+
+int TaskStore::on_wal_commit(void* store, sqlite3*, const char*, int frames) {
+    static_cast<TaskStore*>(store)->wal_frames_ = frames;
+    return SQLITE_OK;
+}
+
+void TaskStore::checkpoint_if_due() {
+    if (wal_frames_ < kCheckpointFrames) return;
+    wal_frames_ = 0;
+    // PASSIVE: copies what no reader still needs and waits for no one. It can fail only as busy
+    // (another checkpoint runs); the next commit past the mark tries again.
+    sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
 }
 
 void TaskStore::persist() {
@@ -220,6 +236,7 @@ std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sql
         txn.commit();
     }
     persist();
+    checkpoint_if_due();
     return ids;
 }
 
@@ -237,6 +254,16 @@ void TaskStore::mark_published(const std::vector<int64_t>& ids) {
 void TaskStore::mark_published(int64_t id) { mark_published(std::vector<int64_t>{id}); }
 
 TaskStore::Claim TaskStore::claim(int64_t id, const Owner& me, int max_attempts) {
+    Claim c = try_claim(id, me, max_attempts);
+    // The caller acks the message of a task that ends here, or that it finds finished: make that
+    // end durable first (outside the gate). A task found finished may carry another worker's
+    // outcome that is committed but still waiting for that worker's sync.
+    if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now)
+        persist();
+    return c;
+}
+
+TaskStore::Claim TaskStore::try_claim(int64_t id, const Owner& me, int max_attempts) {
     for (int round = 0;; ++round) {
         int64_t now = now_ms();
         auto& sel = cached(

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -249,12 +250,17 @@ public:
         vfs_.xOpen = &open;
         REQUIRE(sqlite3_vfs_register(&vfs_, /*makeDflt=*/1) == SQLITE_OK);
         wal_syncs_ = 0;
+        fail_ = false;
     }
     ~CountingVfs() {
         sqlite3_vfs_unregister(&vfs_);
         sqlite3_vfs_register(real_, 1);
     }
     static int wal_syncs() { return wal_syncs_; }
+    // The WAL's size when it was last synced: a sync that came before the commit's frames were
+    // written would leave it short of the file's size.
+    static int64_t synced_size() { return synced_size_; }
+    static void fail_syncs(bool on) { fail_ = on; }
 
 private:
     static int open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* out) {
@@ -266,7 +272,11 @@ private:
             real_methods_ = f->pMethods;
             methods_ = *f->pMethods;
             methods_.xSync = [](sqlite3_file* file, int sync_flags) {
+                if (fail_) return SQLITE_IOERR_FSYNC;
                 ++wal_syncs_;
+                sqlite3_int64 size = 0;
+                real_methods_->xFileSize(file, &size);
+                synced_size_ = size;
                 return real_methods_->xSync(file, sync_flags);
             };
             f->pMethods = &methods_;
@@ -276,6 +286,8 @@ private:
     sqlite3_vfs* real_ = nullptr;
     sqlite3_vfs vfs_{};
     static inline int wal_syncs_ = 0;
+    static inline int64_t synced_size_ = 0;
+    static inline bool fail_ = false;
     static inline const sqlite3_io_methods* real_methods_ = nullptr;
     static inline sqlite3_io_methods methods_{};
 };
@@ -324,11 +336,95 @@ TEST_CASE("the store syncs the write-ahead log as its durability setting says", 
         CHECK(CountingVfs::wal_syncs() == syncs + 1);
         REQUIRE(s.finish(id, c.token, ok_outcome()));
         CHECK(CountingVfs::wal_syncs() == syncs + 2);
+        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));  // after the commit
         int64_t other = s.insert("SELECT 2", "test");
         CHECK(s.request_cancel(other, "test").kind == TaskStore::CancelKind::cancelled);
         CHECK(CountingVfs::wal_syncs() == syncs + 4);
+        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));
+        // A redelivery that finds the task finished syncs before its message is acked: the
+        // outcome it saw may be another worker's, committed but not yet synced.
+        CHECK(s.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
+        CHECK(CountingVfs::wal_syncs() == syncs + 5);
         CHECK(level(s) == 1);
     }
+}
+
+TEST_CASE("a failed sync of an outcome is not a retryable store error", "[store][durability]") {
+    TempStore t;
+    CountingVfs vfs;
+    t.cfg.durability = "full";
+    TaskStore s(t.path(), t.cfg);
+    int64_t id = s.insert("SELECT 1", "test");
+    auto c = s.claim(id, Owner::self(), 3);
+    CountingVfs::fail_syncs(true);
+    // The commit is done and visible, only its place on disk is in doubt: the worker must not
+    // take this for "not written, try again" (then ack); it stops instead.
+    try {
+        s.finish(id, c.token, ok_outcome());
+        FAIL("finish() returned although the sync failed");
+    } catch (const sqlite::SqliteError&) {
+        FAIL("a failed sync came as a SqliteError, which callers retry");
+    } catch (const Error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("cannot sync the write-ahead log") &&
+                                 Catch::Contains("may not survive a power loss") && Catch::Contains("tasks.db"));
+    }
+    CountingVfs::fail_syncs(false);
+}
+
+TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") {
+    TempStore t;
+    t.cfg.busy_timeout_ms = 100;
+    TaskStore s(t.path(), t.cfg);
+    REQUIRE(s.gate_error().empty());
+    int64_t queued = s.insert("SELECT 1", "test");
+    int64_t running = s.insert("SELECT 2", "test");
+    auto c = s.claim(running, Owner::self(), 3);
+    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+
+    // Another process holds the gate (as a writer would, for a moment).
+    int up[2], down[2];
+    REQUIRE(pipe(up) == 0);
+    REQUIRE(pipe(down) == 0);
+    pid_t holder = fork();
+    REQUIRE(holder >= 0);
+    if (holder == 0) {
+        try {
+            sqlite::WriteGate g(t.path() + "-gate", 0600);
+            auto held = g.lock(1000);
+            char x = 'L';
+            if (::write(up[1], &x, 1) != 1) _exit(3);
+            (void)!::read(down[0], &x, 1);
+        } catch (...) {
+            _exit(4);
+        }
+        _exit(0);
+    }
+    char x = 0;
+    REQUIRE(::read(up[0], &x, 1) == 1);
+    auto waits = [](const std::function<void()>& write) {
+        try {
+            write();
+            return false;
+        } catch (const sqlite::SqliteError& e) {
+            return e.busy() && std::string(e.what()).find("writer gate") != std::string::npos;
+        }
+    };
+    CHECK(waits([&] { s.insert("SELECT 3", "test"); }));
+    CHECK(waits([&] { s.mark_published(queued); }));
+    CHECK(waits([&] { s.claim(queued, Owner::self(), 3); }));
+    CHECK(waits([&] { s.tick(running, c.token, /*renew=*/true); }));
+    CHECK(waits([&] { s.finish(running, c.token, ok_outcome()); }));
+    CHECK(waits([&] { s.request_cancel(queued, "test"); }));
+    CHECK(waits([&] { s.owner_lost(running, Owner::self()); }));
+    CHECK(waits([&] { s.expire_results(0); }));
+    CHECK_NOTHROW(s.tick(running, c.token, /*renew=*/false));  // a read passes
+    x = 'R';
+    REQUIRE(::write(down[1], &x, 1) == 1);
+    int st = 0;
+    waitpid(holder, &st, 0);
+    CHECK(st == 0);
+    CHECK(s.finish(running, c.token, ok_outcome()));  // and the writes go on once it is free
+    ::close(up[0]), ::close(up[1]), ::close(down[0]), ::close(down[1]);
 }
 
 TEST_CASE("a task read through the store leaves no statement holding a read transaction", "[store]") {

@@ -39,15 +39,17 @@ struct Holder {
         REQUIRE(pipe(down) == 0);
         pid = fork();
         REQUIRE(pid >= 0);
-        if (pid == 0) {
+        if (pid == 0) {  // never back into Catch2 from here: _exit, whatever happens
             ::close(up[0]);
             ::close(down[1]);
-            {
+            try {
                 WriteGate g(path, 0600);
                 auto held = g.lock(1000);
                 char c = 'L';
                 if (::write(up[1], &c, 1) != 1) _exit(3);
                 (void)!::read(down[0], &c, 1);
+            } catch (...) {
+                _exit(4);
             }
             _exit(0);
         }
@@ -98,6 +100,16 @@ TEST_CASE("the writer gate lets one process through at a time", "[gate]") {
     { auto held = mine.lock(10000); }  // handed over once released
     CHECK(other.reap() == 0);
     { auto again = mine.lock(0); }  // and free again afterwards
+}
+
+TEST_CASE("opening the writer gate again never frees it under its holder", "[gate]") {
+    TempDir t;
+    Holder other(t.gate());
+    WriteGate late(t.gate(), 0600);  // opened after the other process took it
+    CHECK(is_busy(late, 50));
+    other.release();
+    CHECK(other.reap() == 0);
+    { auto held = late.lock(10000); }
 }
 
 TEST_CASE("the writer gate is taken over when its holder dies holding it", "[gate]") {
