@@ -132,9 +132,6 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
           return Db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
       }()) {
     sqlite3_busy_timeout(db_.get(), cfg_.busy_timeout_ms);
-    // Checkpoints run outside the writer gate (checkpoint_if_due), not inside COMMIT, where
-    // SQLite's automatic one would make every other writer queue behind its copy and fsyncs.
-    sqlite3_wal_hook(db_.get(), &TaskStore::on_wal_commit, this);
     try {
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) st.st_mode = 0644;
@@ -161,19 +158,6 @@ TaskStore::TaskStore(const std::string& path, const StoreConfig& cfg)
             nanosleep(&ts, nullptr);
         }
     }
-}
-
-int TaskStore::on_wal_commit(void* store, sqlite3*, const char*, int frames) {
-    static_cast<TaskStore*>(store)->wal_frames_ = frames;
-    return SQLITE_OK;
-}
-
-void TaskStore::checkpoint_if_due() {
-    if (wal_frames_ < kCheckpointFrames) return;
-    wal_frames_ = 0;
-    // PASSIVE: copies what no reader still needs and waits for no one. It can fail only as busy
-    // (another checkpoint runs); the next commit past the mark tries again.
-    sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
 }
 
 void TaskStore::persist() {
@@ -236,7 +220,6 @@ std::vector<int64_t> TaskStore::insert_batch(const std::vector<std::string>& sql
         txn.commit();
     }
     persist();
-    checkpoint_if_due();
     return ids;
 }
 
