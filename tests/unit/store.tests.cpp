@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gate_holder.h"
 #include "task/store.h"
 #include "util/process.h"
 
@@ -381,26 +382,7 @@ TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") 
     auto c = s.claim(running, Owner::self(), 3);
     REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
 
-    // Another process holds the gate (as a writer would, for a moment).
-    int up[2], down[2];
-    REQUIRE(pipe(up) == 0);
-    REQUIRE(pipe(down) == 0);
-    pid_t holder = fork();
-    REQUIRE(holder >= 0);
-    if (holder == 0) {
-        try {
-            sqlite::WriteGate g(t.path() + "-gate", 0600);
-            auto held = g.lock(1000);
-            char x = 'L';
-            if (::write(up[1], &x, 1) != 1) _exit(3);
-            (void)!::read(down[0], &x, 1);
-        } catch (...) {
-            _exit(4);
-        }
-        _exit(0);
-    }
-    char x = 0;
-    REQUIRE(::read(up[0], &x, 1) == 1);
+    test::Holder holder(t.path() + "-gate");  // another process holds the gate, as a writer would
     auto waits = [](const std::function<void()>& write) {
         try {
             write();
@@ -418,13 +400,9 @@ TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") 
     CHECK(waits([&] { s.owner_lost(running, Owner::self()); }));
     CHECK(waits([&] { s.expire_results(0); }));
     CHECK_NOTHROW(s.tick(running, c.token, /*renew=*/false));  // a read passes
-    x = 'R';
-    REQUIRE(::write(down[1], &x, 1) == 1);
-    int st = 0;
-    waitpid(holder, &st, 0);
-    CHECK(st == 0);
+    holder.release();
+    CHECK(holder.reap() == 0);
     CHECK(s.finish(running, c.token, ok_outcome()));  // and the writes go on once it is free
-    ::close(up[0]), ::close(up[1]), ::close(down[0]), ::close(down[1]);
 }
 
 TEST_CASE("a task read through the store leaves no statement holding a read transaction", "[store]") {

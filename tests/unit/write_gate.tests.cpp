@@ -13,9 +13,11 @@
 
 #include "sqlite/db.h"
 #include "sqlite/write_gate.h"
+#include "gate_holder.h"
 
 using sqlq::sqlite::SqliteError;
 using sqlq::sqlite::WriteGate;
+using sqlq::test::Holder;
 
 namespace {
 struct TempDir {
@@ -26,57 +28,6 @@ struct TempDir {
     }
     ~TempDir() { std::filesystem::remove_all(dir); }
     std::string gate() const { return dir + "/tasks.db-gate"; }
-};
-
-// A child process that opens the gate, takes it, says so on a pipe and then waits for a byte
-// (or for its end) on another, releasing the gate (by returning) when told.
-struct Holder {
-    pid_t pid = -1;
-    int told = -1;  // parent writes here to release
-    explicit Holder(const std::string& path) {
-        int up[2], down[2];
-        REQUIRE(pipe(up) == 0);
-        REQUIRE(pipe(down) == 0);
-        pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {  // never back into Catch2 from here: _exit, whatever happens
-            ::close(up[0]);
-            ::close(down[1]);
-            try {
-                WriteGate g(path, 0600);
-                auto held = g.lock(1000);
-                char c = 'L';
-                if (::write(up[1], &c, 1) != 1) _exit(3);
-                (void)!::read(down[0], &c, 1);
-            } catch (...) {
-                _exit(4);
-            }
-            _exit(0);
-        }
-        ::close(up[1]);
-        ::close(down[0]);
-        told = down[1];
-        char c = 0;
-        REQUIRE(::read(up[0], &c, 1) == 1);  // it holds the gate now
-        ::close(up[0]);
-    }
-    void release() {
-        char c = 'R';
-        REQUIRE(::write(told, &c, 1) == 1);
-    }
-    int reap() {
-        int st = 0;
-        waitpid(pid, &st, 0);
-        pid = -1;
-        return st;
-    }
-    ~Holder() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-        }
-        ::close(told);
-    }
 };
 
 bool is_busy(WriteGate& g, int timeout_ms) {
