@@ -406,7 +406,7 @@ TEST_CASE("the task store's disk fills up: workers fail the write cleanly, do no
     std::cout << "disk full (" << filled << " bytes of filler) with " << before.terminal << " of " << n
               << " tasks done" << std::endl;
     // While the disk is full: writes fail, and they are retried, not acked away.
-    REQUIRE(eventually([&] { return supervisor_log(env).find("database or disk is full") != std::string::npos; }, 30000));
+    REQUIRE(supervisor_log_shows(env, "database or disk is full", 30000));
     sleep_ms(3000);
     const auto during = counts(env);
     // Little or no progress while full (a write may still fit in pages the WAL already holds).

@@ -310,8 +310,7 @@ TEST_CASE("reload converges 4 → 8 → 2 without touching healthy workers", "[s
         CHECK(bad.code == 2);
         CHECK(bad.err.find("sqlq.conf:") != std::string::npos);
         ::kill(pid, SIGHUP);  // the supervisor reads it itself too, and refuses it
-        CHECK(eventually([&] { return supervisor_log(env).find("reload refused, keeping the running config") != std::string::npos; },
-                         5000));
+        CHECK(supervisor_log_shows(env, "reload refused, keeping the running config", 5000));
         env.rewrite(s);  // the status command reads the config too
         CHECK(fleet_ready(f, 2));
     }
@@ -388,7 +387,7 @@ TEST_CASE("in the foreground the supervisor logs to stderr and SIGTERM stops it 
     s.workers = 2;
     Env env(s);
     Process sup({bin("sqlq-supervisor"), "start", "--foreground", "-c", env.config()});
-    REQUIRE(eventually([&] { return sup.log().find("all 2 workers ready") != std::string::npos; }, kReady));
+    REQUIRE(sup.log_shows("all 2 workers ready", kReady));
     auto st = json::parse(supervisor(env, {"status", "--json"}).out);
     CHECK(st["pid"] == sup.pid());
     auto pids = worker_pids(st);
@@ -475,13 +474,12 @@ TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is i
         // Buffered while deliveries keep coming, flushed when the worker falls idle: no later
         // event (another task, a stop) is needed for the last line to show up.
         const std::string last = "task " + std::to_string(ids.back()) + ": succeeded in ";
-        CHECK(eventually([&] { return supervisor_log(env).find(last) != std::string::npos; }, 10000));
+        CHECK(supervisor_log_shows(env, last, 10000));
         // A warning gets there too (that it is written at once, without waiting for a flush:
         // the unit test "buffered log").
         std::string bad = "{\"v\":1,\"task_id\":999999}";
         publish_raw(env, bad);
-        CHECK(eventually([&] { return supervisor_log(env).find("task 999999: no such task") != std::string::npos; },
-                         10000));
+        CHECK(supervisor_log_shows(env, "task 999999: no such task", 10000));
     }
     const std::string log = supervisor_log(env);
     for (int64_t id : ids)

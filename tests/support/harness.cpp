@@ -314,6 +314,10 @@ std::string read_file(const std::string& path) {
 
 std::string supervisor_log(const Env& env) { return read_file(env.cfg().supervisor.run_dir + "/supervisor.log"); }
 
+bool supervisor_log_shows(const Env& env, const std::string& text, int timeout_ms) {
+    return eventually([&] { return supervisor_log(env).find(text) != std::string::npos; }, timeout_ms);
+}
+
 bool eventually(const std::function<bool()>& pred, int timeout_ms) {
     int64_t deadline = mono_ms() + timeout_ms;
     for (;;) {

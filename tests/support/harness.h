@@ -126,6 +126,9 @@ Result supervisor(const Env& env, std::vector<std::string> args);
 std::string read_file(const std::string& path);
 // The supervisor's log of `env` (its run dir), worker output included.
 std::string supervisor_log(const Env& env);
+// Whether `text` shows up in that log within timeout_ms (a worker's info lines reach it only
+// when the worker flushes them).
+bool supervisor_log_shows(const Env& env, const std::string& text, int timeout_ms);
 
 // Polls `pred` every 10 ms until it holds or timeout_ms passes (for states with no event:
 // rows in SQLite, a queue's depth). Returns whether it held.
