@@ -105,8 +105,8 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
         sqls.push_back(sql);
     }
 
-    TaskStore store(cfg.store.path, cfg.store);
-    std::vector<int64_t> ids = store.insert_batch(sqls, o.user);
+    auto store = open_store(cfg.store);
+    std::vector<int64_t> ids = store->insert_batch(sqls, o.user);
 
     // Publish. The rows are already durable: whatever is not confirmed stays unpublished and the
     // supervisor's sweeper publishes it later.
@@ -129,7 +129,7 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
             std::vector<int64_t> ok;
             for (size_t i = first; i < last; ++i)
                 if (acked.count(tag0 + (i - first))) ok.push_back(ids[i]);
-            store.mark_published(ok);
+            store->mark_published(ok);
             confirmed += ok.size();
             if (acked.size() != last - first) problem = "the broker did not confirm every publish";
         }
@@ -155,8 +155,8 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
 }
 
 int cmd_show(const Config& cfg, int64_t id, const Output& out) {
-    TaskStore store(cfg.store.path, cfg.store);
-    Task t = must_get(store, id);
+    auto store = open_store(cfg.store);
+    Task t = must_get(*store, id);
     if (out.json) {
         std::cout << task_json(t).dump() << "\n";
         return kExitOk;
@@ -194,14 +194,14 @@ int cmd_show(const Config& cfg, int64_t id, const Output& out) {
 }
 
 int cmd_result(const Config& cfg, int64_t id, const std::string& format, const Output&) {
-    TaskStore store(cfg.store.path, cfg.store);
-    Task t = must_get(store, id);
+    auto store = open_store(cfg.store);
+    Task t = must_get(*store, id);
     if (t.status != Status::succeeded) {
         std::string why = "task " + std::to_string(id) + " is " + to_string(t.status);
         if (t.error) why += ": " + *t.error;
         throw Error(why + "; it has no result", terminal(t.status) ? exit_for(t.status) : kExitConflict);
     }
-    auto r = store.result(id);
+    auto r = store->result(id);
     if (!r) throw Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s)", kExitNotFound);
     json cols = json::parse(r->columns_json);
     json rows = json::parse(r->rows_json);
@@ -230,8 +230,8 @@ int cmd_result(const Config& cfg, int64_t id, const std::string& format, const O
 }
 
 int cmd_list(const Config& cfg, const std::string& status, int64_t limit, const Output& out) {
-    TaskStore store(cfg.store.path, cfg.store);
-    auto tasks = store.list(status.empty() ? std::nullopt : parse_status(status), limit);
+    auto store = open_store(cfg.store);
+    auto tasks = store->list(status.empty() ? std::nullopt : parse_status(status), limit);
     if (out.json) {
         json arr = json::array();
         for (const auto& t : tasks) arr.push_back(task_json(t));
@@ -251,11 +251,11 @@ int cmd_list(const Config& cfg, const std::string& status, int64_t limit, const 
 }
 
 int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out) {
-    TaskStore store(cfg.store.path, cfg.store);
+    auto store = open_store(cfg.store);
     const int64_t deadline = timeout_s > 0 ? mono_ms() + int64_t(timeout_s * 1000) : INT64_MAX;
     int64_t pause = 5;
     for (;;) {
-        Task t = must_get(store, id);
+        Task t = must_get(*store, id);
         if (terminal(t.status) || mono_ms() >= deadline) {
             if (out.json) {
                 json j = task_json(t);
@@ -277,8 +277,8 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
 }
 
 int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, const Output& out) {
-    TaskStore store(cfg.store.path, cfg.store);
-    auto r = store.request_cancel(id, by);
+    auto store = open_store(cfg.store);
+    auto r = store->request_cancel(id, by);
     auto say = [&](const std::string& text, json j, int code) {
         if (out.json) std::cout << j.dump() << "\n";
         else (code == kExitOk ? std::cout : std::cerr) << (code == kExitOk ? "" : "sqlq: ") << text << "\n";
@@ -309,7 +309,7 @@ int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, 
                    {{"id", id}, {"cancelled", false}, {"status", "running"}, {"requested", true}}, kExitOk);
     const int64_t deadline = mono_ms() + cfg.supervisor.cancel_grace_ms + cfg.store.lease_ms + 10000;
     for (;;) {
-        Task t = must_get(store, id);
+        Task t = must_get(*store, id);
         if (terminal(t.status)) {
             if (t.status == Status::cancelled) {
                 int64_t took = t.finished_at && t.cancel_requested_at ? *t.finished_at - *t.cancel_requested_at : 0;
@@ -332,8 +332,8 @@ int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, 
 }
 
 int cmd_audit(const Config& cfg, const Output& out) {
-    TaskStore store(cfg.store.path, cfg.store);
-    auto f = store.audit();
+    auto store = open_store(cfg.store);
+    auto f = store->audit();
     json broker = nullptr;
     std::map<std::string, int64_t> dead_reasons;
     int64_t queue_left = -1, dead_lettered = -1;
@@ -353,7 +353,7 @@ int cmd_audit(const Config& cfg, const Output& out) {
             auto decoded = decode_message(m->body);
             std::string why = m->dead_letter_reason.empty() ? "unknown" : m->dead_letter_reason;
             if (auto* bad = std::get_if<BadMessage>(&decoded)) why += ": " + bad->why;
-            else if (!store.get(std::get<int64_t>(decoded))) why += ": unknown task id";
+            else if (!store->get(std::get<int64_t>(decoded))) why += ": unknown task id";
             else why += ": a valid task";
             ++dead_reasons[why];
         }

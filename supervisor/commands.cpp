@@ -78,7 +78,7 @@ void preflight(const Config& cfg) {
         conn.declare_topology();
         conn.close();
     }
-    TaskStore store(cfg.store.path, cfg.store);  // creates and migrates the schema once
+    open_store(cfg.store);  // creates and migrates the schema once
 }
 
 std::string log_file(const Config& cfg) {
@@ -221,8 +221,8 @@ int cmd_status(const std::string& config_opt, bool as_json) {
         st["queue"] = {{"name", cfg.broker.queue}, {"error", e.what()}};
     }
     try {
-        TaskStore store(cfg.store.path, cfg.store);
-        st["tasks"] = store.counts();
+        auto store = open_store(cfg.store);
+        st["tasks"] = store->counts();
     } catch (const Error& e) {
         st["tasks"] = {{"error", e.what()}};
     }

@@ -64,7 +64,7 @@ void Sweeper::run() {
             try {
                 if (!store_) {
                     std::lock_guard lock(mu_);
-                    store_ = std::make_unique<TaskStore>(cfg_.store.path, cfg_.store);
+                    store_ = open_store(cfg_.store);
                 }
                 store_->owner_lost(task, owner);
             } catch (const std::exception& e) {
@@ -88,7 +88,7 @@ void Sweeper::sweep() {
     }
     const int64_t started = mono_ms();
     try {
-        if (!store_) store_ = std::make_unique<TaskStore>(cfg.store.path, cfg.store);
+        if (!store_) store_ = open_store(cfg.store);
         if (!conn_ || !conn_->open()) {
             conn_.reset();
             conn_ = std::make_unique<amqp::Connection>(cfg.broker, "sqlq-supervisor sweeper");
@@ -99,7 +99,7 @@ void Sweeper::sweep() {
         // certainly not just behind others in the queue.
         const bool idle = conn_->inspect(cfg.broker.queue).messages == 0;
         const int64_t after = cfg.supervisor.republish_after_ms;
-        std::vector<int64_t> ids = store_->to_republish(after, after, idle);
+        std::vector<int64_t> ids = store_->to_republish(after, after, idle ? TaskStore::QueueIdle::yes : TaskStore::QueueIdle::no);
         if (!ids.empty()) {
             std::map<uint64_t, int64_t> by_tag;
             for (int64_t id : ids) by_tag[conn_->publish(cfg.broker.queue, encode_message(id))] = id;

@@ -16,7 +16,7 @@ bool hooks_enabled() {
 }  // namespace
 
 Worker::Worker(const Config& cfg, std::atomic<bool>& stop)
-    : cfg_(cfg), stop_(stop), me_(Owner::self()), store_(cfg.store.path, cfg.store),
+    : cfg_(cfg), stop_(stop), me_(Owner::self()), store_(open_store(cfg.store)),
       executor_(cfg.query, hooks_enabled()) {}
 
 void Worker::pause(amqp::Connection* conn, int64_t ms) {
@@ -33,8 +33,7 @@ void Worker::pause(amqp::Connection* conn, int64_t ms) {
 
 void Worker::run() {
     reporter_.send(Report::starting);
-    if (!store_.gate_error().empty())
-        spdlog::warn("{}; writes wait in SQLite's busy handler instead (slower with many workers)", store_.gate_error());
+    if (auto w = store_->warning(); !w.empty()) spdlog::warn("{}", w);
     int64_t backoff = 100;
     while (!stop_) {
         try {
@@ -158,13 +157,13 @@ TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
     int64_t backoff = 50;
     for (;;) {
         try {
-            TaskStore::Claim c = store_.claim(id, me_, cfg_.query.max_attempts);
+            TaskStore::Claim c = store_->claim(id, me_, cfg_.query.max_attempts);
             if (c.kind != TaskStore::ClaimKind::held) return c;
             // Another worker holds the task and looks alive: its own delivery is with it. Wait
             // for it to finish (then we skip) or for its lease to run out (then we take over).
             if (stop_) return c;
             pause(&conn, 50);
-        } catch (const sqlite::SqliteError& e) {
+        } catch (const StoreError& e) {
             if (!e.transient()) throw;
             spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
             if (stop_) return {TaskStore::ClaimKind::held};
@@ -193,11 +192,11 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
         last_check = now;
         try {
             bool renew = now - last_renew >= renew_every;
-            auto t = store_.tick(id, token, renew);
+            auto t = store_->tick(id, token, renew ? TaskStore::Renew::yes : TaskStore::Renew::no);
             if (renew) last_renew = now;
             if (!t.still_owner) return fenced = true;
             if (t.cancel_requested) return cancelled = true;
-        } catch (const sqlite::SqliteError& e) {
+        } catch (const StoreError& e) {
             spdlog::warn("task {}: cannot renew the lease: {}", id, e.what());
         }
         return false;
@@ -209,14 +208,14 @@ bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Out
     int64_t backoff = 50;
     for (;;) {
         try {
-            if (!store_.finish(id, token, o)) {
+            if (!store_->finish(id, token, o)) {
                 // The claim was lost (another attempt took over) or a cancel won the race.
-                auto t = store_.get(id);
+                auto t = store_->get(id);
                 spdlog::warn("task {}: outcome {} of attempt {} not recorded: the task is {} (attempt {})", id,
                              to_string(o.status), token, t ? to_string(t->status) : "gone", t ? t->attempts : 0);
             }
             return true;
-        } catch (const sqlite::SqliteError& e) {
+        } catch (const StoreError& e) {
             if (!e.transient()) throw;
             // Disk full, busy, I/O error: keep the message unacked and try again.
             spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff);
@@ -225,8 +224,8 @@ bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Out
             backoff = std::min<int64_t>(backoff * 2, 2000);
             // Keep the lease while we wait, or another worker will (rightly) take the task over.
             try {
-                if (!store_.tick(id, token, true).still_owner) return true;
-            } catch (const sqlite::SqliteError&) {
+                if (!store_->tick(id, token, TaskStore::Renew::yes).still_owner) return true;
+            } catch (const StoreError&) {
             }
         }
     }

@@ -35,7 +35,7 @@ private:
     const Config& cfg_;
     std::atomic<bool>& stop_;
     Owner me_;
-    TaskStore store_;
+    std::unique_ptr<TaskStore> store_;
     Executor executor_;
     Reporter reporter_;
     int64_t tasks_done_ = 0;

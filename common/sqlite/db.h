@@ -13,18 +13,20 @@
 
 namespace sqlq::sqlite {
 
-class SqliteError : public Error {
+// Transient (StoreError::transient): the write could not happen now, but may later (busy, disk
+// full, I/O error, cannot open): the caller keeps its message unacked.
+class SqliteError : public StoreError {
 public:
-    SqliteError(const std::string& what, int code) : Error(what), code_(code) {}
+    SqliteError(const std::string& what, int code) : StoreError(what, is_transient(code)), code_(code) {}
     int code() const noexcept { return code_; }              // extended code
     int primary() const noexcept { return code_ & 0xff; }
     bool busy() const noexcept { return primary() == SQLITE_BUSY || primary() == SQLITE_LOCKED; }
-    // The write could not happen now, but may later: the caller keeps its message unacked.
-    bool transient() const noexcept {
-        return busy() || primary() == SQLITE_FULL || primary() == SQLITE_IOERR || primary() == SQLITE_CANTOPEN;
-    }
 
 private:
+    static bool is_transient(int code) noexcept {
+        int p = code & 0xff;
+        return p == SQLITE_BUSY || p == SQLITE_LOCKED || p == SQLITE_FULL || p == SQLITE_IOERR || p == SQLITE_CANTOPEN;
+    }
     int code_;
 };
 

@@ -1,19 +1,22 @@
 #pragma once
-// The task store: every SQL statement that touches the task database lives here, and so does
-// the task state machine. Each status change is one conditional UPDATE (WHERE status IN (...)
-// and, for a running task, the attempt number that fences out an older owner), so two
-// processes can never both take the same arrow.
+// The task store: where tasks, their state machine and their results live. This is the
+// interface every part of sqlq uses; each engine implements it in its own files (SQLite:
+// task/sqlite_store.*), holding all of its SQL in that one module. Whatever the engine, every
+// status change is one conditional statement (WHERE status IN (...) and, for a running task,
+// the attempt number that fences out an older owner), so two processes can never both take
+// the same arrow. Failures come as StoreError (util/error.h), transient() or not.
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
-#include "sqlite/db.h"
-#include "sqlite/write_gate.h"
+#include "task/result.h"
 #include "task/task.h"
+#include "util/error.h"
 
 namespace sqlq {
 
@@ -26,12 +29,6 @@ struct Owner {
     static Owner self();
 };
 
-// A query's result as stored: JSON text of the column names and of the rows.
-struct ResultData {
-    std::string columns_json;  // ["a","b"]
-    std::string rows_json;     // [[1,"x"],[2,null]]
-};
-
 struct Outcome {
     Status status = Status::succeeded;  // succeeded, failed or cancelled
     std::optional<std::string> error;
@@ -40,19 +37,34 @@ struct Outcome {
     std::optional<ResultData> result;
 };
 
+// What the store asks of the world outside it, so that tests (and a store shared by hosts)
+// can supply their own.
+struct StoreDeps {
+    // Milliseconds since the epoch, for leases and the times recorded. Default: this host's
+    // wall clock.
+    std::function<int64_t()> clock;
+    // Whether the process holding a claim still exists. `unknown` (an owner on another host,
+    // which cannot be looked at from here) leaves the decision to the lease. Default: a
+    // process on this host is looked up by pid and start time; any other is unknown.
+    enum class Liveness { alive, dead, unknown };
+    std::function<Liveness(const Owner&)> owner_alive;
+
+    static int64_t wall_clock();
+    static Liveness local_process(const Owner& o);
+};
+
 class TaskStore {
 public:
-    // Opens (creating if needed) and migrates the schema to the current version.
-    TaskStore(const std::string& path, const StoreConfig& cfg);
-
-    static constexpr int kSchemaVersion = 1;
+    virtual ~TaskStore() = default;
 
     // --- producer ---
-    int64_t insert(const std::string& sql, const std::string& submitter);
-    // Many tasks in one transaction: one fsync, and all of them are there or none.
-    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter);
-    void mark_published(int64_t id);
-    void mark_published(const std::vector<int64_t>& ids);
+    // Many tasks in one transaction (one fsync): all of them are stored, or none.
+    virtual std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) = 0;
+    int64_t insert(const std::string& sql, const std::string& submitter) { return insert_batch({sql}, submitter).front(); }
+    // The broker confirmed a message for these tasks. Unconditional on the status: a worker can
+    // run a task before the confirm reaches its producer.
+    virtual void mark_published(const std::vector<int64_t>& ids) = 0;
+    void mark_published(int64_t id) { mark_published(std::vector<int64_t>{id}); }
 
     // --- worker ---
     enum class ClaimKind {
@@ -70,20 +82,24 @@ public:
         int64_t lease_until = 0;
         std::string sql{};  // claimed: the query to run
     };
-    // Takes a queued task, or a running one whose owner is gone or whose lease has expired.
-    Claim claim(int64_t id, const Owner& me, int max_attempts);
+    // Takes a queued task, or a running one whose owner is gone or whose lease has expired. A
+    // claim that ends the task (finished, gave_up, cancelled_now) is durable when it returns:
+    // the caller acks on it.
+    virtual Claim claim(int64_t id, const Owner& me, int max_attempts) = 0;
 
-    // While running: renews the lease when due and tells whether a cancel was requested and
-    // whether this attempt still owns the task (false: fenced out, stop and record nothing).
+    // While running: tells whether a cancel was requested and whether this attempt still owns
+    // the task (false: fenced out, stop and record nothing); with Renew::yes, also renews the
+    // lease (a write).
+    enum class Renew : bool { no, yes };
     struct Tick {
         bool still_owner = true;
         bool cancel_requested = false;
     };
-    Tick tick(int64_t id, int64_t token, bool renew);
+    virtual Tick tick(int64_t id, int64_t token, Renew renew) = 0;
 
     // Stores the outcome and the terminal status in one transaction, conditional on this
-    // attempt still owning the task. False when fenced out (nothing written).
-    bool finish(int64_t id, int64_t token, const Outcome& outcome);
+    // attempt still owning the task, durably. False when fenced out (nothing written).
+    virtual bool finish(int64_t id, int64_t token, const Outcome& outcome) = 0;
 
     // --- users ---
     enum class CancelKind { cancelled, requested, already_finished, unknown };
@@ -91,21 +107,25 @@ public:
         CancelKind kind = CancelKind::unknown;
         Status status = Status::queued;
     };
-    CancelResult request_cancel(int64_t id, const std::string& by);
+    virtual CancelResult request_cancel(int64_t id, const std::string& by) = 0;
 
-    std::optional<Task> get(int64_t id);
-    std::vector<Task> list(std::optional<Status> status, int64_t limit);
-    std::optional<ResultData> result(int64_t id);
-    std::map<std::string, int64_t> counts();
+    virtual std::optional<Task> get(int64_t id) = 0;
+    // Newest first; every task when `status` is empty.
+    virtual std::vector<Task> list(std::optional<Status> status, int64_t limit) = 0;
+    virtual std::optional<ResultData> result(int64_t id) = 0;
+    // Tasks by status, every status present (0 when none).
+    virtual std::map<std::string, int64_t> counts() = 0;
 
     // --- supervisor ---
     // Tasks to (re)publish: never confirmed by the broker and older than `unpublished_ms`, or
-    // waiting/running with nobody working on them for longer than `stale_ms`.
-    std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, bool queue_idle);
+    // waiting/running with nobody working on them for longer than `stale_ms` (queued ones only
+    // when the queue is idle: else their message may just be behind others).
+    enum class QueueIdle : bool { no, yes };
+    virtual std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) = 0;
     // Records when the worker holding a task died (for the death → rerun measure).
-    void owner_lost(int64_t id, const Owner& owner);
+    virtual void owner_lost(int64_t id, const Owner& owner) = 0;
     // Removes results older than the retention; returns how many.
-    int64_t expire_results(int64_t ttl_s);
+    virtual int64_t expire_results(int64_t ttl_s) = 0;
 
     // --- audit ---
     struct AuditFigures {
@@ -118,36 +138,16 @@ public:
         std::vector<int64_t> recovery_ms;
         std::vector<int64_t> stuck_ids;
     };
-    AuditFigures audit();
+    virtual AuditFigures audit() = 0;
 
-    sqlite::Db& db() { return db_; }
-    // Why writes go without the writer gate ("" when they go through it): a slower store, not
-    // a broken one. The worker logs it.
-    const std::string& gate_error() const { return gate_error_; }
-
-private:
-    void migrate();
-    void persist();  // at durability "full": fsync what this connection has committed
-    // The statement for `sql`, prepared on first use and kept: a worker runs the same few
-    // statements for every task, and parsing them cost more than running them. Returned reset,
-    // with no bindings; a caller that reads rows resets it when done (ResetGuard), so that no
-    // cached statement keeps a read transaction open between tasks.
-    sqlite::Stmt& cached(const std::string& sql);
-
-    // Every write goes through the writer gate first (sqlite/write_gate.h), then SQLite's lock.
-    // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
-    // gate: moving it out measured slower at durability full (docs/performance.md).
-    sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
-    Claim try_claim(int64_t id, const Owner& me, int max_attempts);
-
-    StoreConfig cfg_;
-    sqlite::Db db_;
-    sqlite::WriteGate gate_;
-    std::string gate_error_;
-    std::unordered_map<std::string, sqlite::Stmt> stmts_;  // declared after db_: finalized before it closes
+    // Where the store is, fit to print (a path, or a URL without its password).
+    virtual std::string where() const = 0;
+    // Why the store runs slower than it could ("" when it does not); the worker logs it once.
+    virtual std::string warning() const { return {}; }
 };
 
-// Reads the current row out of a statement selecting kTaskColumns (for tests and tools).
-Task task_from_row(const sqlite::Stmt& s);
+// Opens (creating it if needed) the store that the config names, and migrates its schema to
+// the version of this sqlq. Throws StoreError, or Error when the config names no usable store.
+std::unique_ptr<TaskStore> open_store(const StoreConfig& cfg, StoreDeps deps = {});
 
 }  // namespace sqlq

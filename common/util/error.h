@@ -29,4 +29,18 @@ private:
     int exit_code_;
 };
 
+// A database (the task store, or a query target's server) could not do what was asked. The
+// one thing a caller branches on is transient(): the same operation may succeed later (busy,
+// disk full, I/O error, connection lost), so a worker keeps its message unacked and retries;
+// anything else is not retried. Each engine's own error type derives from this one, so no code
+// outside an engine's files names the engine.
+class StoreError : public Error {
+public:
+    StoreError(const std::string& what, bool transient) : Error(what), transient_(transient) {}
+    bool transient() const noexcept { return transient_; }
+
+private:
+    bool transient_;
+};
+
 }  // namespace sqlq

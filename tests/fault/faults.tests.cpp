@@ -349,9 +349,9 @@ TEST_CASE("producers killed between the insert and the publish confirm: the swee
     // A producer that died right after its insert: rows stored, never published.
     std::vector<int64_t> orphans;
     {
-        TaskStore store(env.cfg().store.path, env.cfg().store);
+        auto store = open_store(env.cfg().store);
         auto load = mixed_load(sized(300), 30, 200);
-        orphans = store.insert_batch(load, "dead-producer");
+        orphans = store->insert_batch(load, "dead-producer");
     }
     // Producers SIGKILLed at random moments of their submit.
     std::string batch = env.dir() + "/batch.sql";
@@ -366,10 +366,10 @@ TEST_CASE("producers killed between the insert and the publish confirm: the swee
         p.wait(10000);
     }
     auto unpublished = [&] {
-        TaskStore store(env.cfg().store.path, env.cfg().store);
-        auto s = store.db().prepare("SELECT count(*) FROM tasks WHERE published=0 AND status='queued'");
-        s.step();
-        return s.i64(0);
+        auto store = open_store(env.cfg().store);
+        int64_t n = 0;
+        for (const auto& t : store->list(Status::queued, 1000000)) n += !t.published;
+        return n;
     };
     int64_t left_behind = unpublished();
     std::cout << left_behind << " tasks stored but unpublished" << std::endl;

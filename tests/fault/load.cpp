@@ -109,8 +109,8 @@ void Node::start() {
 }
 
 Counts counts(const Env& env) {
-    TaskStore store(env.cfg().store.path, env.cfg().store);
-    auto c = store.counts();
+    auto store = open_store(env.cfg().store);
+    auto c = store->counts();
     return {c["queued"], c["running"], c["succeeded"] + c["failed"] + c["cancelled"]};
 }
 

@@ -370,8 +370,8 @@ TEST_CASE("a task inserted but never published is picked up by the sweeper", "[s
     int64_t id = 0;
     {
         // A producer that crashed between its insert and its publish.
-        TaskStore store(env.cfg().store.path, env.cfg().store);
-        id = store.insert("SELECT count(*) FROM orders", "crashed-producer");
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT count(*) FROM orders", "crashed-producer");
     }
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "20"}).code == 0);
     auto t = show(env, id);

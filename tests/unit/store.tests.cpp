@@ -1,39 +1,72 @@
+// The task store's contract: what every store engine must do, tested through the TaskStore
+// interface only (task/store.h). Each test case runs once per engine in store_engines(); an
+// engine's own internals (files, locks, fsyncs) are tested beside it (sqlite_store.tests.cpp).
 #include <catch2/catch.hpp>
 
 #include <filesystem>
-#include <functional>
+#include <map>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "gate_holder.h"
 #include "task/store.h"
 #include "util/process.h"
 
 using namespace sqlq;
+using Liveness = StoreDeps::Liveness;
 
 namespace {
-struct TempStore {
+
+// The engines under test. A new engine adds its name here and its set-up in StoreUnderTest.
+std::vector<std::string> store_engines() { return {"sqlite"}; }
+
+// One fresh, empty store of an engine, with the world it sees under the test's control: a
+// clock that moves only when told, and owners declared alive or dead (any other owner is
+// looked up as a process on this host, as in production).
+struct StoreUnderTest {
+    std::string engine;
     std::string dir;
     StoreConfig cfg;
-    TempStore() {
+    int64_t now = 1'800'000'000'000;
+    std::map<std::string, Liveness> owners;  // by Owner::name()
+
+    explicit StoreUnderTest(std::string e) : engine(std::move(e)) {
         char tmpl[] = "/tmp/sqlq-store-XXXXXX";
         dir = mkdtemp(tmpl);
+        cfg.path = dir + "/tasks.db";
         cfg.lease_ms = 1000;
         cfg.durability = "normal";
     }
-    ~TempStore() { std::filesystem::remove_all(dir); }
-    std::string path() const { return dir + "/tasks.db"; }
-};
+    ~StoreUnderTest() { std::filesystem::remove_all(dir); }
 
-// An owner on this host whose process no longer exists.
-Owner dead_owner() {
-    pid_t pid = fork();
-    if (pid == 0) _exit(0);
-    Owner o{host_name(), pid, 12345};
-    int st;
-    waitpid(pid, &st, 0);
-    return o;
-}
+    StoreDeps deps() {
+        StoreDeps d;
+        d.clock = [this] { return now; };
+        d.owner_alive = [this](const Owner& o) {
+            auto it = owners.find(o.name());
+            return it == owners.end() ? StoreDeps::local_process(o) : it->second;
+        };
+        return d;
+    }
+    std::unique_ptr<TaskStore> open() { return open_store(cfg, deps()); }
+
+    // An owner on another host whose process this host cannot see.
+    Owner remote(int64_t pid = 1) {
+        Owner o{"elsewhere", pid, 1};
+        owners[o.name()] = Liveness::unknown;
+        return o;
+    }
+    // An owner known to be gone (the supervisor saw it die, or pid + start time say so).
+    Owner dead(int64_t pid) {
+        Owner o{"host-a", pid, 7};
+        owners[o.name()] = Liveness::dead;
+        return o;
+    }
+    Owner alive(int64_t pid) {
+        Owner o{"host-a", pid, 7};
+        owners[o.name()] = Liveness::alive;
+        return o;
+    }
+};
 
 Outcome ok_outcome() {
     Outcome o;
@@ -42,135 +75,174 @@ Outcome ok_outcome() {
     o.result = ResultData{"[\"1\"]", "[[1]]"};
     return o;
 }
+
+using Kind = TaskStore::ClaimKind;
+using Renew = TaskStore::Renew;
+
 }  // namespace
 
 TEST_CASE("a queued task is claimed once, runs, and its outcome is stored once", "[store][claim]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    Owner me = Owner::self();
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner me = w.alive(100);
 
-    auto c = store.claim(id, me, 3);
-    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+    auto c = store->claim(id, me, 3);
+    REQUIRE(c.kind == Kind::claimed);
     CHECK(c.token == 1);
     CHECK(c.sql == "SELECT 1");
-    auto t = store.get(id);
+    auto t = store->get(id);
     CHECK(t->status == Status::running);
     CHECK(t->attempts == 1);
     CHECK(t->executions == 1);
     CHECK(t->owner == me.name());
+    CHECK(t->started_at == w.now);
+    CHECK(t->lease_until == w.now + w.cfg.lease_ms);
 
     SECTION("a second claim while the owner lives is held off") {
-        CHECK(store.claim(id, me, 3).kind == TaskStore::ClaimKind::held);
+        CHECK(store->claim(id, w.alive(101), 3).kind == Kind::held);
     }
     SECTION("the outcome is written once, then redeliveries are skipped") {
-        REQUIRE(store.finish(id, c.token, ok_outcome()));
-        CHECK_FALSE(store.finish(id, c.token, ok_outcome()));
-        auto done = store.get(id);
+        w.now += 250;
+        REQUIRE(store->finish(id, c.token, ok_outcome()));
+        CHECK_FALSE(store->finish(id, c.token, ok_outcome()));
+        auto done = store->get(id);
         CHECK(done->status == Status::succeeded);
         CHECK(done->outcomes == 1);
+        CHECK(done->finished_at == w.now);
         CHECK(done->result_ref == "results/" + std::to_string(id));
-        CHECK(store.result(id)->rows_json == "[[1]]");
-        auto again = store.claim(id, me, 3);
-        CHECK(again.kind == TaskStore::ClaimKind::finished);
+        CHECK(store->result(id)->rows_json == "[[1]]");
+        CHECK(store->result(id)->columns_json == "[\"1\"]");
+        auto again = store->claim(id, me, 3);
+        CHECK(again.kind == Kind::finished);
         CHECK(again.status == Status::succeeded);
-        CHECK(store.get(id)->executions == 1);
+        CHECK(store->get(id)->executions == 1);
     }
 }
 
 TEST_CASE("a task whose owner died is taken over, and the old owner is fenced out", "[store][claim][fencing]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    Owner ghost = dead_owner();
-    auto first = store.claim(id, ghost, 3);
-    REQUIRE(first.kind == TaskStore::ClaimKind::claimed);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner ghost = w.dead(200);
+    auto first = store->claim(id, ghost, 3);
+    REQUIRE(first.kind == Kind::claimed);
 
-    auto second = store.claim(id, Owner::self(), 3);
-    REQUIRE(second.kind == TaskStore::ClaimKind::claimed);
+    // Its lease still runs: a dead owner is taken over at once, without waiting for it.
+    auto second = store->claim(id, w.alive(201), 3);
+    REQUIRE(second.kind == Kind::claimed);
     CHECK(second.token == 2);
-    CHECK(store.get(id)->executions == 2);
+    CHECK(store->get(id)->executions == 2);
 
     // The first attempt wakes up: it can neither renew nor record.
-    CHECK_FALSE(store.tick(id, first.token, true).still_owner);
-    CHECK_FALSE(store.finish(id, first.token, ok_outcome()));
-    CHECK(store.tick(id, second.token, true).still_owner);
-    CHECK(store.finish(id, second.token, ok_outcome()));
-    CHECK(store.get(id)->outcomes == 1);
+    CHECK_FALSE(store->tick(id, first.token, Renew::yes).still_owner);
+    CHECK_FALSE(store->tick(id, first.token, Renew::no).still_owner);
+    CHECK_FALSE(store->finish(id, first.token, ok_outcome()));
+    CHECK(store->tick(id, second.token, Renew::yes).still_owner);
+    CHECK(store->finish(id, second.token, ok_outcome()));
+    CHECK(store->get(id)->outcomes == 1);
 }
 
 TEST_CASE("a task on another host is taken over only when its lease expires", "[store][claim][lease]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    Owner remote{"elsewhere", 1, 1};
-    REQUIRE(store.claim(id, remote, 3).kind == TaskStore::ClaimKind::claimed);
-    auto held = store.claim(id, Owner::self(), 3);
-    CHECK(held.kind == TaskStore::ClaimKind::held);
-    store.db().prepare("UPDATE tasks SET lease_until = 0 WHERE id = ?").bind(1, id).run();
-    CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    REQUIRE(store->claim(id, w.remote(), 3).kind == Kind::claimed);
+    auto held = store->claim(id, w.alive(300), 3);
+    CHECK(held.kind == Kind::held);
+    CHECK(held.lease_until == w.now + w.cfg.lease_ms);
+    w.now += w.cfg.lease_ms;  // the lease's last moment
+    CHECK(store->claim(id, w.alive(300), 3).kind == Kind::held);
+    w.now += 1;
+    CHECK(store->claim(id, w.alive(300), 3).kind == Kind::claimed);
+}
+
+TEST_CASE("renewing the lease keeps a task on another host from being taken over", "[store][lease]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    auto c = store->claim(id, w.remote(), 3);
+    REQUIRE(c.kind == Kind::claimed);
+    for (int i = 0; i < 5; ++i) {
+        w.now += w.cfg.lease_ms / 2;
+        REQUIRE(store->tick(id, c.token, Renew::yes).still_owner);
+    }
+    CHECK(store->claim(id, w.alive(301), 3).kind == Kind::held);
+    w.now += w.cfg.lease_ms / 2;
+    CHECK(store->tick(id, c.token, Renew::no).still_owner);  // a check alone does not renew
+    w.now += w.cfg.lease_ms;
+    CHECK(store->claim(id, w.alive(301), 3).kind == Kind::claimed);
 }
 
 TEST_CASE("a task whose worker dies every time fails after max attempts", "[store][claim][poison]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    for (int i = 1; i <= 3; ++i) REQUIRE(store.claim(id, dead_owner(), 3).kind == TaskStore::ClaimKind::claimed);
-    CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::gave_up);
-    auto t = store.get(id);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    for (int i = 1; i <= 3; ++i) REQUIRE(store->claim(id, w.dead(400 + i), 3).kind == Kind::claimed);
+    CHECK(store->claim(id, w.alive(410), 3).kind == Kind::gave_up);
+    auto t = store->get(id);
     CHECK(t->status == Status::failed);
     CHECK(t->executions == 3);
+    CHECK(t->outcomes == 1);
     CHECK(t->error->find("gave up after 3 attempts") != std::string::npos);
 }
 
 TEST_CASE("cancel: queued at once, running on request, finished refused", "[store][cancel]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    using CK = TaskStore::CancelKind;
     SECTION("queued") {
-        int64_t id = store.insert("SELECT 1", "alice");
-        CHECK(store.request_cancel(id, "bob").kind == TaskStore::CancelKind::cancelled);
-        CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
-        CHECK(store.get(id)->cancelled_by == "bob");
-        CHECK(store.get(id)->executions == 0);
+        int64_t id = store->insert("SELECT 1", "alice");
+        CHECK(store->request_cancel(id, "bob").kind == CK::cancelled);
+        CHECK(store->claim(id, w.alive(500), 3).kind == Kind::finished);
+        CHECK(store->get(id)->cancelled_by == "bob");
+        CHECK(store->get(id)->status == Status::cancelled);
+        CHECK(store->get(id)->executions == 0);
     }
     SECTION("running: the worker sees the request and records the cancel") {
-        int64_t id = store.insert("SELECT 1", "alice");
-        auto c = store.claim(id, Owner::self(), 3);
-        CHECK(store.request_cancel(id, "bob").kind == TaskStore::CancelKind::requested);
-        CHECK(store.tick(id, c.token, false).cancel_requested);
+        int64_t id = store->insert("SELECT 1", "alice");
+        auto c = store->claim(id, w.alive(501), 3);
+        CHECK_FALSE(store->tick(id, c.token, Renew::no).cancel_requested);
+        CHECK(store->request_cancel(id, "bob").kind == CK::requested);
+        CHECK(store->tick(id, c.token, Renew::no).cancel_requested);
+        CHECK(store->tick(id, c.token, Renew::yes).cancel_requested);
         Outcome o;
         o.status = Status::cancelled;
-        CHECK(store.finish(id, c.token, o));
-        CHECK(store.get(id)->status == Status::cancelled);
+        w.now += 40;
+        CHECK(store->finish(id, c.token, o));
+        auto t = store->get(id);
+        CHECK(t->status == Status::cancelled);
+        CHECK(*t->finished_at - *t->cancel_requested_at == 40);
     }
     SECTION("running with its worker gone: the next claim records the cancel without running") {
-        int64_t id = store.insert("SELECT 1", "alice");
-        store.claim(id, dead_owner(), 3);
-        store.request_cancel(id, "bob");
-        CHECK(store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::cancelled_now);
-        CHECK(store.get(id)->executions == 1);
+        int64_t id = store->insert("SELECT 1", "alice");
+        store->claim(id, w.dead(502), 3);
+        store->request_cancel(id, "bob");
+        CHECK(store->claim(id, w.alive(503), 3).kind == Kind::cancelled_now);
+        CHECK(store->get(id)->executions == 1);
+        CHECK(store->get(id)->status == Status::cancelled);
     }
     SECTION("finished") {
-        int64_t id = store.insert("SELECT 1", "alice");
-        auto c = store.claim(id, Owner::self(), 3);
-        store.finish(id, c.token, ok_outcome());
-        auto r = store.request_cancel(id, "bob");
-        CHECK(r.kind == TaskStore::CancelKind::already_finished);
+        int64_t id = store->insert("SELECT 1", "alice");
+        auto c = store->claim(id, w.alive(504), 3);
+        store->finish(id, c.token, ok_outcome());
+        auto r = store->request_cancel(id, "bob");
+        CHECK(r.kind == CK::already_finished);
         CHECK(r.status == Status::succeeded);
-        CHECK(store.result(id));
+        CHECK(store->result(id));
     }
-    SECTION("unknown") { CHECK(store.request_cancel(999, "bob").kind == TaskStore::CancelKind::unknown); }
+    SECTION("unknown") { CHECK(store->request_cancel(999, "bob").kind == CK::unknown); }
 }
 
 TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim][race]") {
-    TempStore ts;
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
     std::vector<int64_t> ids;
     {
-        TaskStore store(ts.path(), ts.cfg);
-        for (int i = 0; i < 20; ++i) ids.push_back(store.insert("SELECT 1", "alice"));
+        auto store = open_store(w.cfg);
+        for (int i = 0; i < 20; ++i) ids.push_back(store->insert("SELECT 1", "alice"));
     }
     // Every claimant stays alive until all have claimed: a claimant that exited would be a dead
-    // owner, whose tasks are rightly taken over.
+    // owner, whose tasks are rightly taken over. Each one sees the real world (clock, processes).
     constexpr int kProcs = 8;
     int wins_pipe[2], release_pipe[2];
     REQUIRE(pipe(wins_pipe) == 0);
@@ -181,10 +253,12 @@ TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim
         if (pid == 0) {
             close(release_pipe[1]);
             char wins = 0;
-            {
-                TaskStore store(ts.path(), ts.cfg);
+            try {
+                auto store = open_store(w.cfg);
                 for (int64_t id : ids)
-                    if (store.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed) ++wins;
+                    if (store->claim(id, Owner::self(), 3).kind == Kind::claimed) ++wins;
+            } catch (...) {
+                wins = -100;  // counted as a failure by the parent
             }
             (void)!write(wins_pipe[1], &wins, 1);
             char c;
@@ -197,14 +271,14 @@ TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim
     close(release_pipe[0]);
     int total = 0;
     for (int p = 0; p < kProcs; ++p) {
-        char w = 0;
-        REQUIRE(read(wins_pipe[0], &w, 1) == 1);
-        total += w;
+        signed char wins = 0;
+        REQUIRE(read(wins_pipe[0], &wins, 1) == 1);
+        total += wins;
     }
     CHECK(total == 20);
     {
-        TaskStore store(ts.path(), ts.cfg);
-        for (int64_t id : ids) CHECK(store.get(id)->attempts == 1);
+        auto store = open_store(w.cfg);
+        for (int64_t id : ids) CHECK(store->get(id)->attempts == 1);
     }
     close(release_pipe[1]);
     for (pid_t pid : pids) {
@@ -215,216 +289,117 @@ TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim
 }
 
 TEST_CASE("results expire after their retention", "[store][retention]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    auto c = store.claim(id, Owner::self(), 3);
-    store.finish(id, c.token, ok_outcome());
-    CHECK(store.expire_results(3600) == 0);
-    store.db().prepare("UPDATE results SET created_at = 0").run();
-    store.db().prepare("UPDATE tasks SET finished_at = 0").run();
-    CHECK(store.expire_results(3600) == 1);
-    CHECK_FALSE(store.result(id));
-    CHECK_FALSE(store.get(id)->result_ref);
-}
-
-TEST_CASE("the schema carries its version", "[store][schema]") {
-    TempStore ts;
-    { TaskStore store(ts.path(), ts.cfg); }
-    TaskStore store(ts.path(), ts.cfg);  // opening again migrates nothing
-    auto s = store.db().prepare("PRAGMA user_version");
-    s.step();
-    CHECK(s.i64(0) == TaskStore::kSchemaVersion);
-    store.db().exec("PRAGMA user_version=99");
-    REQUIRE_THROWS_WITH(TaskStore(ts.path(), ts.cfg), Catch::Contains("is newer than this sqlq"));
-}
-
-// A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS
-// while alive, so that a TaskStore opened meanwhile goes through it.
-class CountingVfs {
-public:
-    CountingVfs() {
-        real_ = sqlite3_vfs_find(nullptr);
-        vfs_ = *real_;
-        vfs_.zName = "sqlq-test-counting";
-        vfs_.pAppData = real_;
-        vfs_.xOpen = &open;
-        REQUIRE(sqlite3_vfs_register(&vfs_, /*makeDflt=*/1) == SQLITE_OK);
-        wal_syncs_ = 0;
-        fail_ = false;
-    }
-    ~CountingVfs() {
-        sqlite3_vfs_unregister(&vfs_);
-        sqlite3_vfs_register(real_, 1);
-    }
-    static int wal_syncs() { return wal_syncs_; }
-    // The WAL's size when it was last synced: a sync that came before the commit's frames were
-    // written would leave it short of the file's size.
-    static int64_t synced_size() { return synced_size_; }
-    static void fail_syncs(bool on) { fail_ = on; }
-
-private:
-    static int open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* out) {
-        auto* real = static_cast<sqlite3_vfs*>(vfs->pAppData);
-        int rc = real->xOpen(real, name, f, flags, out);
-        if (rc == SQLITE_OK && f->pMethods && (flags & SQLITE_OPEN_WAL)) {
-            // The file stays the real VFS's; only its method table is swapped for one whose
-            // xSync counts, then calls the real one.
-            real_methods_ = f->pMethods;
-            methods_ = *f->pMethods;
-            methods_.xSync = [](sqlite3_file* file, int sync_flags) {
-                if (fail_) return SQLITE_IOERR_FSYNC;
-                ++wal_syncs_;
-                sqlite3_int64 size = 0;
-                real_methods_->xFileSize(file, &size);
-                synced_size_ = size;
-                return real_methods_->xSync(file, sync_flags);
-            };
-            f->pMethods = &methods_;
-        }
-        return rc;
-    }
-    sqlite3_vfs* real_ = nullptr;
-    sqlite3_vfs vfs_{};
-    static inline int wal_syncs_ = 0;
-    static inline int64_t synced_size_ = 0;
-    static inline bool fail_ = false;
-    static inline const sqlite3_io_methods* real_methods_ = nullptr;
-    static inline sqlite3_io_methods methods_{};
-};
-
-TEST_CASE("the store syncs the write-ahead log as its durability setting says", "[store][durability]") {
-    TempStore t;
-    CountingVfs vfs;
-    auto level = [](TaskStore& s) {
-        auto st = s.db().prepare("PRAGMA synchronous");
-        st.step();
-        return st.i64(0);  // 0 OFF, 1 NORMAL, 2 FULL
-    };
-    SECTION("off never syncs, not even for an outcome") {
-        t.cfg.durability = "off";
-        TaskStore s(t.path(), t.cfg);
-        CHECK(level(s) == 0);
-        int64_t id = s.insert("SELECT 1", "test");
-        auto c = s.claim(id, Owner::self(), 3);
-        REQUIRE(s.finish(id, c.token, ok_outcome()));
-        CHECK(s.request_cancel(s.insert("SELECT 2", "test"), "test").kind == TaskStore::CancelKind::cancelled);
-        CHECK(level(s) == 0);
-        CHECK(CountingVfs::wal_syncs() == 0);
-    }
-    SECTION("normal never syncs a commit (only checkpoints, and a new log's header)") {
-        t.cfg.durability = "normal";
-        TaskStore s(t.path(), t.cfg);
-        int syncs = CountingVfs::wal_syncs();
-        int64_t id = s.insert("SELECT 1", "test");
-        auto c = s.claim(id, Owner::self(), 3);
-        REQUIRE(s.finish(id, c.token, ok_outcome()));
-        CHECK(level(s) == 1);
-        CHECK(CountingVfs::wal_syncs() == syncs);
-    }
-    SECTION("full syncs a submit, an outcome and a cancel request, not a claim or a lease renewal") {
-        t.cfg.durability = "full";
-        TaskStore s(t.path(), t.cfg);
-        // Commits run at NORMAL, so the write lock is never held across a sync; the store syncs
-        // the log itself once the commit is done.
-        CHECK(level(s) == 1);
-        int syncs = CountingVfs::wal_syncs();
-        int64_t id = s.insert("SELECT 1", "test");
-        CHECK(CountingVfs::wal_syncs() == syncs + 1);
-        auto c = s.claim(id, Owner::self(), 3);
-        REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
-        CHECK(s.tick(id, c.token, /*renew=*/true).still_owner);
-        CHECK(CountingVfs::wal_syncs() == syncs + 1);
-        REQUIRE(s.finish(id, c.token, ok_outcome()));
-        CHECK(CountingVfs::wal_syncs() == syncs + 2);
-        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));  // after the commit
-        int64_t other = s.insert("SELECT 2", "test");
-        CHECK(s.request_cancel(other, "test").kind == TaskStore::CancelKind::cancelled);
-        CHECK(CountingVfs::wal_syncs() == syncs + 4);
-        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));
-        // A redelivery that finds the task finished syncs before its message is acked: the
-        // outcome it saw may be another worker's, committed but not yet synced.
-        CHECK(s.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
-        CHECK(CountingVfs::wal_syncs() == syncs + 5);
-        CHECK(level(s) == 1);
-    }
-}
-
-TEST_CASE("a failed sync of an outcome is not a retryable store error", "[store][durability]") {
-    TempStore t;
-    CountingVfs vfs;
-    t.cfg.durability = "full";
-    TaskStore s(t.path(), t.cfg);
-    int64_t id = s.insert("SELECT 1", "test");
-    auto c = s.claim(id, Owner::self(), 3);
-    CountingVfs::fail_syncs(true);
-    // The commit is done and visible, only its place on disk is in doubt: the worker must not
-    // take this for "not written, try again" (then ack); it stops instead.
-    try {
-        s.finish(id, c.token, ok_outcome());
-        FAIL("finish() returned although the sync failed");
-    } catch (const sqlite::SqliteError&) {
-        FAIL("a failed sync came as a SqliteError, which callers retry");
-    } catch (const Error& e) {
-        CHECK_THAT(e.what(), Catch::Contains("cannot sync the write-ahead log") &&
-                                 Catch::Contains("may not survive a power loss") && Catch::Contains("tasks.db"));
-    }
-    CountingVfs::fail_syncs(false);
-}
-
-TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") {
-    TempStore t;
-    t.cfg.busy_timeout_ms = 100;
-    TaskStore s(t.path(), t.cfg);
-    REQUIRE(s.gate_error().empty());
-    int64_t queued = s.insert("SELECT 1", "test");
-    int64_t running = s.insert("SELECT 2", "test");
-    auto c = s.claim(running, Owner::self(), 3);
-    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
-
-    test::Holder holder(t.path() + "-gate");  // another process holds the gate, as a writer would
-    auto waits = [](const std::function<void()>& write) {
-        try {
-            write();
-            return false;
-        } catch (const sqlite::SqliteError& e) {
-            return e.busy() && std::string(e.what()).find("writer gate") != std::string::npos;
-        }
-    };
-    CHECK(waits([&] { s.insert("SELECT 3", "test"); }));
-    CHECK(waits([&] { s.mark_published(queued); }));
-    CHECK(waits([&] { s.claim(queued, Owner::self(), 3); }));
-    CHECK(waits([&] { s.tick(running, c.token, /*renew=*/true); }));
-    CHECK(waits([&] { s.finish(running, c.token, ok_outcome()); }));
-    CHECK(waits([&] { s.request_cancel(queued, "test"); }));
-    CHECK(waits([&] { s.owner_lost(running, Owner::self()); }));
-    CHECK(waits([&] { s.expire_results(0); }));
-    CHECK_NOTHROW(s.tick(running, c.token, /*renew=*/false));  // a read passes
-    holder.release();
-    CHECK(holder.reap() == 0);
-    CHECK(s.finish(running, c.token, ok_outcome()));  // and the writes go on once it is free
-}
-
-TEST_CASE("a task read through the store leaves no statement holding a read transaction", "[store]") {
-    TempStore t;
-    TaskStore s(t.path(), t.cfg);
-    int64_t id = s.insert("SELECT 1", "test");
-    REQUIRE(s.get(id));
-    // With a statement still active, the connection would stay inside a read transaction and
-    // keep the WAL from being checkpointed past it.
-    CHECK(sqlite3_get_autocommit(s.db().get()) != 0);
-    bool busy = false;
-    for (sqlite3_stmt* st = sqlite3_next_stmt(s.db().get(), nullptr); st; st = sqlite3_next_stmt(s.db().get(), st))
-        busy = busy || sqlite3_stmt_busy(st);
-    CHECK_FALSE(busy);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    auto c = store->claim(id, w.alive(600), 3);
+    store->finish(id, c.token, ok_outcome());
+    w.now += 3600 * 1000;
+    CHECK(store->expire_results(3600) == 0);  // exactly as old as the retention: kept
+    CHECK(store->result(id));
+    w.now += 1;
+    CHECK(store->expire_results(3600) == 1);
+    CHECK_FALSE(store->result(id));
+    CHECK_FALSE(store->get(id)->result_ref);
+    CHECK(store->get(id)->status == Status::succeeded);
 }
 
 TEST_CASE("a task marked published after it already ran still says so", "[store][publish]") {
-    TempStore ts;
-    TaskStore store(ts.path(), ts.cfg);
-    int64_t id = store.insert("SELECT 1", "alice");
-    auto c = store.claim(id, Owner::self(), 3);
-    REQUIRE(store.finish(id, c.token, ok_outcome()));
-    store.mark_published(id);  // the confirm arrives after the worker was done
-    CHECK(store.get(id)->published);
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    CHECK_FALSE(store->get(id)->published);
+    auto c = store->claim(id, w.alive(700), 3);
+    REQUIRE(store->finish(id, c.token, ok_outcome()));
+    store->mark_published(id);  // the confirm arrives after the worker was done
+    CHECK(store->get(id)->published);
+}
+
+TEST_CASE("a batch is stored in order, and list and counts see it", "[store][insert]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    auto ids = store->insert_batch({"SELECT 1", "SELECT 2", "SELECT 3"}, "carol");
+    REQUIRE(ids.size() == 3);
+    CHECK(ids[0] < ids[1]);
+    CHECK(ids[1] < ids[2]);
+    CHECK(store->get(ids[1])->sql == "SELECT 2");
+    CHECK(store->get(ids[1])->submitter == "carol");
+    CHECK(store->get(ids[1])->created_at == w.now);
+    store->request_cancel(ids[0], "carol");
+    auto all = store->list(std::nullopt, 10);
+    REQUIRE(all.size() == 3);
+    CHECK(all.front().id == ids[2]);  // newest first
+    auto queued = store->list(Status::queued, 10);
+    CHECK(queued.size() == 2);
+    CHECK(store->list(std::nullopt, 1).size() == 1);
+    auto n = store->counts();
+    CHECK(n["queued"] == 2);
+    CHECK(n["cancelled"] == 1);
+    CHECK(n["running"] == 0);
+    CHECK_FALSE(store->get(ids[2] + 100));
+}
+
+TEST_CASE("the sweeper's queries: unpublished, stale queued and orphaned running tasks", "[store][sweeper]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    using Idle = TaskStore::QueueIdle;
+    int64_t unpublished = store->insert("SELECT 1", "a");
+    int64_t published = store->insert("SELECT 2", "a");
+    store->mark_published(published);
+    int64_t orphan = store->insert("SELECT 3", "a");
+    store->mark_published(orphan);
+    REQUIRE(store->claim(orphan, w.remote(), 3).kind == Kind::claimed);
+    CHECK(store->to_republish(1000, 5000, Idle::yes).empty());  // all too young
+    w.now += 1001;
+    CHECK(store->to_republish(1000, 5000, Idle::yes) == std::vector<int64_t>{unpublished});
+    w.now += 5000;
+    CHECK(store->to_republish(1000, 5000, Idle::no) == std::vector<int64_t>{unpublished, orphan});
+    CHECK(store->to_republish(1000, 5000, Idle::yes) == std::vector<int64_t>{unpublished, published, orphan});
+}
+
+TEST_CASE("the audit counts outcomes, re-runs, unpublished and stuck tasks", "[store][audit]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t done = store->insert("SELECT 1", "a");
+    int64_t rerun = store->insert("SELECT 2", "a");
+    int64_t stuck = store->insert("SELECT 3", "a");
+    store->mark_published({done, rerun, stuck});
+    int64_t queued = store->insert("SELECT 4", "a");
+    auto c = store->claim(done, w.alive(800), 3);
+    store->finish(done, c.token, ok_outcome());
+    Owner lost = w.dead(801);
+    store->claim(rerun, lost, 3);
+    store->owner_lost(rerun, lost);
+    w.now += 30;
+    auto c2 = store->claim(rerun, w.alive(802), 3);
+    REQUIRE(c2.token == 2);
+    store->claim(stuck, w.dead(803), 3);
+    auto f = store->audit();
+    CHECK(f.by_status["succeeded"] == 1);
+    CHECK(f.by_status["running"] == 2);
+    CHECK(f.by_status["queued"] == 1);
+    CHECK(f.unpublished == 1);
+    CHECK(f.duplicate_outcomes == 0);
+    CHECK(f.reexecuted == 1);
+    CHECK(f.recovery_ms == std::vector<int64_t>{30});
+    CHECK(f.stuck_ids == std::vector<int64_t>{stuck});
+    CHECK(f.stuck == 1);
+    CHECK(f.queued_stale == 0);
+    w.now += 5001;
+    CHECK(store->audit().queued_stale == 1);
+    (void)queued;
+}
+
+TEST_CASE("an owner on this host is alive while its process is", "[store][liveness]") {
+    CHECK(StoreDeps::local_process(Owner::self()) == Liveness::alive);
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    Owner o{host_name(), pid, int64_t(process_start_time(pid))};
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(StoreDeps::local_process(o) == Liveness::dead);
+    Owner reused = Owner::self();
+    reused.start += 1;  // same pid, another process
+    CHECK(StoreDeps::local_process(reused) == Liveness::dead);
+    CHECK(StoreDeps::local_process(Owner{"elsewhere", 1, 1}) == Liveness::unknown);
 }

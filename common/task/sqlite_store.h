@@ -1,0 +1,69 @@
+#pragma once
+// The task store on SQLite: one file on this host, shared by the processes of one fleet. Every
+// statement it runs is in sqlite_store.cpp. Writers queue at a writer gate beside the file
+// (sqlite/write_gate.h), then take SQLite's lock.
+#include <string>
+#include <unordered_map>
+
+#include "sqlite/db.h"
+#include "sqlite/write_gate.h"
+#include "task/store.h"
+
+namespace sqlq {
+
+class SqliteStore final : public TaskStore {
+public:
+    static constexpr int kSchemaVersion = 1;
+
+    // Opens (creating if needed) the file at cfg.path and migrates the schema.
+    SqliteStore(const StoreConfig& cfg, StoreDeps deps);
+
+    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) override;
+    void mark_published(const std::vector<int64_t>& ids) override;
+    using TaskStore::mark_published;
+    Claim claim(int64_t id, const Owner& me, int max_attempts) override;
+    Tick tick(int64_t id, int64_t token, Renew renew) override;
+    bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
+    CancelResult request_cancel(int64_t id, const std::string& by) override;
+    std::optional<Task> get(int64_t id) override;
+    std::vector<Task> list(std::optional<Status> status, int64_t limit) override;
+    std::optional<ResultData> result(int64_t id) override;
+    std::map<std::string, int64_t> counts() override;
+    std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) override;
+    void owner_lost(int64_t id, const Owner& owner) override;
+    int64_t expire_results(int64_t ttl_s) override;
+    AuditFigures audit() override;
+    std::string where() const override { return db_.path(); }
+    // Writes go without the writer gate: a slower store, not a broken one.
+    std::string warning() const override;
+
+    // For the SQLite store's own tests.
+    sqlite::Db& db() { return db_; }
+    const std::string& gate_error() const { return gate_error_; }
+
+private:
+    void migrate();
+    void persist();  // at durability "full": fsync what this connection has committed
+    // The statement for `sql`, prepared on first use and kept: a worker runs the same few
+    // statements for every task, and parsing them cost more than running them. Returned reset,
+    // with no bindings; a caller that reads rows resets it when done (ResetGuard), so that no
+    // cached statement keeps a read transaction open between tasks.
+    sqlite::Stmt& cached(const std::string& sql);
+
+    // Every write goes through the writer gate first (sqlite/write_gate.h), then SQLite's lock.
+    // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
+    // gate: moving it out measured slower at durability full (docs/performance.md).
+    sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
+    Claim try_claim(int64_t id, const Owner& me, int max_attempts);
+    // Whether the owner recorded in a running task's row is gone (process or lease).
+    bool owner_gone(const Owner& owner, int64_t lease_until, int64_t now) const;
+
+    StoreConfig cfg_;
+    StoreDeps deps_;
+    sqlite::Db db_;
+    sqlite::WriteGate gate_;
+    std::string gate_error_;
+    std::unordered_map<std::string, sqlite::Stmt> stmts_;  // declared after db_: finalized before it closes
+};
+
+}  // namespace sqlq

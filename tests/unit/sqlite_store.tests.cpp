@@ -1,0 +1,234 @@
+// The SQLite task store's own internals: its schema version, its fsyncs, its writer gate and
+// its statements. What every store must do is in store.tests.cpp (the contract suite).
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gate_holder.h"
+#include "task/sqlite_store.h"
+#include "util/process.h"
+
+using namespace sqlq;
+
+namespace {
+struct TempStore {
+    std::string dir;
+    StoreConfig cfg;
+    TempStore() {
+        char tmpl[] = "/tmp/sqlq-store-XXXXXX";
+        dir = mkdtemp(tmpl);
+        cfg.lease_ms = 1000;
+        cfg.durability = "normal";
+    }
+    ~TempStore() { std::filesystem::remove_all(dir); }
+    std::string path() const { return dir + "/tasks.db"; }
+    SqliteStore open() {
+        StoreConfig c = cfg;
+        c.path = path();
+        return SqliteStore(c, {});
+    }
+};
+
+Outcome ok_outcome() {
+    Outcome o;
+    o.status = Status::succeeded;
+    o.row_count = 1;
+    o.result = ResultData{"[\"1\"]", "[[1]]"};
+    return o;
+}
+}  // namespace
+
+TEST_CASE("the schema carries its version", "[store][schema]") {
+    TempStore ts;
+    { auto store = ts.open(); }
+    auto store = ts.open();  // opening again migrates nothing
+    auto s = store.db().prepare("PRAGMA user_version");
+    s.step();
+    CHECK(s.i64(0) == SqliteStore::kSchemaVersion);
+    store.db().exec("PRAGMA user_version=99");
+    REQUIRE_THROWS_WITH(ts.open(), Catch::Contains("is newer than this sqlq"));
+}
+
+// A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS
+// while alive, so that a TaskStore opened meanwhile goes through it.
+class CountingVfs {
+public:
+    CountingVfs() {
+        real_ = sqlite3_vfs_find(nullptr);
+        vfs_ = *real_;
+        vfs_.zName = "sqlq-test-counting";
+        vfs_.pAppData = real_;
+        vfs_.xOpen = &open;
+        REQUIRE(sqlite3_vfs_register(&vfs_, /*makeDflt=*/1) == SQLITE_OK);
+        wal_syncs_ = 0;
+        fail_ = false;
+    }
+    ~CountingVfs() {
+        sqlite3_vfs_unregister(&vfs_);
+        sqlite3_vfs_register(real_, 1);
+    }
+    static int wal_syncs() { return wal_syncs_; }
+    // The WAL's size when it was last synced: a sync that came before the commit's frames were
+    // written would leave it short of the file's size.
+    static int64_t synced_size() { return synced_size_; }
+    static void fail_syncs(bool on) { fail_ = on; }
+
+private:
+    static int open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* out) {
+        auto* real = static_cast<sqlite3_vfs*>(vfs->pAppData);
+        int rc = real->xOpen(real, name, f, flags, out);
+        if (rc == SQLITE_OK && f->pMethods && (flags & SQLITE_OPEN_WAL)) {
+            // The file stays the real VFS's; only its method table is swapped for one whose
+            // xSync counts, then calls the real one.
+            real_methods_ = f->pMethods;
+            methods_ = *f->pMethods;
+            methods_.xSync = [](sqlite3_file* file, int sync_flags) {
+                if (fail_) return SQLITE_IOERR_FSYNC;
+                ++wal_syncs_;
+                sqlite3_int64 size = 0;
+                real_methods_->xFileSize(file, &size);
+                synced_size_ = size;
+                return real_methods_->xSync(file, sync_flags);
+            };
+            f->pMethods = &methods_;
+        }
+        return rc;
+    }
+    sqlite3_vfs* real_ = nullptr;
+    sqlite3_vfs vfs_{};
+    static inline int wal_syncs_ = 0;
+    static inline int64_t synced_size_ = 0;
+    static inline bool fail_ = false;
+    static inline const sqlite3_io_methods* real_methods_ = nullptr;
+    static inline sqlite3_io_methods methods_{};
+};
+
+TEST_CASE("the store syncs the write-ahead log as its durability setting says", "[store][durability]") {
+    TempStore t;
+    CountingVfs vfs;
+    auto level = [](SqliteStore& s) {
+        auto st = s.db().prepare("PRAGMA synchronous");
+        st.step();
+        return st.i64(0);  // 0 OFF, 1 NORMAL, 2 FULL
+    };
+    SECTION("off never syncs, not even for an outcome") {
+        t.cfg.durability = "off";
+        auto s = t.open();
+        CHECK(level(s) == 0);
+        int64_t id = s.insert("SELECT 1", "test");
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(s.request_cancel(s.insert("SELECT 2", "test"), "test").kind == TaskStore::CancelKind::cancelled);
+        CHECK(level(s) == 0);
+        CHECK(CountingVfs::wal_syncs() == 0);
+    }
+    SECTION("normal never syncs a commit (only checkpoints, and a new log's header)") {
+        t.cfg.durability = "normal";
+        auto s = t.open();
+        int syncs = CountingVfs::wal_syncs();
+        int64_t id = s.insert("SELECT 1", "test");
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(level(s) == 1);
+        CHECK(CountingVfs::wal_syncs() == syncs);
+    }
+    SECTION("full syncs a submit, an outcome and a cancel request, not a claim or a lease renewal") {
+        t.cfg.durability = "full";
+        auto s = t.open();
+        // Commits run at NORMAL, so the write lock is never held across a sync; the store syncs
+        // the log itself once the commit is done.
+        CHECK(level(s) == 1);
+        int syncs = CountingVfs::wal_syncs();
+        int64_t id = s.insert("SELECT 1", "test");
+        CHECK(CountingVfs::wal_syncs() == syncs + 1);
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+        CHECK(s.tick(id, c.token, TaskStore::Renew::yes).still_owner);
+        CHECK(CountingVfs::wal_syncs() == syncs + 1);
+        REQUIRE(s.finish(id, c.token, ok_outcome()));
+        CHECK(CountingVfs::wal_syncs() == syncs + 2);
+        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));  // after the commit
+        int64_t other = s.insert("SELECT 2", "test");
+        CHECK(s.request_cancel(other, "test").kind == TaskStore::CancelKind::cancelled);
+        CHECK(CountingVfs::wal_syncs() == syncs + 4);
+        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));
+        // A redelivery that finds the task finished syncs before its message is acked: the
+        // outcome it saw may be another worker's, committed but not yet synced.
+        CHECK(s.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
+        CHECK(CountingVfs::wal_syncs() == syncs + 5);
+        CHECK(level(s) == 1);
+    }
+}
+
+TEST_CASE("a failed sync of an outcome is not a retryable store error", "[store][durability]") {
+    TempStore t;
+    CountingVfs vfs;
+    t.cfg.durability = "full";
+    auto s = t.open();
+    int64_t id = s.insert("SELECT 1", "test");
+    auto c = s.claim(id, Owner::self(), 3);
+    CountingVfs::fail_syncs(true);
+    // The commit is done and visible, only its place on disk is in doubt: the worker must not
+    // take this for "not written, try again" (then ack); it stops instead.
+    try {
+        s.finish(id, c.token, ok_outcome());
+        FAIL("finish() returned although the sync failed");
+    } catch (const StoreError& e) {
+        FAIL("a failed sync came as a StoreError (transient: " << e.transient() << "), which callers may retry");
+    } catch (const Error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("cannot sync the write-ahead log") &&
+                                 Catch::Contains("may not survive a power loss") && Catch::Contains("tasks.db"));
+    }
+    CountingVfs::fail_syncs(false);
+}
+
+TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") {
+    TempStore t;
+    t.cfg.busy_timeout_ms = 100;
+    auto s = t.open();
+    REQUIRE(s.gate_error().empty());
+    int64_t queued = s.insert("SELECT 1", "test");
+    int64_t running = s.insert("SELECT 2", "test");
+    auto c = s.claim(running, Owner::self(), 3);
+    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+
+    test::Holder holder(t.path() + "-gate");  // another process holds the gate, as a writer would
+    auto waits = [](const std::function<void()>& write) {
+        try {
+            write();
+            return false;
+        } catch (const sqlite::SqliteError& e) {
+            return e.busy() && std::string(e.what()).find("writer gate") != std::string::npos;
+        }
+    };
+    CHECK(waits([&] { s.insert("SELECT 3", "test"); }));
+    CHECK(waits([&] { s.mark_published(queued); }));
+    CHECK(waits([&] { s.claim(queued, Owner::self(), 3); }));
+    CHECK(waits([&] { s.tick(running, c.token, TaskStore::Renew::yes); }));
+    CHECK(waits([&] { s.finish(running, c.token, ok_outcome()); }));
+    CHECK(waits([&] { s.request_cancel(queued, "test"); }));
+    CHECK(waits([&] { s.owner_lost(running, Owner::self()); }));
+    CHECK(waits([&] { s.expire_results(0); }));
+    CHECK_NOTHROW(s.tick(running, c.token, TaskStore::Renew::no));  // a read passes
+    holder.release();
+    CHECK(holder.reap() == 0);
+    CHECK(s.finish(running, c.token, ok_outcome()));  // and the writes go on once it is free
+}
+
+TEST_CASE("a task read through the store leaves no statement holding a read transaction", "[store]") {
+    TempStore t;
+    auto s = t.open();
+    int64_t id = s.insert("SELECT 1", "test");
+    REQUIRE(s.get(id));
+    // With a statement still active, the connection would stay inside a read transaction and
+    // keep the WAL from being checkpointed past it.
+    CHECK(sqlite3_get_autocommit(s.db().get()) != 0);
+    bool busy = false;
+    for (sqlite3_stmt* st = sqlite3_next_stmt(s.db().get(), nullptr); st; st = sqlite3_next_stmt(s.db().get(), st))
+        busy = busy || sqlite3_stmt_busy(st);
+    CHECK_FALSE(busy);
+}
+
