@@ -1,11 +1,9 @@
 #include "supervisor/sweeper.h"
 
-#include <map>
-
 #include <spdlog/spdlog.h>
 
 #include "amqp/connection.h"
-#include "task/message.h"
+#include "task/publish.h"
 #include "util/clock.h"
 
 namespace sqlq::supervisor {
@@ -101,19 +99,12 @@ void Sweeper::sweep() {
         const int64_t after = cfg.supervisor.republish_after_ms;
         std::vector<int64_t> ids = store_->to_republish(after, after, idle ? TaskStore::QueueIdle::yes : TaskStore::QueueIdle::no);
         if (!ids.empty()) {
-            std::map<uint64_t, int64_t> by_tag;
-            for (int64_t id : ids) by_tag[conn_->publish(cfg.broker.queue, encode_message(id))] = id;
-            auto acked = conn_->wait_confirms(by_tag.begin()->first, by_tag.rbegin()->first,
-                                              std::max(cfg.broker.connect_timeout_ms, 1000));
+            auto p = publish_tasks(*conn_, *store_, cfg.broker.queue, ids, std::max(cfg.broker.connect_timeout_ms, 1000),
+                                   ids.size());
+            const auto& confirmed = p.confirmed;
             std::string list;
-            std::vector<int64_t> confirmed;
-            for (uint64_t tag : acked) {
-                auto it = by_tag.find(tag);
-                if (it == by_tag.end()) continue;
-                confirmed.push_back(it->second);
-                if (confirmed.size() <= 20) list += (list.empty() ? "" : ",") + std::to_string(it->second);
-            }
-            store_->mark_published(confirmed);
+            for (size_t i = 0; i < confirmed.size() && i < 20; ++i)
+                list += (list.empty() ? "" : ",") + std::to_string(confirmed[i]);
             const size_t done = confirmed.size();
             if (done > 20) list += ",...";
             log(spdlog::level::info, "sweep: republished " + std::to_string(done) + " of " +

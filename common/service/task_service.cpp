@@ -1,0 +1,200 @@
+#include "service/task_service.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "amqp/connection.h"
+#include "task/message.h"
+#include "task/publish.h"
+#include "util/clock.h"
+#include "util/control.h"
+#include "util/error.h"
+
+namespace sqlq {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kConfirmTimeoutMs = 10000;
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+void sleep_for_ms(int64_t ms) {
+    timespec ts{time_t(ms / 1000), long(ms % 1000) * 1000000};
+    nanosleep(&ts, nullptr);
+}
+
+}  // namespace
+
+int exit_for(Status s) {
+    switch (s) {
+    case Status::succeeded: return kExitOk;
+    case Status::failed: return kExitTaskFailed;
+    case Status::cancelled: return kExitTaskCancelled;
+    default: return kExitTimeout;
+    }
+}
+
+json task_json(const Task& t) {
+    auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+    json j = {{"id", t.id},
+              {"sql", t.sql},
+              {"submitter", t.submitter},
+              {"status", to_string(t.status)},
+              {"published", t.published},
+              {"attempts", t.attempts},
+              {"executions", t.executions},
+              {"owner", opt(t.owner)},
+              {"created_at", t.created_at},
+              {"started_at", opt(t.started_at)},
+              {"finished_at", opt(t.finished_at)},
+              {"error", opt(t.error)},
+              {"rows", opt(t.row_count)},
+              {"result_bytes", opt(t.result_bytes)},
+              {"result_ref", opt(t.result_ref)},
+              {"cancel_requested_at", opt(t.cancel_requested_at)},
+              {"cancelled_by", opt(t.cancelled_by)},
+              {"outcomes", t.outcomes}};
+    if (t.status == Status::cancelled && t.cancel_requested_at && t.finished_at)
+        j["stop_ms"] = *t.finished_at - *t.cancel_requested_at;
+    else
+        j["stop_ms"] = nullptr;
+    return j;
+}
+
+TaskService::TaskService(const Config& cfg) : TaskService(cfg, open_store(cfg.store)) {}
+
+TaskService::TaskService(const Config& cfg, std::unique_ptr<TaskStore> store) : cfg_(cfg), store_(std::move(store)) {}
+
+TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls, const std::string& user) {
+    if (sqls.empty()) throw Error("submit: no SQL given", kExitUsage);
+    for (const auto& sql : sqls)
+        if (blank(sql)) throw Error("submit: empty SQL", kExitUsage);
+    Submitted out;
+    out.ids = store_->insert_batch(sqls, user);
+    // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper.
+    try {
+        amqp::Connection conn(cfg_.broker, "sqlq submit");
+        conn.declare_topology();
+        conn.enable_confirms();
+        auto p = publish_tasks(conn, *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs);
+        out.published = p.confirmed.size();
+        if (!p.all()) out.problem = "the broker did not confirm every publish";
+        conn.close();
+    } catch (const amqp::AmqpError& e) {
+        out.problem = e.what();
+    }
+    return out;
+}
+
+Task TaskService::show(int64_t id) {
+    auto t = store_->get(id);
+    if (!t) throw Error("no task " + std::to_string(id), kExitNotFound);
+    return *t;
+}
+
+std::vector<Task> TaskService::list(std::optional<Status> status, int64_t limit) {
+    return store_->list(status, limit);
+}
+
+ResultData TaskService::result(int64_t id) {
+    Task t = show(id);
+    if (t.status != Status::succeeded) {
+        std::string why = "task " + std::to_string(id) + " is " + to_string(t.status);
+        if (t.error) why += ": " + *t.error;
+        throw Error(why + "; it has no result", terminal(t.status) ? exit_for(t.status) : kExitConflict);
+    }
+    auto r = store_->result(id);
+    if (!r) throw Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s)", kExitNotFound);
+    return *r;
+}
+
+TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms) {
+    const int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
+    int64_t pause = 5;
+    for (;;) {
+        Task t = show(id);
+        if (terminal(t.status)) return {std::move(t), false};
+        if (mono_ms() >= deadline) return {std::move(t), true};
+        // The store has no notifications: poll, quickly at first.
+        sleep_for_ms(std::min<int64_t>(pause, std::max<int64_t>(deadline - mono_ms(), 1)));
+        pause = std::min<int64_t>(pause * 2, 100);
+    }
+}
+
+TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, WaitForStop wait) {
+    using Kind = Cancelled::Kind;
+    auto r = store_->request_cancel(id, by);
+    switch (r.kind) {
+    case TaskStore::CancelKind::unknown: throw Error("no task " + std::to_string(id), kExitNotFound);
+    case TaskStore::CancelKind::already_finished: return {Kind::already_finished, r.status};
+    case TaskStore::CancelKind::cancelled: return {Kind::cancelled_queued, Status::cancelled};
+    case TaskStore::CancelKind::requested: break;
+    }
+    // Running: its worker sees the request within tens of ms. Tell the supervisor too, so that
+    // it kills a worker that does not stop within cancel_grace_ms.
+    try {
+        control_request(cfg_.supervisor.run_dir, {{"cmd", "cancel"}, {"task", id}}, 2000);
+    } catch (const Error&) {
+        // No supervisor, or a busy one: the worker stops the query on its own all the same.
+    }
+    if (wait == WaitForStop::no) return {Kind::requested, Status::running};
+    const int64_t deadline = mono_ms() + cfg_.supervisor.cancel_grace_ms + cfg_.store.lease_ms + 10000;
+    for (;;) {
+        Task t = show(id);
+        if (t.status == Status::cancelled) {
+            int64_t took = t.finished_at && t.cancel_requested_at ? *t.finished_at - *t.cancel_requested_at : 0;
+            return {Kind::stopped, t.status, took};
+        }
+        if (terminal(t.status)) return {Kind::finished_first, t.status};
+        if (mono_ms() > deadline) return {Kind::still_running, t.status};
+        sleep_for_ms(10);
+    }
+}
+
+std::optional<int64_t> TaskService::Audit::recovery_percentile(double p) const {
+    const auto& v = store.recovery_ms;
+    if (v.empty()) return std::nullopt;
+    return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+}
+
+bool TaskService::Audit::bad() const {
+    return lost > 0 || store.stuck > 0 || store.duplicate_outcomes > 0 || !broker_error.empty();
+}
+
+TaskService::Audit TaskService::audit() {
+    Audit a;
+    a.store = store_->audit();
+    try {
+        amqp::Connection conn(cfg_.broker, "sqlq audit");
+        conn.declare_topology();
+        auto q = conn.inspect(cfg_.broker.queue);
+        auto d = conn.inspect(cfg_.broker.dead_letter_queue());
+        a.queue_left = q.messages;
+        a.consumers = q.consumers;
+        a.dead_lettered = d.messages;
+        // Read (without acking) what lies in the dead-letter queue and say why each got there:
+        // closing the channel puts every message back.
+        for (uint32_t i = 0; i < std::min<uint32_t>(d.messages, 2000); ++i) {
+            auto m = conn.get(cfg_.broker.dead_letter_queue());
+            if (!m) break;
+            auto decoded = decode_message(m->body);
+            std::string why = m->dead_letter_reason.empty() ? "unknown" : m->dead_letter_reason;
+            if (auto* bad = std::get_if<BadMessage>(&decoded)) why += ": " + bad->why;
+            else if (!store_->get(std::get<int64_t>(decoded))) why += ": unknown task id";
+            else why += ": a valid task";
+            ++a.dead_letter_reasons[why];
+        }
+        conn.close();
+    } catch (const amqp::AmqpError& e) {
+        a.broker_error = e.what();
+    }
+    // Lost: not terminal, no message waiting for it and no live worker on it. Queued tasks can
+    // only be judged when the queue is empty (else their message may be in it).
+    a.lost = a.queue_left == 0 ? a.store.queued_stale : 0;
+    for (auto& [status, n] : a.store.by_status) a.submitted += n;
+    return a;
+}
+
+}  // namespace sqlq

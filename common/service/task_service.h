@@ -1,0 +1,101 @@
+#pragma once
+// The task service: what a user can do with tasks (submit, show, result, list, wait, cancel,
+// audit), for every front end (the `sqlq` command today, the web console next). Each operation
+// returns data; rendering it (table, CSV, JSON, HTML) is the front end's job. Failures that a
+// user must hear about are sqlq::Error with the exit code of util/error.h (kExitNotFound: no
+// such task, kExitConflict: the state forbids it, ...), which a web front end maps to an HTTP
+// status.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.h"
+#include "task/store.h"
+
+namespace sqlq {
+
+class TaskService {
+public:
+    // Opens the task store the config names (creating and migrating it if needed).
+    explicit TaskService(const Config& cfg);
+    TaskService(const Config& cfg, std::unique_ptr<TaskStore> store);
+
+    TaskStore& store() { return *store_; }
+
+    // --- submit ---
+    struct Submitted {
+        std::vector<int64_t> ids;  // in the order of the SQL given
+        size_t published = 0;      // confirmed by the broker
+        std::string problem;       // why not all were published ("" when all were)
+    };
+    // Stores every task (one transaction, durable), then publishes them with confirms. A task
+    // stored but not confirmed stays unpublished and the supervisor's sweeper publishes it:
+    // `problem` says why. Throws Error(kExitUsage) for an empty list or a blank SQL text.
+    Submitted submit(const std::vector<std::string>& sqls, const std::string& user);
+
+    // --- read ---
+    Task show(int64_t id);  // Error(kExitNotFound)
+    std::vector<Task> list(std::optional<Status> status, int64_t limit);
+    // A succeeded task's result. Error: kExitNotFound (no task, or result expired), the task's
+    // own exit code (kExitTaskFailed, kExitTaskCancelled) when it ended otherwise, kExitConflict
+    // while it has not ended.
+    ResultData result(int64_t id);
+
+    // --- wait ---
+    struct Waited {
+        Task task;
+        bool timed_out = false;
+    };
+    // Until the task ends, or `timeout_ms` passes (0: no limit).
+    Waited wait(int64_t id, int64_t timeout_ms);
+
+    // --- cancel ---
+    struct Cancelled {
+        enum class Kind {
+            cancelled_queued,  // it was queued: cancelled at once
+            stopped,           // it was running and stopped; stop_ms says how long that took
+            requested,         // running, the request is recorded (not waited for)
+            already_finished,  // it had ended before the request (status): nothing to cancel
+            finished_first,    // running, it ended otherwise before the stop took (status)
+            still_running,     // waited for the grace period and it still runs
+        } kind = Kind::requested;
+        Status status = Status::queued;
+        int64_t stop_ms = 0;
+    };
+    enum class WaitForStop : bool { no, yes };
+    // Error(kExitNotFound) for no such task.
+    Cancelled cancel(int64_t id, const std::string& by, WaitForStop wait);
+
+    // --- audit ---
+    struct Audit {
+        TaskStore::AuditFigures store;
+        int64_t submitted = 0;
+        int64_t lost = 0;            // not ended, no message for it, no worker on it
+        int64_t queue_left = -1;     // -1: the broker could not be asked
+        int64_t dead_lettered = -1;
+        int64_t consumers = -1;
+        std::map<std::string, int64_t> dead_letter_reasons;
+        std::string broker_error;    // "" when the broker answered
+        std::optional<int64_t> recovery_percentile(double p) const;
+        bool bad() const;            // something lost, stuck or duplicated, or no broker
+    };
+    Audit audit();
+
+private:
+    Config cfg_;
+    std::unique_ptr<TaskStore> store_;
+};
+
+// A task as JSON, the same for every front end: {"id":..,"status":..,"stop_ms":..,...}.
+nlohmann::json task_json(const Task& t);
+
+// The exit code that a finished task's status stands for (kExitOk, kExitTaskFailed,
+// kExitTaskCancelled; kExitTimeout while it has not finished).
+int exit_for(Status s);
+
+}  // namespace sqlq
