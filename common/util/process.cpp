@@ -49,11 +49,14 @@ bool process_alive(pid_t pid, uint64_t start_time) {
 
 Memory process_memory(pid_t pid) {
     Memory m;
+    // The first line is a mapping header ("55e1...-7ffe... ---p 00000000 00:00 0 [rollup]"),
+    // then one "Key: value kB" per line: read by line, so the header cannot stop the parse.
     std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-    std::string key;
-    uint64_t value = 0;
-    std::string unit;
-    while (in >> key >> value >> unit) {
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream fields(line);
+        std::string key;
+        uint64_t value = 0;
+        if (!(fields >> key >> value)) continue;
         if (key == "Rss:") m.rss_kib = value;
         else if (key == "Pss:") m.pss_kib = value;
     }
