@@ -114,6 +114,11 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
         conn.ack(d.tag);
         return;
+    case TaskStore::ClaimKind::refused:
+        spdlog::warn("task {}: failed: its SQL is longer than query.max_sql_bytes ({}), not run", id,
+                     cfg_.query.max_sql_bytes);
+        conn.ack(d.tag);
+        return;
     case TaskStore::ClaimKind::cancelled_now:
         spdlog::info("task {}: cancelled (its worker was gone), not run", id);
         conn.ack(d.tag);
@@ -157,7 +162,7 @@ TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
     int64_t backoff = 50;
     for (;;) {
         try {
-            TaskStore::Claim c = store_->claim(id, me_, cfg_.query.max_attempts);
+            TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes});
             if (c.kind != TaskStore::ClaimKind::held) return c;
             // Another worker holds the task and looks alive: its own delivery is with it. Wait
             // for it to finish (then we skip) or for its lease to run out (then we take over).

@@ -104,6 +104,7 @@ const std::vector<Key>& keys() {
         integer("query", "timeout_ms", 1, kDay, [](Config& c, int64_t v) { c.query.timeout_ms = v; }),
         integer("query", "max_rows", 1, 1LL << 40, [](Config& c, int64_t v) { c.query.max_rows = v; }),
         integer("query", "max_bytes", 1, 1LL << 40, [](Config& c, int64_t v) { c.query.max_bytes = v; }),
+        integer("query", "max_sql_bytes", 1, 1LL << 30, [](Config& c, int64_t v) { c.query.max_sql_bytes = v; }),
         integer("query", "max_attempts", 1, 1000, [](Config& c, int64_t v) { c.query.max_attempts = int(v); }),
         integer("query", "memory_limit_mb", 1, 1 << 20,
                 [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),

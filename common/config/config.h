@@ -34,6 +34,7 @@ struct QueryConfig {
     int64_t timeout_ms = 60000;
     int64_t max_rows = 100000;
     int64_t max_bytes = 64 * 1024 * 1024;
+    int64_t max_sql_bytes = 1024 * 1024;  // a task's SQL text; submit refuses a longer one
     int max_attempts = 3;
     int64_t memory_limit_mb = 256;
 };

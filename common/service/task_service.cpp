@@ -69,8 +69,14 @@ TaskService::TaskService(const Config& cfg, std::unique_ptr<TaskStore> store) : 
 
 TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls, const std::string& user) {
     if (sqls.empty()) throw Error("submit: no SQL given", kExitUsage);
-    for (const auto& sql : sqls)
-        if (blank(sql)) throw Error("submit: empty SQL", kExitUsage);
+    for (size_t i = 0; i < sqls.size(); ++i) {
+        const std::string where = sqls.size() == 1 ? "submit" : "submit: task " + std::to_string(i + 1) + " of " + std::to_string(sqls.size());
+        if (blank(sqls[i])) throw Error(where + ": empty SQL", kExitUsage);
+        if (int64_t(sqls[i].size()) > cfg_.query.max_sql_bytes)
+            throw Error(where + ": the SQL is " + std::to_string(sqls[i].size()) + " bytes, more than " +
+                            std::to_string(cfg_.query.max_sql_bytes) + " ([query] max_sql_bytes); nothing was stored",
+                        kExitTooLarge);
+    }
     Submitted out;
     out.ids = store_->insert_batch(sqls, user);
     // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper.

@@ -35,7 +35,8 @@ public:
     };
     // Stores every task (one transaction, durable), then publishes them with confirms. A task
     // stored but not confirmed stays unpublished and the supervisor's sweeper publishes it:
-    // `problem` says why. Throws Error(kExitUsage) for an empty list or a blank SQL text.
+    // `problem` says why. Throws Error(kExitUsage) for an empty list or a blank SQL text, and
+    // Error(kExitTooLarge) for a text longer than [query] max_sql_bytes; then nothing is stored.
     Submitted submit(const std::vector<std::string>& sqls, const std::string& user);
 
     // --- read ---

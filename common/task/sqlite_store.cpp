@@ -222,22 +222,33 @@ void SqliteStore::mark_published(const std::vector<int64_t>& ids) {
     txn.commit();
 }
 
-TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, int max_attempts) {
-    Claim c = try_claim(id, me, max_attempts);
+TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {
+    Claim c = try_claim(id, me, rules);
     // The caller acks the message of a task that ends here, or that it finds finished: make that
     // end durable first (outside the gate). A task found finished may carry another worker's
     // outcome that is committed but still waiting for that worker's sync.
-    if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now)
+    if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now ||
+        c.kind == ClaimKind::refused)
         persist();
     return c;
 }
 
-TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, int max_attempts) {
+TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules) {
+    // A claimed task's SQL comes back from the claim's own UPDATE (RETURNING): the text is read
+    // only once the task is ours to run, and never when it is longer than max_sql_bytes.
+    auto claimed = [&](Stmt& st, int64_t token) -> std::optional<Claim> {
+        ResetGuard g{st};
+        if (!st.step()) return std::nullopt;
+        Claim c{ClaimKind::claimed, token, Status::running, 0, st.text(0)};
+        while (st.step()) {
+        }
+        return c;
+    };
     for (int round = 0;; ++round) {
         int64_t now = deps_.clock();
         auto& sel = cached(
-            "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, sql "
-            "FROM tasks WHERE id=?");
+            "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
+            "length(CAST(sql AS BLOB)) FROM tasks WHERE id=?");
         sel.bind(1, id);
         if (!sel.step()) return {ClaimKind::unknown};
         Status status = parse_status(sel.text(0)).value_or(Status::failed);
@@ -246,22 +257,35 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, int max_att
         int64_t owner_pid = sel.i64(3), owner_start = sel.i64(4);
         int64_t lease = sel.opt_i64(5).value_or(0);
         bool cancel_pending = !sel.is_null(6);
-        std::string sql = sel.text(7);
+        int64_t sql_bytes = sel.i64(7);
         sel.reset();
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
+        const bool too_long = sql_bytes > rules.max_sql_bytes;
+        auto refuse = [&](const char* from) -> bool {
+            std::string err = "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
+                              std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run";
+            return cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
+                                      "outcomes=outcomes+1, lease_until=NULL WHERE id=? AND status=") + from +
+                          " AND attempts=?")
+                       .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts)
+                       .run() != 0;
+        };
 
         int64_t changed = 0;
         auto w = writing();
         if (status == Status::queued) {
-            changed = cached(
-                             "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
-                             "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=? "
-                             "WHERE id=? AND status='queued' AND attempts=?")
-                          .bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                          .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts)
-                          .run();
-            if (changed) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
+            if (too_long) {
+                if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
+                continue;
+            }
+            auto& st = cached(
+                "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
+                "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=? "
+                "WHERE id=? AND status='queued' AND attempts=? RETURNING sql");
+            st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
+                .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts);
+            if (auto c = claimed(st, attempts + 1)) return *c;
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
             if (!owner_gone({owner_host(owner), owner_pid, owner_start}, lease, now)) return {ClaimKind::held, 0, status, lease};
@@ -271,24 +295,25 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, int max_att
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, id).bind(3, attempts).run();
                 if (changed) return {ClaimKind::cancelled_now, 0, Status::cancelled};
-            } else if (attempts >= max_attempts) {
+            } else if (attempts >= rules.max_attempts) {
                 std::string err = "gave up after " + std::to_string(attempts) +
                                   " attempts: the worker running it died each time";
                 changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts).run();
                 if (changed) return {ClaimKind::gave_up, 0, Status::failed};
+            } else if (too_long) {
+                if (refuse("'running'")) return {ClaimKind::refused, 0, Status::failed};
             } else {
-                changed = cached(std::string(
-                                          "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
-                                          "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
-                                          "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
-                                          "ELSE ? - owner_lost_at END, owner_lost_at=NULL") + guard)
-                              .bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                              .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
-                              .bind(7, id).bind(8, attempts)
-                              .run();
-                if (changed) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
+                auto& st = cached(std::string(
+                                      "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
+                                      "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
+                                      "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
+                                      "ELSE ? - owner_lost_at END, owner_lost_at=NULL") + guard + " RETURNING sql");
+                st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
+                    .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
+                    .bind(7, id).bind(8, attempts);
+                if (auto c = claimed(st, attempts + 1)) return *c;
             }
         }
         // Someone else moved the task between our read and our write: look again.

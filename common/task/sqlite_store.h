@@ -21,7 +21,8 @@ public:
     std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) override;
     void mark_published(const std::vector<int64_t>& ids) override;
     using TaskStore::mark_published;
-    Claim claim(int64_t id, const Owner& me, int max_attempts) override;
+    Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) override;
+    using TaskStore::claim;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
     CancelResult request_cancel(int64_t id, const std::string& by) override;
@@ -54,7 +55,7 @@ private:
     // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
     // gate: moving it out measured slower at durability full (docs/performance.md).
     sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
-    Claim try_claim(int64_t id, const Owner& me, int max_attempts);
+    Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules);
     // Whether the owner recorded in a running task's row is gone (process or lease).
     bool owner_gone(const Owner& owner, int64_t lease_until, int64_t now) const;
 

@@ -6,6 +6,7 @@
 // the attempt number that fences out an older owner), so two processes can never both take
 // the same arrow. Failures come as StoreError (util/error.h), transient() or not.
 #include <cstdint>
+#include <climits>
 #include <functional>
 #include <map>
 #include <memory>
@@ -72,6 +73,7 @@ public:
         finished,      // already succeeded/failed/cancelled: ack and skip
         held,          // another live worker holds it: wait and ask again
         gave_up,       // marked failed now: past max attempts
+        refused,       // marked failed now: its SQL is longer than max_sql_bytes (never loaded)
         cancelled_now, // its cancel was pending and its owner is gone: marked cancelled now
         unknown,       // no such task
     };
@@ -82,10 +84,15 @@ public:
         int64_t lease_until = 0;
         std::string sql{};  // claimed: the query to run
     };
+    struct ClaimRules {
+        int max_attempts = 3;                  // claims before a task whose workers die is failed
+        int64_t max_sql_bytes = INT64_MAX;     // a longer SQL text is failed, never loaded
+    };
     // Takes a queued task, or a running one whose owner is gone or whose lease has expired. A
-    // claim that ends the task (finished, gave_up, cancelled_now) is durable when it returns:
-    // the caller acks on it.
-    virtual Claim claim(int64_t id, const Owner& me, int max_attempts) = 0;
+    // claim that ends the task (finished, gave_up, cancelled_now, refused) is durable when it
+    // returns: the caller acks on it.
+    virtual Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) = 0;
+    Claim claim(int64_t id, const Owner& me, int max_attempts) { return claim(id, me, ClaimRules{max_attempts}); }
 
     // While running: tells whether a cancel was requested and whether this attempt still owns
     // the task (false: fenced out, stop and record nothing); with Renew::yes, also renews the

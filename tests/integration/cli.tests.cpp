@@ -146,3 +146,25 @@ TEST_CASE("a queue that exists with other arguments is a clear error naming both
     CHECK(r.err.find("'quorum'") != std::string::npos);
     CHECK(r.err.find("'classic'") != std::string::npos);
 }
+
+TEST_CASE("a query longer than max_sql_bytes is refused by submit with exit 6, and nothing is stored",
+          "[cli][size]") {
+    Setup s;
+    s.sections["query"] = "max_sql_bytes = 100\n";
+    Env env(s);
+    const std::string big = "SELECT '" + std::string(200, 'x') + "'";
+    auto r = run({bin("sqlq"), "-c", env.config(), "submit", big});
+    INFO(r.err);
+    CHECK(r.code == 6);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find("209 bytes, more than 100 ([query] max_sql_bytes); nothing was stored") != std::string::npos);
+    std::string batch = env.dir() + "/batch.sql";
+    std::ofstream(batch) << "SELECT 1\n" << big << "\n";
+    auto b = run({bin("sqlq"), "-c", env.config(), "submit", "--batch", batch});
+    CHECK(b.code == 6);
+    CHECK(b.err.find("task 2 of 2") != std::string::npos);
+    auto l = run({bin("sqlq"), "-c", env.config(), "--json", "list"});
+    CHECK(l.code == 0);
+    CHECK(nlohmann::json::parse(l.out).empty());
+    CHECK(run({bin("sqlq"), "-c", env.config(), "submit", "SELECT 1"}).code == 0);
+}

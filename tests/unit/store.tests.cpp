@@ -403,3 +403,36 @@ TEST_CASE("an owner on this host is alive while its process is", "[store][livene
     CHECK(StoreDeps::local_process(reused) == Liveness::dead);
     CHECK(StoreDeps::local_process(Owner{"elsewhere", 1, 1}) == Liveness::unknown);
 }
+
+TEST_CASE("a task whose SQL is longer than max_sql_bytes is failed at its claim, never loaded", "[store][claim][size]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    const std::string big = "SELECT '" + std::string(5000, 'x') + "'";
+    TaskStore::ClaimRules rules{3, 1000};
+    SECTION("queued") {
+        int64_t id = store->insert(big, "alice");
+        auto c = store->claim(id, w.alive(900), rules);
+        CHECK(c.kind == Kind::refused);
+        CHECK(c.sql.empty());
+        auto t = store->get(id);
+        CHECK(t->status == Status::failed);
+        CHECK(t->executions == 0);
+        CHECK(t->outcomes == 1);
+        CHECK_THAT(*t->error, Catch::Contains(std::to_string(big.size()) + " bytes") &&
+                                  Catch::Contains("max_sql_bytes"));
+        CHECK(store->claim(id, w.alive(901), rules).kind == Kind::finished);
+    }
+    SECTION("running, its owner gone (the limit was lowered meanwhile)") {
+        int64_t id = store->insert(big, "alice");
+        REQUIRE(store->claim(id, w.dead(902), 3).kind == Kind::claimed);
+        CHECK(store->claim(id, w.alive(903), rules).kind == Kind::refused);
+        CHECK(store->get(id)->status == Status::failed);
+        CHECK(store->get(id)->executions == 1);
+    }
+    SECTION("a text within the limit is claimed with its SQL") {
+        int64_t id = store->insert("SELECT 1", "alice");
+        auto c = store->claim(id, w.alive(904), rules);
+        CHECK(c.kind == Kind::claimed);
+        CHECK(c.sql == "SELECT 1");
+    }
+}
