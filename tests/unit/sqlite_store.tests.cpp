@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,3 +233,28 @@ TEST_CASE("a task read through the store leaves no statement holding a read tran
     CHECK_FALSE(busy);
 }
 
+
+TEST_CASE("a new store, its log, shared memory and gate are private to their owner, whatever the umask",
+          "[store][files]") {
+    TempStore t;
+    mode_t old = ::umask(0);
+    StoreConfig c = t.cfg;
+    c.path = t.dir + "/new/deeper/tasks.db";
+    c.durability = "full";
+    {
+        SqliteStore s(c, {});
+        s.insert("SELECT 1", "test");  // the WAL and the shared memory exist once written
+        auto mode = [](const std::string& p) {
+            struct stat st {};
+            REQUIRE(::stat(p.c_str(), &st) == 0);
+            return st.st_mode & 07777;
+        };
+        CHECK(mode(c.path) == 0600);
+        CHECK(mode(c.path + "-wal") == 0600);
+        CHECK(mode(c.path + "-shm") == 0600);
+        CHECK(mode(c.path + "-gate") == 0600);
+        CHECK(mode(t.dir + "/new") == 0700);
+        CHECK(mode(t.dir + "/new/deeper") == 0700);
+    }
+    ::umask(old);
+}
