@@ -113,7 +113,8 @@ void Sweeper::sweep() {
         }
         if (started >= next_expire_ms_) {
             next_expire_ms_ = started + std::max<int64_t>(60000, cfg.supervisor.sweep_interval_ms);
-            int64_t n = store_->expire_results(cfg.store.result_ttl_s);
+            int64_t n = store_->expire_results(
+                {cfg.store.result_ttl_s, cfg.store.max_result_bytes_per_user, cfg.store.max_result_bytes});
             if (n > 0) log(spdlog::level::info, "sweep: expired " + std::to_string(n) + " results");
         }
         if (!last_error_.empty()) log(spdlog::level::info, "sweep: working again");

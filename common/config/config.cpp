@@ -99,6 +99,9 @@ const std::vector<Key>& keys() {
         integer("store", "lease_ms", 300, 3600000, [](Config& c, int64_t v) { c.store.lease_ms = int(v); }),
         integer("store", "result_ttl_s", 1, 3650LL * 24 * 3600,
                 [](Config& c, int64_t v) { c.store.result_ttl_s = v; }),
+        integer("store", "max_result_bytes_per_user", 0, 1LL << 50,
+                [](Config& c, int64_t v) { c.store.max_result_bytes_per_user = v; }),
+        integer("store", "max_result_bytes", 0, 1LL << 50, [](Config& c, int64_t v) { c.store.max_result_bytes = v; }),
 
         path("query", "database", [](Config& c, const std::string& v) { c.query.database = v; }),
         integer("query", "timeout_ms", 1, kDay, [](Config& c, int64_t v) { c.query.timeout_ms = v; }),

@@ -27,6 +27,8 @@ struct StoreConfig {
     int busy_timeout_ms = 10000;
     int lease_ms = 3000;
     int64_t result_ttl_s = 7 * 24 * 3600;
+    int64_t max_result_bytes_per_user = 0;  // 0: no cap; else a user's oldest results go first
+    int64_t max_result_bytes = 0;           // 0: no cap; else the oldest results go first
 };
 
 struct QueryConfig {

@@ -55,7 +55,9 @@ json task_json(const Task& t) {
               {"result_ref", opt(t.result_ref)},
               {"cancel_requested_at", opt(t.cancel_requested_at)},
               {"cancelled_by", opt(t.cancelled_by)},
-              {"outcomes", t.outcomes}};
+              {"outcomes", t.outcomes},
+              {"sql_bytes", t.sql_bytes},
+              {"sql_truncated", t.sql_truncated}};
     if (t.status == Status::cancelled && t.cancel_requested_at && t.finished_at)
         j["stop_ms"] = *t.finished_at - *t.cancel_requested_at;
     else

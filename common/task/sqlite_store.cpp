@@ -55,10 +55,18 @@ CREATE TABLE results (
 );
 )SQL";
 
-constexpr const char* kTaskColumns =
-    "id, sql, submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
-    "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
-    "cancelled_by, outcomes, recovery_ms";
+// The columns task_from_row reads. A task's SQL is read in part, at most `sql_chars` characters
+// of it (tasks stored before max_sql_bytes existed may hold far more), with its whole length in
+// bytes beside it.
+std::string task_columns(int64_t sql_chars) {
+    return "id, substr(sql, 1, " + std::to_string(sql_chars) +
+           "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
+           "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
+           "cancelled_by, outcomes, recovery_ms, length(CAST(sql AS BLOB))";
+}
+const std::string kTaskColumns = task_columns(1 << 20);  // get()
+const std::string kListColumns = task_columns(1000);     // list(): a preview per task
+
 
 // Resets a statement when the scope ends, whatever happened (a SELECT read only partly).
 struct ResetGuard {
@@ -95,6 +103,8 @@ Task task_from_row(const Stmt& s) {
     t.cancelled_by = s.opt_text(19);
     t.outcomes = s.i64(20);
     t.recovery_ms = s.opt_i64(21);
+    t.sql_bytes = s.i64(22);
+    t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
     return t;
 }
 
@@ -145,10 +155,17 @@ SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
     const int64_t give_up = mono_ms() + cfg_.busy_timeout_ms;
     for (int64_t pause = 1;; pause = std::min<int64_t>(pause * 2, 100)) {
         try {
+            // A new store gives the pages of expired results back (expire_results runs the
+            // incremental vacuum). It takes only on a file with no table yet, and before the
+            // switch to WAL; on an existing store it changes nothing.
+            db_.exec("PRAGMA auto_vacuum=INCREMENTAL");
             db_.exec("PRAGMA journal_mode=WAL");
             db_.exec("PRAGMA foreign_keys=ON");
             // "full" commits at NORMAL too, then fsyncs the WAL after the commit (persist()).
             db_.exec(cfg_.durability == "off" ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=NORMAL");
+            // After a checkpoint resets the log, cut the file back to this size: a burst of
+            // large results must not leave a WAL of gigabytes behind.
+            db_.exec("PRAGMA journal_size_limit=67108864");
             migrate();
             return;
         } catch (const sqlite::SqliteError& e) {
@@ -425,7 +442,7 @@ TaskStore::CancelResult SqliteStore::request_cancel(int64_t id, const std::strin
 }
 
 std::optional<Task> SqliteStore::get(int64_t id) {
-    auto& s = cached(std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE id=?");
+    auto& s = cached("SELECT " + kTaskColumns + " FROM tasks WHERE id=?");
     ResetGuard g{s};
     s.bind(1, id);
     if (!s.step()) return std::nullopt;
@@ -433,7 +450,7 @@ std::optional<Task> SqliteStore::get(int64_t id) {
 }
 
 std::vector<Task> SqliteStore::list(std::optional<Status> status, int64_t limit) {
-    auto s = db_.prepare(std::string("SELECT ") + kTaskColumns +
+    auto s = db_.prepare("SELECT " + kListColumns +
                          " FROM tasks WHERE (?1 IS NULL OR status=?1) ORDER BY id DESC LIMIT ?2");
     if (status) s.bind(1, to_string(*status));
     s.bind(2, limit);
@@ -479,15 +496,44 @@ void SqliteStore::owner_lost(int64_t id, const Owner& owner) {
         .run();
 }
 
-int64_t SqliteStore::expire_results(int64_t ttl_s) {
-    int64_t cutoff = deps_.clock() - ttl_s * 1000;
-    auto w = writing();
-    Txn txn(db_);
-    int64_t n = db_.prepare("DELETE FROM results WHERE created_at < ?").bind(1, cutoff).run();
-    db_.prepare("UPDATE tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND finished_at < ?")
-        .bind(1, cutoff)
-        .run();
-    txn.commit();
+int64_t SqliteStore::expire_results(const Retention& r) {
+    int64_t cutoff = deps_.clock() - r.ttl_s * 1000;
+    // Over a cap: the newest results are kept while their running sum (newest first) fits.
+    auto over = [&](const char* partition, int64_t cap) {
+        std::vector<int64_t> ids;
+        if (cap <= 0) return ids;
+        auto s = db_.prepare(std::string("SELECT id FROM (SELECT id, sum(result_bytes) OVER (") + partition +
+                             " ORDER BY finished_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS upto "
+                             "FROM tasks WHERE result_ref IS NOT NULL) WHERE upto > ?");
+        s.bind(1, cap);
+        while (s.step()) ids.push_back(s.i64(0));
+        return ids;
+    };
+    int64_t n = 0;
+    {
+        auto w = writing();
+        Txn txn(db_);
+        n = db_.prepare("DELETE FROM results WHERE created_at < ?").bind(1, cutoff).run();
+        db_.prepare("UPDATE tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND finished_at < ?")
+            .bind(1, cutoff)
+            .run();
+        auto del = db_.prepare("DELETE FROM results WHERE task_id=?");
+        auto unref = db_.prepare("UPDATE tasks SET result_ref=NULL WHERE id=?");
+        for (const char* partition : {"PARTITION BY submitter", ""}) {
+            int64_t cap = *partition ? r.max_bytes_per_user : r.max_bytes;
+            for (int64_t id : over(partition, cap)) {
+                n += del.bind(1, id).run();
+                unref.bind(1, id).run();
+            }
+        }
+        txn.commit();
+    }
+    if (n > 0) {
+        // Give the freed pages back to the file system (a store made before auto_vacuum was
+        // set has none to give: its pages are reused instead).
+        auto w = writing();
+        db_.exec("PRAGMA incremental_vacuum");
+    }
     return n;
 }
 

@@ -32,7 +32,8 @@ public:
     std::map<std::string, int64_t> counts() override;
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) override;
     void owner_lost(int64_t id, const Owner& owner) override;
-    int64_t expire_results(int64_t ttl_s) override;
+    int64_t expire_results(const Retention& r) override;
+    using TaskStore::expire_results;
     AuditFigures audit() override;
     std::string where() const override { return db_.path(); }
     // Writes go without the writer gate: a slower store, not a broken one.

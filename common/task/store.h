@@ -117,7 +117,9 @@ public:
     virtual CancelResult request_cancel(int64_t id, const std::string& by) = 0;
 
     virtual std::optional<Task> get(int64_t id) = 0;
-    // Newest first; every task when `status` is empty.
+    // get(): a task with at most 1 MiB characters of its SQL; list(): newest first, every task
+    // when `status` is empty, each with a preview of its SQL (1,000 characters). sql_bytes is the
+    // whole text's length and sql_truncated says it was cut.
     virtual std::vector<Task> list(std::optional<Status> status, int64_t limit) = 0;
     virtual std::optional<ResultData> result(int64_t id) = 0;
     // Tasks by status, every status present (0 when none).
@@ -131,8 +133,16 @@ public:
     virtual std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) = 0;
     // Records when the worker holding a task died (for the death → rerun measure).
     virtual void owner_lost(int64_t id, const Owner& owner) = 0;
-    // Removes results older than the retention; returns how many.
-    virtual int64_t expire_results(int64_t ttl_s) = 0;
+    // Removes results older than `ttl_s`, and the oldest of a user's results beyond
+    // `max_bytes_per_user`, and the oldest of all beyond `max_bytes` (0: no cap), giving their
+    // space back; returns how many.
+    struct Retention {
+        int64_t ttl_s = 0;
+        int64_t max_bytes_per_user = 0;
+        int64_t max_bytes = 0;
+    };
+    virtual int64_t expire_results(const Retention& r) = 0;
+    int64_t expire_results(int64_t ttl_s) { return expire_results(Retention{ttl_s}); }
 
     // --- audit ---
     struct AuditFigures {

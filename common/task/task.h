@@ -37,6 +37,8 @@ struct Task {
     std::optional<std::string> cancelled_by;
     int64_t outcomes = 0;
     std::optional<int64_t> recovery_ms;
+    int64_t sql_bytes = 0;       // the whole SQL text's length
+    bool sql_truncated = false;  // `sql` holds only its beginning (list previews, huge texts)
 };
 
 }  // namespace sqlq

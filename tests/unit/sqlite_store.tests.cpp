@@ -258,3 +258,23 @@ TEST_CASE("a new store, its log, shared memory and gate are private to their own
     }
     ::umask(old);
 }
+
+TEST_CASE("expired results give their pages back to the file system", "[store][files][retention]") {
+    TempStore t;
+    auto s = t.open();
+    auto pages = [&](const char* pragma) {
+        auto st = s.db().prepare(pragma);
+        st.step();
+        return st.i64(0);
+    };
+    CHECK(pages("PRAGMA auto_vacuum") == 2);  // incremental
+    Outcome big = ok_outcome();
+    big.result = ResultData{"[\"x\"]", "[[\"" + std::string(4 << 20, 'z') + "\"]]"};
+    int64_t id = s.insert("SELECT 1", "test");
+    auto c = s.claim(id, Owner::self(), 3);
+    REQUIRE(s.finish(id, c.token, big));
+    const int64_t full = pages("PRAGMA page_count");
+    CHECK(s.expire_results({0, 0, 1}) == 1);  // over a 1-byte cap
+    CHECK(pages("PRAGMA freelist_count") == 0);
+    CHECK(pages("PRAGMA page_count") < full / 4);
+}

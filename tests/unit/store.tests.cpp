@@ -436,3 +436,52 @@ TEST_CASE("a task whose SQL is longer than max_sql_bytes is failed at its claim,
         CHECK(c.sql == "SELECT 1");
     }
 }
+
+TEST_CASE("results beyond a user's cap or the global cap go, oldest first", "[store][retention][caps]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    auto finish_one = [&](const std::string& user, int64_t bytes) {
+        int64_t id = store->insert("SELECT 1", user);
+        auto c = store->claim(id, w.alive(1000 + id), 3);
+        Outcome o = ok_outcome();
+        o.result_bytes = bytes;
+        REQUIRE(store->finish(id, c.token, o));
+        w.now += 10;
+        return id;
+    };
+    int64_t a1 = finish_one("ann", 400), a2 = finish_one("ann", 400), a3 = finish_one("ann", 400);
+    int64_t b1 = finish_one("bob", 300);
+    SECTION("per user") {
+        CHECK(store->expire_results({3600, 1000, 0}) == 1);  // ann: 1,200 bytes, her oldest goes
+        CHECK_FALSE(store->result(a1));
+        CHECK_FALSE(store->get(a1)->result_ref);
+        CHECK(store->result(a2));
+        CHECK(store->result(a3));
+        CHECK(store->result(b1));
+        CHECK(store->expire_results({3600, 1000, 0}) == 0);
+    }
+    SECTION("in all") {
+        CHECK(store->expire_results({3600, 0, 800}) == 2);  // newest first: bob 300 + ann 400 fit
+        CHECK(store->result(b1));
+        CHECK(store->result(a3));
+        CHECK_FALSE(store->result(a2));
+        CHECK_FALSE(store->result(a1));
+    }
+    SECTION("no caps") { CHECK(store->expire_results({3600, 0, 0}) == 0); }
+}
+
+TEST_CASE("a listed task carries a preview of its SQL and the whole text's length", "[store][list]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    const std::string sql = "SELECT '" + std::string(3000, 'y') + "'";
+    int64_t id = store->insert(sql, "alice");
+    auto listed = store->list(std::nullopt, 10);
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].sql == sql.substr(0, 1000));
+    CHECK(listed[0].sql_bytes == int64_t(sql.size()));
+    CHECK(listed[0].sql_truncated);
+    auto t = store->get(id);
+    CHECK(t->sql == sql);
+    CHECK_FALSE(t->sql_truncated);
+    CHECK(t->sql_bytes == int64_t(sql.size()));
+}
