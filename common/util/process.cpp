@@ -55,7 +55,6 @@ Memory process_memory(pid_t pid) {
     std::string unit;
     while (in >> key >> value >> unit) {
         if (key == "Rss:") m.rss_kib = value;
-        else if (key == "Pss:") m.pss_kib = value;
     }
     return m;
 }
