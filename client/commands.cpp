@@ -300,7 +300,7 @@ int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, 
     // Running: its worker sees the request within tens of ms. Tell the supervisor too, so that
     // it kills a worker that does not stop within cancel_grace_ms.
     try {
-        control_request(cfg.supervisor.run_dir, {{"cmd", "cancel"}, {"task", id}}, 2000);
+        control_request(cfg.supervisor.run_dir, control::Request::cancel(id), 2000);
     } catch (const Error&) {
         // No supervisor, or a busy one: the worker stops the query on its own all the same.
     }

@@ -1,78 +1,10 @@
-#include "supervisor/control.h"
+#include "supervisor/status.h"
 
-#include <limits>
+#include <algorithm>
 
 namespace sqlq::supervisor {
 
 using nlohmann::json;
-
-std::variant<Request, BadRequest> parse_request(std::string_view line) {
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-    if (line.size() > kMaxRequestBytes) return BadRequest{"request longer than " + std::to_string(kMaxRequestBytes) + " bytes"};
-    json j = json::parse(line, /*cb=*/nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) return BadRequest{"not a JSON object"};
-    if (!j.is_object()) return BadRequest{"not a JSON object"};
-    auto cmd = j.find("cmd");
-    if (cmd == j.end() || !cmd->is_string()) return BadRequest{"missing \"cmd\""};
-    const std::string name = cmd->get<std::string>();
-
-    // Only the fields a command takes; anything else is a mistake worth telling.
-    auto only = [&](std::initializer_list<const char*> allowed) -> std::optional<BadRequest> {
-        for (auto it = j.begin(); it != j.end(); ++it) {
-            bool ok = it.key() == "cmd";
-            for (const char* a : allowed) ok = ok || it.key() == a;
-            if (!ok) return BadRequest{"unexpected field \"" + it.key() + "\" for \"" + name + "\""};
-        }
-        return std::nullopt;
-    };
-
-    Request r;
-    if (name == "status" || name == "stop" || name == "reload") {
-        if (auto bad = only({})) return *bad;
-        r.cmd = name == "status" ? Command::status : name == "stop" ? Command::stop : Command::reload;
-        return r;
-    }
-    if (name == "restart") {
-        if (auto bad = only({"slot"})) return *bad;
-        r.cmd = Command::restart;
-        if (auto s = j.find("slot"); s != j.end() && !s->is_null()) {
-            if (!s->is_number_integer()) return BadRequest{"\"slot\" must be an integer"};
-            int64_t v = s->get<int64_t>();
-            if (v < 1 || v > std::numeric_limits<int>::max()) return BadRequest{"\"slot\" must be 1 or more"};
-            r.slot = static_cast<int>(v);
-        }
-        return r;
-    }
-    if (name == "cancel") {
-        if (auto bad = only({"task"})) return *bad;
-        r.cmd = Command::cancel;
-        auto t = j.find("task");
-        if (t == j.end()) return BadRequest{"\"cancel\" needs \"task\""};
-        if (!t->is_number_integer()) return BadRequest{"\"task\" must be an integer"};
-        r.task = t->get<int64_t>();
-        if (r.task < 1) return BadRequest{"\"task\" must be 1 or more"};
-        return r;
-    }
-    return BadRequest{"unknown command \"" + name + "\""};
-}
-
-std::string format_request(const Request& r) {
-    json j;
-    switch (r.cmd) {
-    case Command::status: j["cmd"] = "status"; break;
-    case Command::stop: j["cmd"] = "stop"; break;
-    case Command::reload: j["cmd"] = "reload"; break;
-    case Command::restart:
-        j["cmd"] = "restart";
-        if (r.slot) j["slot"] = *r.slot;
-        break;
-    case Command::cancel:
-        j["cmd"] = "cancel";
-        j["task"] = r.task;
-        break;
-    }
-    return j.dump() + "\n";
-}
 
 json status_json(const Identity& id, const Fleet& fleet, int64_t now) {
     json workers = json::array();
@@ -97,9 +29,8 @@ json status_json(const Identity& id, const Fleet& fleet, int64_t now) {
         workers.push_back(std::move(w));
     }
     json j;
-    j["ok"] = true;
     j["pid"] = id.pid;
-    j["phase"] = id.phase;
+    j["phase"] = to_string(id.phase);
     j["uptime_ms"] = id.uptime_ms;
     j["config"] = id.config;
     j["run_dir"] = id.run_dir;
@@ -109,13 +40,6 @@ json status_json(const Identity& id, const Fleet& fleet, int64_t now) {
     j["ready"] = fleet.ready();
     j["workers"] = std::move(workers);
     return j;
-}
-
-std::string error_reply(const std::string& why) {
-    json j;
-    j["ok"] = false;
-    j["error"] = why;
-    return j.dump() + "\n";
 }
 
 }  // namespace sqlq::supervisor

@@ -6,8 +6,8 @@
 #include <sys/wait.h>
 #include <vector>
 
-#include "supervisor/control.h"
 #include "supervisor/fleet.h"
+#include "supervisor/status.h"
 #include "util/error.h"
 
 using namespace sqlq;
@@ -478,7 +478,7 @@ TEST_CASE("status shows every wanted slot with its state, task and history", "[s
     r.clock.now += 1500;
     Identity id;
     id.pid = 99;
-    id.phase = "running";
+    id.phase = Phase::running;
     auto j = status_json(id, r.fleet, r.clock.now);
     CHECK(j["pid"] == 99);
     CHECK(j["target"] == 2);
