@@ -132,7 +132,8 @@ std::string dash_or(const json& v, const std::function<std::string(const json&)>
 
 // --- start ---
 
-int cmd_start(const std::string& config_opt, bool foreground) {
+int cmd_start(const std::string& config_opt, Attach attach) {
+    const bool foreground = attach == Attach::foreground;
     Config cfg = load(config_opt);
     std::error_code ec;
     fs::create_directories(cfg.supervisor.run_dir, ec);
@@ -195,7 +196,8 @@ int cmd_start(const std::string& config_opt, bool foreground) {
 
 // --- status ---
 
-int cmd_status(const std::string& config_opt, bool as_json) {
+int cmd_status(const std::string& config_opt, StatusFormat format) {
+    const bool as_json = format == StatusFormat::json;
     Config cfg = load(config_opt);
     auto reply = request(cfg, control::Request::status());
     if (!reply) {
