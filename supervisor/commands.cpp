@@ -110,8 +110,8 @@ std::string read_all(int fd) {
     return s;
 }
 
-std::optional<json> request(const Config& cfg, const json& req, int timeout_ms = 10000) {
-    return control_request(cfg.supervisor.run_dir, req, timeout_ms);
+std::optional<control::Reply> request(const Config& cfg, const control::Request& req) {
+    return control_request(cfg.supervisor.run_dir, req);
 }
 
 int not_running(const Config& cfg) {
@@ -119,8 +119,8 @@ int not_running(const Config& cfg) {
     return kExitNotRunning;
 }
 
-json must_ok(const json& reply) {
-    if (!reply.value("ok", false)) throw Error("the supervisor refused: " + reply.value("error", std::string("?")));
+const control::Reply& must_ok(const control::Reply& reply) {
+    if (!reply.ok) throw Error("the supervisor refused: " + reply.error);
     return reply;
 }
 
@@ -132,7 +132,8 @@ std::string dash_or(const json& v, const std::function<std::string(const json&)>
 
 // --- start ---
 
-int cmd_start(const std::string& config_opt, bool foreground) {
+int cmd_start(const std::string& config_opt, Attach attach) {
+    const bool foreground = attach == Attach::foreground;
     Config cfg = load(config_opt);
     std::error_code ec;
     fs::create_directories(cfg.supervisor.run_dir, ec);
@@ -195,9 +196,10 @@ int cmd_start(const std::string& config_opt, bool foreground) {
 
 // --- status ---
 
-int cmd_status(const std::string& config_opt, bool as_json) {
+int cmd_status(const std::string& config_opt, StatusFormat format) {
+    const bool as_json = format == StatusFormat::json;
     Config cfg = load(config_opt);
-    auto reply = request(cfg, {{"cmd", "status"}});
+    auto reply = request(cfg, control::Request::status());
     if (!reply) {
         if (as_json)
             std::cout << json{{"running", false}, {"run_dir", cfg.supervisor.run_dir}, {"alive", 0}}.dump() << "\n";
@@ -205,8 +207,7 @@ int cmd_status(const std::string& config_opt, bool as_json) {
             not_running(cfg);
         return kExitNotRunning;
     }
-    json st = must_ok(*reply);
-    st.erase("ok");
+    json st = must_ok(*reply).status();
     st["running"] = true;
     // The queue and the tasks are read here, by the client: the supervisor's loop never
     // waits on the broker or the database for a status.
@@ -272,7 +273,7 @@ int cmd_status(const std::string& config_opt, bool as_json) {
 
 int cmd_stop(const std::string& config_opt) {
     Config cfg = load(config_opt);
-    auto reply = request(cfg, {{"cmd", "stop"}});
+    auto reply = request(cfg, control::Request::stop());
     if (!reply) {
         // Stopping what is not running succeeds (LSB), but says so.
         std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
@@ -293,21 +294,18 @@ int cmd_stop(const std::string& config_opt) {
 
 int cmd_reload(const std::string& config_opt) {
     Config cfg = load(config_opt);
-    auto reply = request(cfg, {{"cmd", "reload"}});
+    auto reply = request(cfg, control::Request::reload());
     if (!reply) return not_running(cfg);
-    if (!reply->value("ok", false)) throw Error("reload refused: " + reply->value("error", std::string("?")), kExitUsage);
-    std::cout << "sqlq-supervisor: reloaded, " << (*reply)["target"] << " workers wanted\n";
+    if (!reply->ok) throw Error("reload refused: " + reply->error, kExitUsage);
+    std::cout << "sqlq-supervisor: reloaded, " << reply->target() << " workers wanted\n";
     return kExitOk;
 }
 
 int cmd_restart(const std::string& config_opt, std::optional<int> slot) {
     Config cfg = load(config_opt);
-    json req = {{"cmd", "restart"}};
-    if (slot) req["slot"] = *slot;
-    auto reply = request(cfg, req);
+    auto reply = request(cfg, control::Request::restart(slot));
     if (!reply) return not_running(cfg);
-    if (!reply->value("ok", false))
-        throw Error("restart refused: " + reply->value("error", std::string("?")), kExitUsage);
+    if (!reply->ok) throw Error("restart refused: " + reply->error, kExitUsage);
     std::cout << "sqlq-supervisor: restarting " << (slot ? "slot " + std::to_string(*slot) : "every slot, one at a time")
               << "\n";
     return kExitOk;

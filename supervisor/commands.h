@@ -6,11 +6,17 @@
 
 namespace sqlq::supervisor {
 
+// Where `start` runs the supervisor: in this process, logging to stderr (systemd, containers), or
+// in a detached child, `start` returning once every worker is ready.
+enum class Attach { background, foreground };
+// How `status` prints: the table, or one JSON object.
+enum class StatusFormat { table, json };
+
 // start: refuses a second supervisor on the run dir (kExitConflict), checks the broker and the
 // store, then runs in the foreground or returns once every worker is ready.
-int cmd_start(const std::string& config_opt, bool foreground);
+int cmd_start(const std::string& config_opt, Attach attach);
 // status: exit 0 when running, kExitNotRunning (3) when not.
-int cmd_status(const std::string& config_opt, bool json);
+int cmd_status(const std::string& config_opt, StatusFormat format);
 // stop: returns once the supervisor has exited (its lock is free).
 int cmd_stop(const std::string& config_opt);
 int cmd_reload(const std::string& config_opt);

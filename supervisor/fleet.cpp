@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "util/backoff.h"
 #include "util/error.h"
 
 namespace sqlq::supervisor {
@@ -464,11 +465,12 @@ bool Fleet::done() const {
 }
 
 int64_t Fleet::backoff_ms(int failed_starts) const {
-    // initial, doubling with each failed start beyond the threshold, capped.
-    int doublings = std::max(0, failed_starts - policy_.failed_starts_before_backoff);
-    int64_t wait = policy_.backoff_initial_ms;
-    for (int i = 0; i < doublings && wait < policy_.backoff_max_ms; ++i) wait *= 2;
-    return std::min(wait, policy_.backoff_max_ms);
+    // initial at the threshold, doubling with each failed start beyond it, capped. The count,
+    // not a Backoff, is the slot's state: status shows it, and a reload may change the policy.
+    Backoff b(std::min(policy_.backoff_initial_ms, policy_.backoff_max_ms), policy_.backoff_max_ms);
+    for (int n = policy_.failed_starts_before_backoff; n < failed_starts && b.current() < policy_.backoff_max_ms; ++n)
+        b.next();
+    return b.current();
 }
 
 }  // namespace sqlq::supervisor

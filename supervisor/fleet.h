@@ -156,7 +156,6 @@ public:
     int alive() const;   // worker processes that exist (any state but exited and backoff)
     int ready() const;   // wanted slots that are ready or busy
     bool all_ready() const { return ready() == target_; }
-    bool stopping_all() const { return stopping_all_; }
     bool done() const;   // stop() was called and every process has been reaped
     const Policy& policy() const { return policy_; }
 

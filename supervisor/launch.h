@@ -7,6 +7,8 @@
 //   - PR_SET_PDEATHSIG=SIGKILL before exec, and getppid() checked after setting it, so a worker
 //     never outlives a supervisor that was SIGKILLed between fork and prctl;
 //   - every other fd closed; exit 127 when the binary is missing, 126 when it cannot be run.
+// Written by hand rather than with Boost.Process, whose child handle reaps on its own (the
+// supervisor's reap() must stay the only waitpid): docs/architecture.md has the facts.
 #include <csignal>
 #include <string>
 #include <sys/types.h>

@@ -45,8 +45,10 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (*start) return supervisor::cmd_start(config_opt, foreground);
-        if (*status) return supervisor::cmd_status(config_opt, json);
+        if (*start) return supervisor::cmd_start(
+            config_opt, foreground ? supervisor::Attach::foreground : supervisor::Attach::background);
+        if (*status) return supervisor::cmd_status(
+            config_opt, json ? supervisor::StatusFormat::json : supervisor::StatusFormat::table);
         if (*stop) return supervisor::cmd_stop(config_opt);
         if (*reload) return supervisor::cmd_reload(config_opt);
         if (*restart) return supervisor::cmd_restart(config_opt, slot);

@@ -8,9 +8,6 @@
 #include <unistd.h>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -20,12 +17,11 @@
 #include "util/error.h"
 #include "util/process.h"
 #include "supervisor/launch.h"
+#include "supervisor/status.h"
 
 namespace sqlq::supervisor {
 
 namespace asio = boost::asio;
-using local = asio::local::stream_protocol;
-
 Policy policy_from(const SupervisorConfig& c) {
     Policy p;
     p.stop_timeout_ms = c.stop_timeout_ms;
@@ -61,7 +57,12 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
       signals_(io_),
       timer_(io_),
       start_timer_(io_),
-      acceptor_(io_),
+      control_(io_, control_socket_path(cfg.supervisor.run_dir),
+               [this](const control::Request& r) {
+                   std::string reply = handle(r);
+                   after_event();
+                   return reply;
+               }),
       fleet_(policy_from(cfg.supervisor), *this, *this),
       sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }) {
     pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
@@ -96,19 +97,19 @@ int Supervisor::run() {
     // on the ready pipe, a closed stderr) fails with EPIPE instead of killing the fleet.
     signals_.add(SIGPIPE);
     wait_signals();
-    listen();
+    control_.listen();
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_url(cfg_.broker.url), cfg_.supervisor.run_dir);
     fleet_.set_target(cfg_.supervisor.workers);
     start_timer_.expires_after(std::chrono::milliseconds(cfg_.supervisor.start_timeout_ms));
     start_timer_.async_wait([this](boost::system::error_code ec) {
-        if (ec || phase_ != "starting") return;
+        if (ec || phase_ != Phase::starting) return;
         std::string waiting;
         for (const auto& s : fleet_.slots())
             if (s.wanted && s.state != SlotState::ready && s.state != SlotState::busy)
                 waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
-        startup_done(false, "not every worker was ready within start_timeout_ms " +
+        startup_done(StartOutcome::failed, "not every worker was ready within start_timeout_ms " +
                                 std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")");
     });
     after_event();
@@ -145,7 +146,7 @@ void Supervisor::wait_signals() {
         case SIGCHLD: reap(); break;
         case SIGTERM:
         case SIGINT:
-            if (phase_ == "stopping") {
+            if (phase_ == Phase::stopping) {
                 spdlog::warn("{} again: killing every worker now", sigabbrev_np(sig));
                 fleet_.kill_all();
             } else {
@@ -247,15 +248,15 @@ void Supervisor::read_output(std::shared_ptr<Child> c) {
 // --- after every event ---
 
 void Supervisor::after_event() {
-    if (phase_ == "starting") {
+    if (phase_ == Phase::starting) {
         if (fleet_.all_ready()) {
-            startup_done(true, "");
+            startup_done(StartOutcome::ready, "");
         } else if (!opts_.foreground) {
             // In the background a slot in backoff fails the start: the operator is waiting for
             // an answer, and the reason is known now. In the foreground it keeps retrying.
             for (const auto& s : fleet_.slots()) {
                 if (s.wanted && s.state == SlotState::backoff) {
-                    startup_done(false, "slot " + std::to_string(s.number) + ": the worker failed to start " +
+                    startup_done(StartOutcome::failed, "slot " + std::to_string(s.number) + ": the worker failed to start " +
                                             std::to_string(s.failed_starts) + " times in a row (last " + s.last_exit +
                                             (s.last_words.empty() ? "" : ": " + s.last_words) + ")");
                     break;
@@ -284,12 +285,13 @@ void Supervisor::arm_timer() {
     });
 }
 
-void Supervisor::startup_done(bool ok, const std::string& why) {
-    if (phase_ != "starting") return;
+void Supervisor::startup_done(StartOutcome outcome, const std::string& why) {
+    if (phase_ != Phase::starting) return;
     start_timer_.cancel();
+    const bool ok = outcome == StartOutcome::ready;
     std::string msg;
     if (ok) {
-        phase_ = "running";
+        enter(Phase::running);
         spdlog::info("all {} workers ready in {} ms", fleet_.target(), mono_ms() - started_ms_);
         msg = "ok " + std::to_string(::getpid()) + "\n";
     } else {
@@ -308,9 +310,18 @@ void Supervisor::startup_done(bool ok, const std::string& why) {
     }
 }
 
+bool Supervisor::enter(Phase next) {
+    if (!can_enter(phase_, next)) {
+        spdlog::error("BUG: phase {} → {} (ignored)", to_string(phase_), to_string(next));
+        return false;
+    }
+    phase_ = next;
+    return true;
+}
+
 void Supervisor::begin_stop(const std::string& why) {
-    if (phase_ == "stopping") return;
-    phase_ = "stopping";
+    if (phase_ == Phase::stopping) return;
+    enter(Phase::stopping);
     start_timer_.cancel();
     spdlog::info("stopping ({}): {} workers, stop_timeout_ms {}", why, fleet_.alive(), cfg_.supervisor.stop_timeout_ms);
     fleet_.stop();
@@ -318,9 +329,8 @@ void Supervisor::begin_stop(const std::string& why) {
 
 void Supervisor::finish() {
     spdlog::info("stopped");
+    control_.close();
     boost::system::error_code ignored;
-    acceptor_.close(ignored);
-    ::unlink(control_socket_path(cfg_.supervisor.run_dir).c_str());
     signals_.cancel(ignored);
     timer_.cancel();
     start_timer_.cancel();
@@ -343,71 +353,15 @@ std::string Supervisor::reload() {
     fleet_.set_policy(policy_from(cfg_.supervisor));
     sweeper_.update(cfg_);
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
-    if (phase_ != "stopping") fleet_.set_target(cfg_.supervisor.workers);
+    if (phase_ != Phase::stopping) fleet_.set_target(cfg_.supervisor.workers);
     return "";
 }
 
-// --- control socket ---
+// --- control requests ---
 
-void Supervisor::listen() {
-    const std::string path = control_socket_path(cfg_.supervisor.run_dir);
-    // The lock is ours, so a socket file left here belongs to a dead supervisor.
-    ::unlink(path.c_str());
-    local::endpoint ep(path);
-    acceptor_.open(ep.protocol());
-    // Created 0600 (umask) rather than chmod-ed afterwards: no window where others may connect.
-    mode_t old = ::umask(0177);
-    boost::system::error_code ec;
-    acceptor_.bind(ep, ec);
-    ::umask(old);
-    if (ec) throw Error("cannot listen on " + path + ": " + ec.message());
-    acceptor_.listen();
-    accept();
-}
-
-void Supervisor::accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, local::socket sock) {
-        if (ec == asio::error::operation_aborted) return;
-        if (!ec) {
-            struct Conn {
-                Conn(local::socket s, asio::io_context& io) : sock(std::move(s)), deadline(io), buf(kMaxRequestBytes + 2) {}
-                local::socket sock;
-                asio::steady_timer deadline;
-                asio::streambuf buf;
-                std::string reply;
-            };
-            auto conn = std::make_shared<Conn>(std::move(sock), io_);
-            // A client that connects and says nothing is dropped after a while.
-            conn->deadline.expires_after(std::chrono::seconds(5));
-            conn->deadline.async_wait([conn](boost::system::error_code e) {
-                if (!e) conn->sock.close();
-            });
-            asio::async_read_until(conn->sock, conn->buf, '\n', [this, conn](boost::system::error_code e, size_t n) {
-                if (e) {
-                    conn->reply = error_reply(e == asio::error::not_found ? "request too long" : "no request line");
-                } else {
-                    std::string line(asio::buffers_begin(conn->buf.data()), asio::buffers_begin(conn->buf.data()) + n);
-                    conn->reply = handle(line);
-                    after_event();
-                }
-                asio::async_write(conn->sock, asio::buffer(conn->reply), [conn](boost::system::error_code, size_t) {
-                    boost::system::error_code ignored;
-                    conn->deadline.cancel();
-                    conn->sock.close(ignored);
-                });
-            });
-        }
-        accept();
-    });
-}
-
-std::string Supervisor::handle(const std::string& line) {
-    auto parsed = parse_request(line);
-    if (auto* bad = std::get_if<BadRequest>(&parsed)) return error_reply(bad->why);
-    const Request& r = std::get<Request>(parsed);
-    nlohmann::json ok = {{"ok", true}};
+std::string Supervisor::handle(const control::Request& r) {
     switch (r.cmd) {
-    case Command::status: {
+    case control::Command::status: {
         Identity id;
         id.pid = ::getpid();
         id.config = cfg_.file;
@@ -415,28 +369,25 @@ std::string Supervisor::handle(const std::string& line) {
         id.broker = redact_url(cfg_.broker.url);
         id.phase = phase_;
         id.uptime_ms = mono_ms() - started_ms_;
-        return status_json(id, fleet_, mono_ms()).dump() + "\n";
+        return control::status_reply(status_json(id, fleet_, mono_ms()));
     }
-    case Command::stop:
+    case control::Command::stop:
         spdlog::info("control: stop");
         begin_stop("stop requested");
-        return ok.dump() + "\n";
-    case Command::reload: {
+        return control::ok_reply();
+    case control::Command::reload: {
         spdlog::info("control: reload");
-        if (auto err = reload(); !err.empty()) return error_reply(err);
-        ok["target"] = fleet_.target();
-        return ok.dump() + "\n";
+        if (auto err = reload(); !err.empty()) return control::error_reply(err);
+        return control::reload_reply(fleet_.target());
     }
-    case Command::restart:
+    case control::Command::restart:
         spdlog::info("control: restart {}", r.slot ? "slot " + std::to_string(*r.slot) : std::string("all slots"));
-        if (phase_ == "stopping") return error_reply("stopping");
-        if (!fleet_.restart(r.slot)) return error_reply("no slot " + std::to_string(r.slot.value_or(0)));
-        return ok.dump() + "\n";
-    case Command::cancel:
-        ok["slot"] = fleet_.cancel(r.task);
-        return ok.dump() + "\n";
+        if (phase_ == Phase::stopping) return control::error_reply("stopping");
+        if (!fleet_.restart(r.slot)) return control::error_reply("no slot " + std::to_string(r.slot.value_or(0)));
+        return control::ok_reply();
+    case control::Command::cancel: return control::cancel_reply(fleet_.cancel(r.task));
     }
-    return error_reply("unhandled command");
+    return control::error_reply("unhandled command");
 }
 
 }  // namespace sqlq::supervisor

@@ -3,7 +3,7 @@
 //   - signals (asio::signal_set only): SIGCHLD → reap(), SIGTERM/SIGINT → stop (a second one
 //     kills), SIGHUP → reload, SIGPIPE → nothing (writes fail with EPIPE instead);
 //   - each worker's status pipe (→ Fleet::report) and output pipe (→ the log);
-//   - the control socket (control.h);
+//   - the control socket (control_server.h; requests in control/protocol.h);
 //   - one timer, always armed at Fleet::next_deadline().
 // The Fleet decides; this class only carries events to it and its decisions to processes.
 #include <csignal>
@@ -12,14 +12,15 @@
 #include <string>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/logger.h>
 
 #include "config/config.h"
-#include "supervisor/control.h"
+#include "control/protocol.h"
+#include "supervisor/control_server.h"
 #include "supervisor/fleet.h"
+#include "supervisor/phase.h"
 #include "supervisor/sweeper.h"
 
 namespace sqlq::supervisor {
@@ -62,12 +63,15 @@ private:
     void arm_timer();
     void begin_stop(const std::string& why);
     void finish();
-    void startup_done(bool ok, const std::string& why);
+    // The end of the start: every worker ready, or failed for `why`.
+    enum class StartOutcome { ready, failed };
+    void startup_done(StartOutcome outcome, const std::string& why);
     std::string reload();
+    // The only place phase_ changes; false (and a logged bug) for an arrow phase.h does not draw.
+    bool enter(Phase next);
 
-    void listen();
-    void accept();
-    std::string handle(const std::string& line);
+    // A control request, answered with one reply line (control/protocol.h).
+    std::string handle(const control::Request& r);
 
     Config cfg_;
     RunOptions opts_;
@@ -76,12 +80,12 @@ private:
     boost::asio::signal_set signals_;
     boost::asio::steady_timer timer_;
     boost::asio::steady_timer start_timer_;
-    boost::asio::local::stream_protocol::acceptor acceptor_;
+    ControlServer control_;
     Fleet fleet_;
     Sweeper sweeper_;
     std::map<pid_t, std::shared_ptr<Child>> children_;  // live workers (erased when reaped)
     std::shared_ptr<spdlog::logger> raw_;               // worker output, as written
-    std::string phase_ = "starting";                    // "starting", "running", "stopping"
+    Phase phase_ = Phase::starting;                     // changed only by enter()
     int64_t started_ms_ = 0;
     int exit_code_ = 0;
 };

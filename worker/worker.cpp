@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "task/message.h"
+#include "util/backoff.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -34,7 +35,7 @@ void Worker::pause(amqp::Connection* conn, int64_t ms) {
 void Worker::run() {
     reporter_.send(Report::starting);
     if (auto w = store_->warning(); !w.empty()) spdlog::warn("{}", w);
-    int64_t backoff = 100;
+    Backoff backoff(100, cfg_.broker.reconnect_max_ms);
     while (!stop_) {
         try {
             amqp::Connection conn(cfg_.broker, "sqlq-worker " + me_.name());
@@ -44,7 +45,7 @@ void Worker::run() {
             spdlog::info("consuming from {} on {}", cfg_.broker.queue, amqp::describe(cfg_.broker));
             flush_log();
             reporter_.send(Report::ready);
-            backoff = 100;
+            backoff.reset();
             serve(conn);
             reporter_.send(Report::stopping);
             // Deliveries prefetched but not started go back to the queue when the channel closes.
@@ -56,10 +57,9 @@ void Worker::run() {
             return;
         } catch (const amqp::AmqpError& e) {
             if (e.fatal()) throw;
-            spdlog::warn("{}; reconnecting in {} ms", e.what(), backoff);
+            spdlog::warn("{}; reconnecting in {} ms", e.what(), backoff.current());
             reporter_.send(Report::starting);
-            pause(nullptr, backoff);
-            backoff = std::min<int64_t>(backoff * 2, cfg_.broker.reconnect_max_ms);
+            pause(nullptr, backoff.next());
         }
     }
 }
@@ -159,7 +159,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
 }
 
 TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
-    int64_t backoff = 50;
+    Backoff backoff(50, 2000);
     for (;;) {
         try {
             TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes});
@@ -172,8 +172,7 @@ TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
             if (!e.transient()) throw;
             spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
             if (stop_) return {TaskStore::ClaimKind::held};
-            pause(&conn, backoff);
-            backoff = std::min<int64_t>(backoff * 2, 2000);
+            pause(&conn, backoff.next());
         }
     }
 }
@@ -210,7 +209,7 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
 }
 
 bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {
-    int64_t backoff = 50;
+    Backoff backoff(50, 2000);
     for (;;) {
         try {
             if (!store_->finish(id, token, o)) {
@@ -223,10 +222,9 @@ bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Out
         } catch (const StoreError& e) {
             if (!e.transient()) throw;
             // Disk full, busy, I/O error: keep the message unacked and try again.
-            spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff);
+            spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff.current());
             if (stop_) return false;
-            pause(&conn, backoff);
-            backoff = std::min<int64_t>(backoff * 2, 2000);
+            pause(&conn, backoff.next());
             // Keep the lease while we wait, or another worker will (rightly) take the task over.
             try {
                 if (!store_->tick(id, token, TaskStore::Renew::yes).still_owner) return true;

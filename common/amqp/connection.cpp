@@ -162,7 +162,7 @@ void Connection::declare_topology() {
 
 QueueInfo Connection::inspect(const std::string& queue) {
     auto* ok = amqp_queue_declare(conn_.get(), kChannel, amqp_cstring_bytes(queue.c_str()), /*passive=*/1,
-                                  0, 0, 0, amqp_empty_table);
+                                  /*durable=*/0, /*exclusive=*/0, /*auto_delete=*/0, amqp_empty_table);
     check(amqp_get_rpc_reply(conn_.get()), "inspect queue " + queue);
     return {ok->message_count, ok->consumer_count};
 }
@@ -219,7 +219,7 @@ void Connection::handle_frame(const amqp_frame_t& frame, const std::string& doin
     case AMQP_BASIC_RETURN_METHOD: {
         // A returned message (unroutable): its body follows; read and drop it, it is not confirmed as routed.
         amqp_message_t msg;
-        amqp_read_message(conn_.get(), frame.channel, &msg, 0);
+        amqp_read_message(conn_.get(), frame.channel, &msg, /*flags=*/0);
         amqp_destroy_message(&msg);
         return;
     }
@@ -277,7 +277,7 @@ std::optional<Delivery> Connection::next(int timeout_ms) {
     amqp_maybe_release_buffers(conn_.get());
     amqp_envelope_t env;
     timeval tv = to_timeval(timeout_ms);
-    amqp_rpc_reply_t r = amqp_consume_message(conn_.get(), &env, &tv, 0);
+    amqp_rpc_reply_t r = amqp_consume_message(conn_.get(), &env, &tv, /*flags=*/0);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
         Delivery d{env.delivery_tag, env.redelivered != 0, bytes(env.message.body), {}};
         amqp_destroy_envelope(&env);
@@ -324,7 +324,7 @@ std::optional<Delivery> Connection::get(const std::string& queue) {
     d.tag = ok->delivery_tag;
     d.redelivered = ok->redelivered;
     amqp_message_t msg;
-    check(amqp_read_message(conn_.get(), kChannel, &msg, 0), "read from " + queue);
+    check(amqp_read_message(conn_.get(), kChannel, &msg, /*flags=*/0), "read from " + queue);
     d.body = bytes(msg.body);
     // x-first-death-reason: rejected, expired, maxlen or delivery_limit
     if (msg.properties._flags & AMQP_BASIC_HEADERS_FLAG) {

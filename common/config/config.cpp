@@ -199,7 +199,6 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
     if (c.supervisor.run_dir.empty()) fail("supervisor", "run_dir", "must not be empty");
     if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms)
         fail("supervisor", "backoff_max_ms", "must not be below backoff_initial_ms");
-    if (c.store.lease_ms < 300) fail("store", "lease_ms", "must be at least 300");
 
     c.store.path = relative_to(dir, c.store.path);
     c.query.database = relative_to(dir, c.query.database);

@@ -6,6 +6,7 @@
 #include "amqp/connection.h"
 #include "task/message.h"
 #include "task/publish.h"
+#include "util/backoff.h"
 #include "util/clock.h"
 #include "util/control.h"
 #include "util/error.h"
@@ -120,14 +121,13 @@ ResultData TaskService::result(int64_t id) {
 
 TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms) {
     const int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
-    int64_t pause = 5;
+    Backoff pause(5, 100);
     for (;;) {
         Task t = show(id);
         if (terminal(t.status)) return {std::move(t), false};
         if (mono_ms() >= deadline) return {std::move(t), true};
         // The store has no notifications: poll, quickly at first.
-        sleep_for_ms(std::min<int64_t>(pause, std::max<int64_t>(deadline - mono_ms(), 1)));
-        pause = std::min<int64_t>(pause * 2, 100);
+        sleep_for_ms(std::min<int64_t>(pause.next(), std::max<int64_t>(deadline - mono_ms(), 1)));
     }
 }
 
@@ -143,7 +143,7 @@ TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, Wa
     // Running: its worker sees the request within tens of ms. Tell the supervisor too, so that
     // it kills a worker that does not stop within cancel_grace_ms.
     try {
-        control_request(cfg_.supervisor.run_dir, {{"cmd", "cancel"}, {"task", id}}, 2000);
+        control_request(cfg_.supervisor.run_dir, control::Request::cancel(id), 2000);
     } catch (const Error&) {
         // No supervisor, or a busy one: the worker stops the query on its own all the same.
     }

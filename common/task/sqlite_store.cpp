@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/backoff.h"
 #include "util/clock.h"
 #include "util/process.h"
 
@@ -153,7 +154,7 @@ SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
     // processes that open it at the same moment (a fleet's first start) can see SQLITE_BUSY
     // here: retry the whole set-up, within the busy timeout.
     const int64_t give_up = mono_ms() + cfg_.busy_timeout_ms;
-    for (int64_t pause = 1;; pause = std::min<int64_t>(pause * 2, 100)) {
+    for (Backoff pause(1, 100);;) {
         try {
             // A new store gives the pages of expired results back (expire_results runs the
             // incremental vacuum). It takes only on a file with no table yet, and before the
@@ -170,7 +171,7 @@ SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
             return;
         } catch (const sqlite::SqliteError& e) {
             if (!e.busy() || mono_ms() >= give_up) throw;
-            timespec ts{0, long(pause) * 1000000};
+            timespec ts{0, long(pause.next()) * 1000000};
             nanosleep(&ts, nullptr);
         }
     }

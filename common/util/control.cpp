@@ -23,7 +23,7 @@ struct Fd {
 };
 }  // namespace
 
-std::optional<nlohmann::json> control_request(const std::string& run_dir, const nlohmann::json& request,
+std::optional<control::Reply> control_request(const std::string& run_dir, const control::Request& request,
                                               int timeout_ms) {
     const std::string path = control_socket_path(run_dir);
     sockaddr_un addr{};
@@ -36,7 +36,7 @@ std::optional<nlohmann::json> control_request(const std::string& run_dir, const 
         if (errno == ENOENT || errno == ECONNREFUSED) return std::nullopt;
         throw Error(path + ": " + std::strerror(errno));
     }
-    std::string line = request.dump() + "\n";
+    const std::string line = control::format_request(request);
     for (size_t off = 0; off < line.size();) {
         ssize_t n = ::write(s.fd, line.data() + off, line.size() - off);
         if (n < 0 && errno == EINTR) continue;
@@ -58,9 +58,9 @@ std::optional<nlohmann::json> control_request(const std::string& run_dir, const 
         if (n <= 0) break;
         reply.append(buf, size_t(n));
     }
-    auto j = nlohmann::json::parse(reply, nullptr, false);
-    if (j.is_discarded()) throw Error(path + ": the supervisor sent a reply that is not JSON");
-    return j;
+    auto r = control::parse_reply(reply);
+    if (!r) throw Error(path + ": the supervisor sent a reply that is not a JSON object with \"ok\"");
+    return r;
 }
 
 }  // namespace sqlq

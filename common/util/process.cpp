@@ -58,7 +58,6 @@ Memory process_memory(pid_t pid) {
         uint64_t value = 0;
         if (!(fields >> key >> value)) continue;
         if (key == "Rss:") m.rss_kib = value;
-        else if (key == "Pss:") m.pss_kib = value;
     }
     return m;
 }

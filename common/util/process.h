@@ -15,8 +15,8 @@ uint64_t process_start_time(pid_t pid);
 // True when the process (pid, start_time) still exists on this host. A zombie counts as gone.
 bool process_alive(pid_t pid, uint64_t start_time);
 
-// Resident and proportional set size of a process in KiB (0 when unknown).
-struct Memory { uint64_t rss_kib = 0; uint64_t pss_kib = 0; };
+// Resident set size of a process in KiB (0 when unknown).
+struct Memory { uint64_t rss_kib = 0; };
 Memory process_memory(pid_t pid);
 
 // Directory of the running executable (to find sibling binaries).

@@ -2,12 +2,14 @@
 
 #include <csignal>
 #include <map>
+#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <sstream>
 #include <sys/wait.h>
 #include <vector>
 
-#include "supervisor/control.h"
 #include "supervisor/fleet.h"
+#include "supervisor/status.h"
 #include "util/error.h"
 
 using namespace sqlq;
@@ -46,6 +48,25 @@ struct FakeSpawner : Spawner {
             if (p == pid && s == sig) return true;
         return false;
     }
+};
+
+// Sends what the default logger writes into a string while it lives (the Rig turns it off).
+class LogCapture {
+public:
+    LogCapture() : previous_(spdlog::default_logger()) {
+        auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_st>(out_));
+        logger->set_pattern("[%l] %v");
+        logger->set_level(spdlog::level::trace);
+        spdlog::set_default_logger(logger);
+    }
+    ~LogCapture() { spdlog::set_default_logger(previous_); }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+    std::string text() const { return out_.str(); }
+
+private:
+    std::ostringstream out_;
+    std::shared_ptr<spdlog::logger> previous_;
 };
 
 constexpr int kExit0 = 0;          // wait status of exit(0)
@@ -463,8 +484,15 @@ TEST_CASE("an impossible event is logged and changes nothing", "[supervisor][fle
     r.fleet.set_target(0);
     r.dies(1, kExit0);
     REQUIRE(r.slot(1).state == SlotState::exited);
-    r.fleet.dispatch(r.slot(1), SlotEvent::exit, nullptr, 0);
-    r.fleet.dispatch(r.slot(1), SlotEvent::timer);
+    {
+        LogCapture log;
+        r.fleet.dispatch(r.slot(1), SlotEvent::exit, nullptr, 0);
+        r.fleet.dispatch(r.slot(1), SlotEvent::timer);
+        const std::string text = log.text();
+        INFO(text);
+        CHECK(text.find("[error] slot 1 pid -1: BUG: event 'exit' in state exited (ignored)") != std::string::npos);
+        CHECK(text.find("[error] slot 1 pid -1: BUG: event 'timer' in state exited (ignored)") != std::string::npos);
+    }
     CHECK(r.slot(1).state == SlotState::exited);
     CHECK(r.spawner.spawned.size() == 1);
     CHECK_FALSE(r.fleet.exited(12345, 0));  // not a worker of ours
@@ -478,7 +506,7 @@ TEST_CASE("status shows every wanted slot with its state, task and history", "[s
     r.clock.now += 1500;
     Identity id;
     id.pid = 99;
-    id.phase = "running";
+    id.phase = Phase::running;
     auto j = status_json(id, r.fleet, r.clock.now);
     CHECK(j["pid"] == 99);
     CHECK(j["target"] == 2);

@@ -11,8 +11,6 @@ using namespace sqlq;
 TEST_CASE("a process's resident memory is read, and grows with what it touches", "[process][memory]") {
     Memory before = process_memory(getpid());
     REQUIRE(before.rss_kib > 0);
-    REQUIRE(before.pss_kib > 0);
-    CHECK(before.pss_kib <= before.rss_kib);
     constexpr size_t kBytes = 64u << 20;
     auto block = std::make_unique<char[]>(kBytes);
     std::memset(block.get(), 1, kBytes);  // touched: resident
