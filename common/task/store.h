@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "sqlite/db.h"
 #include "sqlite/write_gate.h"
+#include "task/result.h"
 #include "task/task.h"
 
 namespace sqlq {
@@ -24,12 +25,6 @@ struct Owner {
     int64_t start = 0;  // process start time, clock ticks since boot
     std::string name() const { return host + ":" + std::to_string(pid); }
     static Owner self();
-};
-
-// A query's result as stored: JSON text of the column names and of the rows.
-struct ResultData {
-    std::string columns_json;  // ["a","b"]
-    std::string rows_json;     // [[1,"x"],[2,null]]
 };
 
 struct Outcome {
