@@ -9,9 +9,10 @@ namespace sqlq::sqlite {
 
 class ProgressHook {
 public:
-    // SQLite calls the handler every this many VM instructions: about 10-50 µs of work, so a
-    // cancel or the deadline is seen promptly while the clock is read rarely enough to cost
-    // nothing measurable. A query stuck in native code (a C function) is not seen at all.
+    // SQLite calls the handler every this many VM instructions; the guard reads its cancel flag
+    // each time but the clock and the poll callback only every 20 ms, so the check stays cheap.
+    // A query stuck in native code (a C function) runs no VM instructions and is not seen at
+    // all: the supervisor's watchdog and cancel_grace_ms are the answer to that.
     static constexpr int kOps = 1000;
 
     ProgressHook(sqlite3* db, LimitGuard& guard) : db_(db) { sqlite3_progress_handler(db_, kOps, call, &guard); }
