@@ -9,16 +9,9 @@
 
 namespace sqlq {
 
-namespace {
-bool hooks_enabled() {
-    const char* s = std::getenv("SQLQ_TEST_HOOKS");
-    return s && std::string(s) == "1";
-}
-}  // namespace
-
 Worker::Worker(const Config& cfg, std::atomic<bool>& stop)
     : cfg_(cfg), stop_(stop), me_(Owner::self()), store_(open_store(cfg.store)),
-      executor_(cfg.query, hooks_enabled()) {}
+      target_(open_target(cfg.query)) {}
 
 void Worker::pause(amqp::Connection* conn, int64_t ms) {
     int64_t until = mono_ms() + ms;
@@ -205,7 +198,7 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
         }
         return false;
     };
-    return executor_.run(sql, poll);
+    return target_->run(sql, poll);
 }
 
 bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {

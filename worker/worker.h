@@ -10,9 +10,9 @@
 
 #include "amqp/connection.h"
 #include "config/config.h"
+#include "target/target.h"
 #include "task/report.h"
 #include "task/store.h"
-#include "worker/executor.h"
 
 namespace sqlq {
 
@@ -36,7 +36,7 @@ private:
     std::atomic<bool>& stop_;
     Owner me_;
     std::unique_ptr<TaskStore> store_;
-    Executor executor_;
+    std::unique_ptr<Target> target_;
     Reporter reporter_;
     int64_t tasks_done_ = 0;
 };

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -201,7 +202,8 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
         fail("supervisor", "backoff_max_ms", "must not be below backoff_initial_ms");
 
     c.store.path = relative_to(dir, c.store.path);
-    c.query.database = relative_to(dir, c.query.database);
+    // A URL names a server, not a file: it stays as written.
+    if (url_scheme(c.query.database).empty()) c.query.database = relative_to(dir, c.query.database);
     c.supervisor.run_dir = relative_to(dir, c.supervisor.run_dir);
     c.supervisor.worker_path = relative_to(dir, c.supervisor.worker_path);
     c.supervisor.log_file = relative_to(dir, c.supervisor.log_file);
@@ -230,6 +232,17 @@ std::string redact_url(const std::string& url) {
     auto colon = url.find(':', scheme + 3);
     if (colon == std::string::npos || colon > at) return url;
     return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+std::string url_scheme(const std::string& s) {
+    // RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) followed here by "://".
+    auto end = s.find("://");
+    if (end == std::string::npos || end == 0 || !std::isalpha(static_cast<unsigned char>(s[0]))) return "";
+    for (size_t i = 1; i < end; ++i) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (!std::isalnum(c) && c != '+' && c != '-' && c != '.') return "";
+    }
+    return s.substr(0, end);
 }
 
 }  // namespace sqlq

@@ -82,4 +82,8 @@ Config parse_config(const std::string& text, const std::string& name, const std:
 // The URL with its password replaced by "***": the only form that may be printed.
 std::string redact_url(const std::string& url);
 
+// The scheme of a URL ("postgresql" for postgresql://host/db), or "" when `s` is not one (a
+// file path). [query] database is either.
+std::string url_scheme(const std::string& s);
+
 }  // namespace sqlq

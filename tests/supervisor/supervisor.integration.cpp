@@ -160,9 +160,9 @@ TEST_CASE("start fails with the reason, and leaves nothing running", "[superviso
         env.rewrite(s);
         // A worker binary that exits at once: the broker check passes, the workers do not.
         std::string text = read_file(env.config());
-        auto at = text.find(bin("sqlq-worker"));
+        auto at = text.find(bin("sqlq-test-worker"));
         REQUIRE(at != std::string::npos);
-        text.replace(at, bin("sqlq-worker").size(), "/bin/false");
+        text.replace(at, bin("sqlq-test-worker").size(), "/bin/false");
         std::ofstream(env.config()) << text;
         auto r = supervisor(env, {"start"});
         CHECK(r.code == 1);

@@ -30,6 +30,7 @@ std::string bin(const std::string& name) {
     std::string b = SQLQ_BUILD_DIR;
     if (name == "sqlq") return b + "/client/sqlq";
     if (name == "sqlq-worker") return b + "/worker/sqlq-worker";
+    if (name == "sqlq-test-worker") return b + "/tests/sqlq-test-worker";
     if (name == "sqlq-supervisor") return b + "/supervisor/sqlq-supervisor";
     return b + "/" + name;
 }
@@ -92,7 +93,7 @@ void Env::write(const Setup& s) {
     out << "[store]\npath = \"" << s.store_path << "\"\n"
         << (sec["store"].find("lease_ms") == std::string::npos ? "lease_ms = 1500\n" : "") << sec["store"] << "\n";
     out << "[query]\ndatabase = \"" << broker_dir() << "/demo.db\"\n" << sec["query"] << "\n";
-    out << "[supervisor]\nworkers = " << s.workers << "\nrun_dir = \"run\"\nworker_path = \"" << bin("sqlq-worker")
+    out << "[supervisor]\nworkers = " << s.workers << "\nrun_dir = \"run\"\nworker_path = \"" << bin("sqlq-test-worker")
         << "\"\n" << sec["supervisor"] << "\n";
     out.close();
     cfg_ = load_config(config_path_);
@@ -251,8 +252,8 @@ bool Process::log_shows(const std::string& text, int timeout_ms) const {
 
 std::unique_ptr<Process> start_worker(const Env& env, int slot) {
     return std::make_unique<Process>(
-        std::vector<std::string>{bin("sqlq-worker"), "-c", env.config(), "--slot", std::to_string(slot)},
-        std::map<std::string, std::string>{{"SQLQ_TEST_HOOKS", "1"}}, /*status_pipe=*/true);
+        std::vector<std::string>{bin("sqlq-test-worker"), "-c", env.config(), "--slot", std::to_string(slot)},
+        std::map<std::string, std::string>{}, /*status_pipe=*/true);
 }
 
 Result supervisor(const Env& env, std::vector<std::string> args) {
@@ -260,7 +261,7 @@ Result supervisor(const Env& env, std::vector<std::string> args) {
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back("-c");
     argv.push_back(env.config());
-    return run(argv, "", 120000, {{"SQLQ_TEST_HOOKS", "1"}});
+    return run(argv, "", 120000);
 }
 
 Fleet::Fleet(const Env& env, bool must_start) : env_(env) {

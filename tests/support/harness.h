@@ -17,7 +17,10 @@
 
 namespace sqlq::test {
 
-std::string bin(const std::string& name);   // path of a built binary: sqlq, sqlq-worker, sqlq-supervisor
+// Path of a built binary: sqlq, sqlq-worker, sqlq-supervisor, or sqlq-test-worker (sqlq-worker
+// with the fault-injection SQL functions sqlq_test_hang(ms) and sqlq_test_crash(); every Env's
+// [supervisor] worker_path points at it).
+std::string bin(const std::string& name);
 std::string source_dir();
 int broker_port();                          // from the fixture
 std::string broker_dir();                   // the fixture's directory
@@ -99,11 +102,12 @@ private:
     std::optional<int> exit_;
 };
 
-// A worker of `env` with a status pipe and the fault-injection hooks enabled.
+// A worker of `env` (sqlq-test-worker, so with the fault-injection functions) with a status pipe.
 std::unique_ptr<Process> start_worker(const Env& env, int slot = 0);
 
 // A supervisor of `env` started in the background (`sqlq-supervisor start`, which returns once
-// every worker is ready), with the fault-injection hooks on; stopped (or killed) on destruction.
+// every worker is ready), running sqlq-test-worker (the Env's worker_path); stopped (or killed)
+// on destruction.
 class Fleet {
 public:
     explicit Fleet(const Env& env, bool must_start = true);

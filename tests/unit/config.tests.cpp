@@ -72,3 +72,13 @@ TEST_CASE("broker passwords are redacted", "[config]") {
     CHECK(redact_url("amqp://u:Secret@Part2@127.0.0.1:5672/vh") == "amqp://u:***@127.0.0.1:5672/vh");
     CHECK(redact_url("amqp://u:pa/ss@host/vh") == "amqp://u:***@host/vh");
 }
+
+TEST_CASE("[query] database is a file relative to the config, or a URL kept as written", "[config]") {
+    CHECK(parse_config("[query]\ndatabase = \"data/t.db\"\n", "test.conf", "/etc/x").query.database == "/etc/x/data/t.db");
+    CHECK(parse_config("[query]\ndatabase = \"postgresql://u:p@h:5432/db\"\n", "test.conf", "/etc/x").query.database ==
+          "postgresql://u:p@h:5432/db");
+    CHECK(url_scheme("postgresql://h/db") == "postgresql");
+    CHECK(url_scheme("../var/demo.db") == "");
+    CHECK(url_scheme("/srv/a://b.db") == "");
+    CHECK(url_scheme("://x") == "");
+}

@@ -1,0 +1,94 @@
+#include "target/sqlite/sqlite_target.h"
+
+#include <algorithm>
+
+#include "target/limit_guard.h"
+#include "target/row_encoder.h"
+#include "target/sqlite/progress.h"
+
+namespace sqlq::sqlite {
+
+SqliteTarget::SqliteTarget(const QueryConfig& cfg)
+    : cfg_(cfg), db_(cfg.database, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX), policy_(db_) {
+    // A single value longer than max_bytes fails at once (SQLITE_TOOBIG) instead of being built
+    // in memory first and counted afterwards.
+    sqlite3_limit(db_.get(), SQLITE_LIMIT_LENGTH, int(std::min<int64_t>(cfg.max_bytes, 1000000000)));
+    // Process-wide (every connection of this process, the task store's too): a worker runs one
+    // query at a time, so the cap is the query's. Past it, SQLite fails the allocation with
+    // SQLITE_NOMEM rather than letting the worker grow until the kernel kills it.
+    sqlite3_hard_heap_limit64(cfg.memory_limit_mb * 1024 * 1024);
+}
+
+QueryOutcome SqliteTarget::run(const std::string& sql, const PollFn& poll) {
+    cancel_.store(false, std::memory_order_relaxed);
+    QueryOutcome out;
+    auto prepared = policy_.prepare(sql);
+    if (!prepared.stmt) {
+        out.kind = QueryOutcome::Kind::error;
+        out.error = std::move(prepared.error);
+        return out;
+    }
+    sqlite3_stmt* stmt = prepared.stmt.get();
+    sqlite3* db = db_.get();
+
+    LimitGuard guard(cfg_, poll, cancel_);
+    ProgressHook hook(db, guard);
+    auto end = [&](QueryOutcome::Kind kind, std::string why) {
+        out.kind = kind;
+        out.error = std::move(why);
+        out.rows = guard.rows();
+        out.bytes = guard.bytes();
+        return std::move(out);
+    };
+
+    RowEncoder rows;
+    const int cols = sqlite3_column_count(stmt);
+    for (int i = 0; i < cols; ++i) {
+        const char* name = sqlite3_column_name(stmt, i);
+        rows.column(name ? name : "");
+    }
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (auto over = guard.admit_row()) return end(QueryOutcome::Kind::error, *over);
+        for (int i = 0; i < cols; ++i) {
+            switch (sqlite3_column_type(stmt, i)) {
+            case SQLITE_INTEGER: rows.integer(sqlite3_column_int64(stmt, i)); break;
+            case SQLITE_FLOAT: rows.real(sqlite3_column_double(stmt, i)); break;
+            case SQLITE_NULL: rows.null(); break;
+            case SQLITE_TEXT: {
+                // column_text before column_bytes: the length is of the UTF-8 form.
+                auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+                rows.text(std::string_view(p, size_t(sqlite3_column_bytes(stmt, i))));
+                break;
+            }
+            default: {  // SQLITE_BLOB
+                const void* p = sqlite3_column_blob(stmt, i);
+                rows.blob(p, size_t(sqlite3_column_bytes(stmt, i)));
+            }
+            }
+        }
+        if (auto over = guard.add_bytes(rows.row_bytes())) return end(QueryOutcome::Kind::error, *over);
+        rows.end_row();
+        guard.row_done();
+        // Check between rows too: a query that returns rows fast runs few VM steps per row.
+        if (guard.tick()) {
+            rc = SQLITE_INTERRUPT;
+            break;
+        }
+    }
+    switch (guard.stop()) {
+    case LimitGuard::Stop::timeout: return end(QueryOutcome::Kind::timeout, guard.timeout_error());
+    case LimitGuard::Stop::stopped: return end(QueryOutcome::Kind::stopped, "");
+    case LimitGuard::Stop::none: break;
+    }
+    if (rc != SQLITE_DONE) {
+        if ((rc & 0xff) == SQLITE_NOMEM) return end(QueryOutcome::Kind::error, guard.memory_error());
+        if ((rc & 0xff) == SQLITE_TOOBIG)
+            return end(QueryOutcome::Kind::error, LimitGuard::too_big_error(sqlite3_errmsg(db)));
+        return end(QueryOutcome::Kind::error, policy_.denied().empty() ? sqlite3_errmsg(db) : policy_.denied());
+    }
+    out.result = std::move(rows).finish();
+    return end(QueryOutcome::Kind::ok, "");
+}
+
+}  // namespace sqlq::sqlite

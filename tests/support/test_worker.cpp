@@ -1,0 +1,48 @@
+// sqlq-test-worker: sqlq-worker plus two fault-injection SQL functions, for the test suites
+// only. It is built with the tests and never installed, so no production binary carries a way
+// to hang or crash a worker, however its environment is set.
+//   sqlq_test_hang(ms)  sleeps in native code, never returning to SQLite's VM: no progress
+//                       handler, no cancel, no heartbeat; what a query stuck in a C library
+//                       looks like. Returns ms.
+//   sqlq_test_crash()   dies of SIGSEGV, every time it runs: a poison task.
+#include <csignal>
+#include <cstdint>
+#include <ctime>
+
+#include <sqlite3.h>
+
+#include "worker/worker_main.h"
+
+namespace {
+
+void test_hang(sqlite3_context* ctx, int, sqlite3_value** argv) {
+    int64_t ms = sqlite3_value_int64(argv[0]);
+    timespec ts{time_t(ms / 1000), long((ms % 1000) * 1000000)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    sqlite3_result_int64(ctx, ms);
+}
+
+void test_crash(sqlite3_context*, int, sqlite3_value**) {
+    std::signal(SIGSEGV, SIG_DFL);
+    std::raise(SIGSEGV);
+}
+
+// An automatic extension: SQLite runs it for every connection this process opens, so the
+// query target gets the functions without the worker knowing (the task store gets them too,
+// and never calls them).
+int register_hooks(sqlite3* db, const char** /*error*/, const sqlite3_api_routines*) {
+    int rc = sqlite3_create_function(db, "sqlq_test_hang", 1, SQLITE_UTF8, nullptr, test_hang, nullptr, nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "sqlq_test_crash", 0, SQLITE_UTF8, nullptr, test_crash, nullptr, nullptr);
+    return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // sqlite3_auto_extension takes void(*)(void), the one function type any other converts to
+    // without a warning; SQLite calls it with the real signature.
+    if (sqlite3_auto_extension(reinterpret_cast<void (*)()>(register_hooks)) != SQLITE_OK) return 1;
+    return sqlq::worker_main(argc, argv);
+}

@@ -1,0 +1,68 @@
+#include "worker/worker_main.h"
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "config/config.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+namespace sqlq {
+
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void on_term(int) { g_stop = true; }
+}  // namespace
+
+int worker_main(int argc, char** argv) {
+    CLI::App app{"sqlq-worker: runs SQL tasks from the queue, one at a time"};
+    std::string config_opt;
+    int slot = -1;
+    app.add_option("-c,--config", config_opt, "config file (default: $SQLQ_CONFIG, ./etc/sqlq.conf)");
+    app.add_option("--slot", slot, "slot number given by the supervisor (for logs)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        std::fprintf(stderr, "sqlq-worker: %s\n", e.what());
+        return sqlq::kExitUsage;
+    }
+    std::string name = "sqlq-worker[" + (slot >= 0 ? "slot " + std::to_string(slot) + " " : "") + "pid " +
+                       std::to_string(getpid()) + "]";
+
+    // Never outlive the supervisor: die with it, and check it is still the parent now
+    // (it may have died before prctl took effect).
+    if (const char* sup = std::getenv("SQLQ_SUPERVISOR_PID")) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != static_cast<pid_t>(std::atoi(sup))) return sqlq::kExitError;
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_term;  // no SA_RESTART: a sleep or poll wakes up and sees the flag
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    try {
+        sqlq::init_buffered_log(name);
+        sqlq::Config cfg = sqlq::load_config(sqlq::config_path(config_opt));
+        sqlq::Worker worker(cfg, g_stop);
+        worker.run();
+        spdlog::info("stopped");
+        sqlq::flush_log();
+        return sqlq::kExitOk;
+    } catch (const sqlq::Error& e) {
+        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        return e.exit_code();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        return sqlq::kExitError;
+    }
+}
+
+}  // namespace sqlq
