@@ -151,11 +151,21 @@ std::string relative_to(const std::string& dir, const std::string& p) {
 
 }  // namespace
 
+namespace {
+const char* const kInstalledConfig = "/etc/sqlq/sqlq.conf";
+// True when the last config_path() of this thread found nothing and fell back to
+// kInstalledConfig: then a missing file is "no config anywhere", not "your -c is wrong".
+thread_local bool fell_back = false;
+}  // namespace
+
 std::string config_path(const std::string& option) {
+    fell_back = false;
     if (!option.empty()) return option;
     if (const char* env = std::getenv("SQLQ_CONFIG"); env && *env) return env;
-    if (fs::exists("etc/sqlq.conf")) return "etc/sqlq.conf";
-    return "/etc/sqlq/sqlq.conf";
+    // Not found also when the working directory is unreadable (`sudo -u sqlq sqlq` from a home).
+    if (std::error_code ec; fs::exists("etc/sqlq.conf", ec)) return "etc/sqlq.conf";
+    fell_back = true;
+    return kInstalledConfig;
 }
 
 Config parse_config(const std::string& text_in, const std::string& name, const std::string& dir) {
@@ -212,7 +222,13 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
 
 Config load_config(const std::string& file) {
     std::ifstream in(file);
-    if (!in) throw Error(file + ": cannot read the config file: " + std::strerror(errno), kExitUsage);
+    if (!in) {
+        const int err = errno;
+        if (err == ENOENT && fell_back && file == kInstalledConfig)
+            throw Error(std::string("no config file: looked at -c (not given), $SQLQ_CONFIG (not set), "
+                                    "./etc/sqlq.conf, ") + kInstalledConfig, kExitUsage);
+        throw Error(file + ": cannot read the config file: " + std::strerror(err), kExitUsage);
+    }
     std::stringstream buf;
     buf << in.rdbuf();
     auto abs = fs::absolute(file).lexically_normal();

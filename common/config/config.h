@@ -73,7 +73,8 @@ struct Config {
 std::string config_path(const std::string& option);
 
 // Reads and checks a file; relative paths in it become relative to the file's directory.
-// Throws sqlq::Error (exit code kExitUsage) naming file, line and key.
+// Throws sqlq::Error (exit code kExitUsage) naming file, line and key; when the file is missing
+// and config_path("") fell back to /etc/sqlq/sqlq.conf, the error lists every place it looked.
 Config load_config(const std::string& path);
 
 // Parses config text (for tests and fuzzing); `name` is used in messages, `dir` for paths.

@@ -1,14 +1,41 @@
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <string>
 
 #include "config/config.h"
 #include "util/error.h"
 
 using namespace sqlq;
+namespace fs = std::filesystem;
 
 namespace {
+// Changes the working directory for one test, and back.
+struct ScopedCwd {
+    fs::path before = fs::current_path();
+    explicit ScopedCwd(const fs::path& dir) { fs::current_path(dir); }
+    ~ScopedCwd() { fs::current_path(before); }
+};
+
+// Unsets an environment variable for one test, and restores it.
+struct ScopedUnsetEnv {
+    std::string name;
+    std::optional<std::string> before;
+    explicit ScopedUnsetEnv(std::string n) : name(std::move(n)) {
+        if (const char* v = std::getenv(name.c_str())) before = v;
+        ::unsetenv(name.c_str());
+    }
+    ~ScopedUnsetEnv() {
+        if (before)
+            ::setenv(name.c_str(), before->c_str(), 1);
+        else
+            ::unsetenv(name.c_str());
+    }
+};
+
 std::string message_of(const std::string& text) {
     try {
         parse_config(text, "test.conf", "/etc/x");
@@ -62,6 +89,34 @@ TEST_CASE("a bad config is refused naming the file, the line and the key", "[con
 TEST_CASE("a missing config file is one clear error", "[config]") {
     REQUIRE_THROWS_WITH(load_config("/nonexistent/sqlq.conf"),
                         "/nonexistent/sqlq.conf: cannot read the config file: No such file or directory");
+}
+
+TEST_CASE("with no config anywhere, the error lists every place that was looked at", "[config]") {
+    if (fs::exists("/etc/sqlq/sqlq.conf")) {
+        WARN("/etc/sqlq/sqlq.conf exists (sqlq is installed): the fallback cannot be missing here");
+        return;
+    }
+    ScopedCwd cwd(fs::temp_directory_path());  // no ./etc/sqlq.conf
+    ScopedUnsetEnv env("SQLQ_CONFIG");
+    REQUIRE(!fs::exists("etc/sqlq.conf"));
+    REQUIRE(config_path("") == "/etc/sqlq/sqlq.conf");
+    REQUIRE_THROWS_WITH(load_config(config_path("")),
+                        "no config file: looked at -c (not given), $SQLQ_CONFIG (not set), ./etc/sqlq.conf, "
+                        "/etc/sqlq/sqlq.conf");
+    SECTION("a -c naming that same file is not a fallback: the plain error") {
+        REQUIRE_THROWS_WITH(load_config(config_path("/etc/sqlq/sqlq.conf")),
+                            "/etc/sqlq/sqlq.conf: cannot read the config file: No such file or directory");
+    }
+}
+
+TEST_CASE("the config is looked for in order: -c, $SQLQ_CONFIG, ./etc/sqlq.conf, /etc/sqlq/sqlq.conf", "[config]") {
+    ScopedCwd cwd(std::string(SQLQ_SOURCE_DIR));  // a checkout: ./etc/sqlq.conf exists
+    ScopedUnsetEnv env("SQLQ_CONFIG");
+    CHECK(config_path("mine.conf") == "mine.conf");
+    CHECK(config_path("") == "etc/sqlq.conf");
+    ::setenv("SQLQ_CONFIG", "/srv/sqlq.conf", 1);
+    CHECK(config_path("") == "/srv/sqlq.conf");
+    CHECK(config_path("mine.conf") == "mine.conf");
 }
 
 TEST_CASE("broker passwords are redacted", "[config]") {
