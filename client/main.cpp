@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     }
 
     try {
-        Config cfg = load_config(config_path(config_opt));
+        Config cfg = find_and_load_config(config_opt);
         Output out{json};
         if (*submit) return cmd_submit(cfg, so, out);
         if (*show) return cmd_show(cfg, id, out);

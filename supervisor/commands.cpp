@@ -68,7 +68,7 @@ bool RunLock::held(const std::string& run_dir) {
 
 namespace {
 
-Config load(const std::string& config_opt) { return load_config(config_path(config_opt)); }
+Config load(const std::string& config_opt) { return find_and_load_config(config_opt); }
 
 // What start checks itself before any worker exists, so that the reason of a failure is one
 // clear line instead of N workers backing off.

@@ -50,7 +50,7 @@ int worker_main(int argc, char** argv) {
 
     try {
         sqlq::init_buffered_log(name);
-        sqlq::Config cfg = sqlq::load_config(sqlq::config_path(config_opt));
+        sqlq::Config cfg = sqlq::find_and_load_config(config_opt);
         sqlq::Worker worker(cfg, g_stop);
         worker.run();
         spdlog::info("stopped");

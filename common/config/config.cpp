@@ -153,19 +153,28 @@ std::string relative_to(const std::string& dir, const std::string& p) {
 
 namespace {
 const char* const kInstalledConfig = "/etc/sqlq/sqlq.conf";
-// True when the last config_path() of this thread found nothing and fell back to
-// kInstalledConfig: then a missing file is "no config anywhere", not "your -c is wrong".
-thread_local bool fell_back = false;
 }  // namespace
 
 std::string config_path(const std::string& option) {
-    fell_back = false;
     if (!option.empty()) return option;
     if (const char* env = std::getenv("SQLQ_CONFIG"); env && *env) return env;
     // Not found also when the working directory is unreadable (`sudo -u sqlq sqlq` from a home).
     if (std::error_code ec; fs::exists("etc/sqlq.conf", ec)) return "etc/sqlq.conf";
-    fell_back = true;
     return kInstalledConfig;
+}
+
+Config find_and_load_config(const std::string& option) {
+    const std::string path = config_path(option);
+    const char* env = std::getenv("SQLQ_CONFIG");
+    // Fell back to the installed place and nothing is there: "no config anywhere", not "your
+    // -c is wrong".
+    if (option.empty() && !(env && *env) && path == kInstalledConfig) {
+        std::error_code ec;
+        if (!fs::exists(path, ec) && !ec)
+            throw Error(std::string("no config file: looked at -c (not given), $SQLQ_CONFIG (not set), "
+                                    "./etc/sqlq.conf, ") + kInstalledConfig, kExitUsage);
+    }
+    return load_config(path);
 }
 
 Config parse_config(const std::string& text_in, const std::string& name, const std::string& dir) {
@@ -224,9 +233,6 @@ Config load_config(const std::string& file) {
     std::ifstream in(file);
     if (!in) {
         const int err = errno;
-        if (err == ENOENT && fell_back && file == kInstalledConfig)
-            throw Error(std::string("no config file: looked at -c (not given), $SQLQ_CONFIG (not set), "
-                                    "./etc/sqlq.conf, ") + kInstalledConfig, kExitUsage);
         throw Error(file + ": cannot read the config file: " + std::strerror(err), kExitUsage);
     }
     std::stringstream buf;

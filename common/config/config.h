@@ -73,9 +73,12 @@ struct Config {
 std::string config_path(const std::string& option);
 
 // Reads and checks a file; relative paths in it become relative to the file's directory.
-// Throws sqlq::Error (exit code kExitUsage) naming file, line and key; when the file is missing
-// and config_path("") fell back to /etc/sqlq/sqlq.conf, the error lists every place it looked.
+// Throws sqlq::Error (exit code kExitUsage) naming file, line and key.
 Config load_config(const std::string& path);
+
+// load_config(config_path(option)), except that when no config is found anywhere the error
+// lists every place it looked. What every binary calls with its -c option.
+Config find_and_load_config(const std::string& option);
 
 // Parses config text (for tests and fuzzing); `name` is used in messages, `dir` for paths.
 Config parse_config(const std::string& text, const std::string& name, const std::string& dir);

@@ -158,8 +158,10 @@ SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
         try {
             // A new store gives the pages of expired results back (expire_results runs the
             // incremental vacuum). It takes only on a file with no table yet, and before the
-            // switch to WAL; on an existing store it changes nothing.
-            db_.exec("PRAGMA auto_vacuum=INCREMENTAL");
+            // switch to WAL; on an existing store the pragma would still write (and fail on a
+            // full disk), so it is only sent to an empty one.
+            if (db_.prepare("SELECT 1 FROM sqlite_master LIMIT 1").step() == false)
+                db_.exec("PRAGMA auto_vacuum=INCREMENTAL");
             db_.exec("PRAGMA journal_mode=WAL");
             db_.exec("PRAGMA foreign_keys=ON");
             // "full" commits at NORMAL too, then fsyncs the WAL after the commit (persist()).

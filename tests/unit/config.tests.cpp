@@ -100,11 +100,11 @@ TEST_CASE("with no config anywhere, the error lists every place that was looked 
     ScopedUnsetEnv env("SQLQ_CONFIG");
     REQUIRE(!fs::exists("etc/sqlq.conf"));
     REQUIRE(config_path("") == "/etc/sqlq/sqlq.conf");
-    REQUIRE_THROWS_WITH(load_config(config_path("")),
+    REQUIRE_THROWS_WITH(find_and_load_config(""),
                         "no config file: looked at -c (not given), $SQLQ_CONFIG (not set), ./etc/sqlq.conf, "
                         "/etc/sqlq/sqlq.conf");
     SECTION("a -c naming that same file is not a fallback: the plain error") {
-        REQUIRE_THROWS_WITH(load_config(config_path("/etc/sqlq/sqlq.conf")),
+        REQUIRE_THROWS_WITH(find_and_load_config("/etc/sqlq/sqlq.conf"),
                             "/etc/sqlq/sqlq.conf: cannot read the config file: No such file or directory");
     }
 }
