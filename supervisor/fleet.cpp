@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "task/task.h"
 #include "util/backoff.h"
 #include "util/error.h"
 
@@ -90,6 +91,8 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
     s.tasks_done = 0;
     s.cancel_task = 0;
     s.deadline = 0;
+    s.kill_reason.clear();
+    s.fail_task = false;
     try {
         Spawned p = spawner_.spawn(s.number, s.generation);
         s.pid = p.pid;
@@ -181,8 +184,11 @@ void Fleet::terminate(Slot& s, const ReportLine*, int) {
 }
 
 void Fleet::kill(Slot& s, const ReportLine*, int) {
-    if (current_event_ == SlotEvent::timer)
+    if (current_event_ == SlotEvent::timer) {
         spdlog::warn("slot {} pid {}: did not stop within {} ms: SIGKILL", s.number, s.pid, policy_.stop_timeout_ms);
+        s.kill_reason = "killed by its supervisor: did not stop within stop_timeout_ms (" +
+                        std::to_string(policy_.stop_timeout_ms) + " ms)";
+    }
     spawner_.signal(s.pid, SIGKILL);
     s.state = SlotState::stopping;
     s.deadline = 0;  // SIGKILL cannot be refused: the exit follows
@@ -196,7 +202,10 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     s.pid = -1;  // reaped: the pid may already belong to someone else
     s.deadline = 0;
     s.cancel_task = 0;
-    if (s.task && task_lost_) task_lost_(s.task, pid, s.start_time);
+    if (s.task && task_lost_) {
+        std::string why = s.kill_reason.empty() ? "its worker died: " + s.last_exit : s.kill_reason;
+        task_lost_(LostTask{s.task, pid, s.start_time, std::move(why), s.fail_task});
+    }
     const int64_t lost = s.task;
     s.task = 0;
 
@@ -417,13 +426,30 @@ void Fleet::tick() {
                 spdlog::warn("slot {} pid {}: task {} still running {} ms after its cancel: SIGKILL", s.number, s.pid,
                              task, policy_.cancel_grace_ms);
                 s.exit_expected = true;  // the slot refills at once; this is no failed start
+                s.kill_reason = "killed by its supervisor: still running " + std::to_string(policy_.cancel_grace_ms) +
+                                " ms after its cancel";
                 dispatch(s, SlotEvent::kill);
             }
+        }
+        if (s.state == SlotState::busy && s.task && policy_.task_deadline_ms > 0 &&
+            now - s.task_since >= policy_.task_deadline_ms) {
+            // The hard deadline. The worker's own timeout (checked between SQLite steps) missed
+            // it, so the query is stuck where no check runs: it would be as stuck again.
+            spdlog::warn("slot {} pid {}: task {} still running {} ms after it started, past query.timeout_ms + "
+                         "deadline_grace_ms ({} ms): SIGKILL, the task fails",
+                         s.number, s.pid, s.task, now - s.task_since, policy_.task_deadline_ms);
+            s.exit_expected = true;
+            s.kill_reason =
+                hard_deadline_error(policy_.task_deadline_ms - policy_.deadline_grace_ms, policy_.deadline_grace_ms);
+            s.fail_task = true;
+            dispatch(s, SlotEvent::kill);
         }
         bool live = s.state == SlotState::starting || s.state == SlotState::ready || s.state == SlotState::busy;
         if (live && now - s.last_heard >= policy_.watchdog_ms) {
             spdlog::warn("slot {} pid {}: silent for {} ms (watchdog_ms {}): SIGKILL", s.number, s.pid,
                          now - s.last_heard, policy_.watchdog_ms);
+            s.kill_reason = "killed by its supervisor: no sign of life for " + std::to_string(now - s.last_heard) +
+                            " ms (watchdog_ms " + std::to_string(policy_.watchdog_ms) + ")";
             dispatch(s, SlotEvent::kill);
         }
     }
@@ -440,6 +466,8 @@ int64_t Fleet::next_deadline() const {
         if (s.cancel_task) consider(s.cancel_at);
         if (s.state == SlotState::starting || s.state == SlotState::ready || s.state == SlotState::busy)
             consider(s.last_heard + policy_.watchdog_ms);
+        if (s.state == SlotState::busy && s.task && policy_.task_deadline_ms > 0)
+            consider(s.task_since + policy_.task_deadline_ms);
     }
     return next;
 }

@@ -78,6 +78,12 @@ struct Policy {
     int64_t stop_timeout_ms = 30000;
     int64_t watchdog_ms = 30000;
     int64_t cancel_grace_ms = 2000;
+    // A worker still busy with one task this long after it started it is killed and the task
+    // failed: [query] timeout_ms + [supervisor] deadline_grace_ms (0: no deadline). The worker
+    // stops a query at timeout_ms itself; this catches one stuck where it cannot look (a long
+    // native call).
+    int64_t task_deadline_ms = 0;
+    int64_t deadline_grace_ms = 0;  // for the message only
     int64_t max_tasks_per_worker = 0;
     int64_t max_worker_rss_mb = 0;
     int64_t failed_start_ms = 2000;
@@ -107,6 +113,8 @@ struct Slot {
     int failed_starts = 0;      // in a row; reset by a healthy run
     std::string last_exit;      // "exit 0", "signal 9 (KILL)", "" before any
     std::string last_words;     // the last stderr line of a worker (set by the event loop)
+    std::string kill_reason;    // why the supervisor killed this process ("" when it did not)
+    bool fail_task = false;     // ...and its task is to be failed, not run again (hard deadline)
 
     bool has_process() const { return pid > 0; }
 };
@@ -118,8 +126,16 @@ class Fleet {
 public:
     Fleet(Policy policy, Spawner& spawner, Clock& clock);
 
-    // Called when a worker that was busy with `task` died: feeds TaskStore::owner_lost.
-    using TaskLost = std::function<void(int64_t task, pid_t pid, uint64_t start_time)>;
+    // A worker that was busy with `task` died: feeds TaskStore::owner_lost (or, for a task past
+    // its hard deadline, TaskStore::fail_abandoned).
+    struct LostTask {
+        int64_t task = 0;
+        pid_t pid = -1;
+        uint64_t start_time = 0;
+        std::string why;    // "its worker died: signal 11 (SEGV)", "killed by its supervisor: ..."
+        bool fail = false;  // fail the task with `why` instead of letting it run again
+    };
+    using TaskLost = std::function<void(const LostTask&)>;
     void on_task_lost(TaskLost f) { task_lost_ = std::move(f); }
 
     // --- commands ---

@@ -22,11 +22,14 @@
 namespace sqlq::supervisor {
 
 namespace asio = boost::asio;
-Policy policy_from(const SupervisorConfig& c) {
+Policy policy_from(const Config& cfg) {
+    const SupervisorConfig& c = cfg.supervisor;
     Policy p;
     p.stop_timeout_ms = c.stop_timeout_ms;
     p.watchdog_ms = c.watchdog_ms;
     p.cancel_grace_ms = c.cancel_grace_ms;
+    p.task_deadline_ms = cfg.query.timeout_ms + c.deadline_grace_ms;
+    p.deadline_grace_ms = c.deadline_grace_ms;
     p.max_tasks_per_worker = c.max_tasks_per_worker;
     p.max_worker_rss_mb = c.max_worker_rss_mb;
     p.failed_start_ms = c.failed_start_ms;
@@ -63,7 +66,7 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
                    after_event();
                    return reply;
                }),
-      fleet_(policy_from(cfg.supervisor), *this, *this),
+      fleet_(policy_from(cfg), *this, *this),
       sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }) {
     pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
     // Worker output is logged as the worker wrote it (it carries its own time and name). Its
@@ -73,12 +76,12 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
     else raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::basic_file_sink_st>(opts_.log_file));
     raw_->set_pattern("%v");
     raw_->flush_on(spdlog::level::trace);
-    fleet_.on_task_lost([this](int64_t task, pid_t pid, uint64_t start) {
+    fleet_.on_task_lost([this](const Fleet::LostTask& t) {
         Owner o;
         o.host = host_name();
-        o.pid = pid;
-        o.start = static_cast<int64_t>(start);
-        sweeper_.owner_lost(task, o);
+        o.pid = t.pid;
+        o.start = static_cast<int64_t>(t.start_time);
+        sweeper_.owner_lost(t.task, o, t.why, t.fail ? Sweeper::Lost::fail_task : Sweeper::Lost::may_rerun);
     });
 }
 
@@ -350,7 +353,7 @@ std::string Supervisor::reload() {
     fresh.supervisor.run_dir = cfg_.supervisor.run_dir;
     const int before = fleet_.target();
     cfg_ = fresh;
-    fleet_.set_policy(policy_from(cfg_.supervisor));
+    fleet_.set_policy(policy_from(cfg_));
     sweeper_.update(cfg_);
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
     if (phase_ != Phase::stopping) fleet_.set_target(cfg_.supervisor.workers);

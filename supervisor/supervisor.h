@@ -32,7 +32,7 @@ struct RunOptions {
     std::string log_file; // where init_log() sends the log ("" for stderr); worker output goes there too
 };
 
-Policy policy_from(const SupervisorConfig& c);
+Policy policy_from(const Config& cfg);
 
 class Supervisor : private Spawner, private Clock {
 public:

@@ -31,10 +31,10 @@ void Sweeper::update(const Config& cfg) {
     cfg_ = cfg;
 }
 
-void Sweeper::owner_lost(int64_t task, const Owner& owner) {
+void Sweeper::owner_lost(int64_t task, const Owner& owner, std::string why, Lost how) {
     {
         std::lock_guard lock(mu_);
-        lost_.emplace_back(task, owner);
+        lost_.push_back({task, owner, std::move(why), how});
     }
     cv_.notify_all();
 }
@@ -50,7 +50,7 @@ void Sweeper::run() {
         next_sweep += cfg_.supervisor.sweep_interval_ms;
     }
     for (;;) {
-        std::deque<std::pair<int64_t, Owner>> lost;
+        std::deque<LostTask> lost;
         {
             std::unique_lock lock(mu_);
             cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, next_sweep - mono_ms())),
@@ -58,13 +58,18 @@ void Sweeper::run() {
             if (stop_) return;
             lost.swap(lost_);
         }
-        for (const auto& [task, owner] : lost) {
+        for (const auto& [task, owner, why, how] : lost) {
             try {
                 if (!store_) {
                     std::lock_guard lock(mu_);
                     store_ = open_store(cfg_.store);
                 }
-                store_->owner_lost(task, owner);
+                if (how == Lost::fail_task) {
+                    if (store_->fail_abandoned(task, owner, why))
+                        log(spdlog::level::warn, "task " + std::to_string(task) + ": failed: " + why);
+                } else {
+                    store_->owner_lost(task, owner, why);
+                }
             } catch (const std::exception& e) {
                 store_.reset();
                 log(spdlog::level::err, "task " + std::to_string(task) + ": cannot record its lost worker: " + e.what());

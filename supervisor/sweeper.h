@@ -35,8 +35,10 @@ public:
     void stop();
     // Takes effect at the next sweep.
     void update(const Config& cfg);
-    // Queued for the thread; done before the next sweep.
-    void owner_lost(int64_t task, const Owner& owner);
+    // Queued for the thread; done before the next sweep. `why` goes with it into the store; a
+    // task past its hard deadline is failed there (fail_task) instead of left to run again.
+    enum class Lost { may_rerun, fail_task };
+    void owner_lost(int64_t task, const Owner& owner, std::string why, Lost how);
 
 private:
     void run();
@@ -48,7 +50,13 @@ private:
     std::condition_variable cv_;
     bool stop_ = false;
     Config cfg_;                                    // guarded by mu_
-    std::deque<std::pair<int64_t, Owner>> lost_;    // guarded by mu_
+    struct LostTask {
+        int64_t task;
+        Owner owner;
+        std::string why;
+        Lost how;
+    };
+    std::deque<LostTask> lost_;                     // guarded by mu_
     std::thread thread_;
 
     // Thread-only state.

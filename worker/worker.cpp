@@ -107,6 +107,11 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
         conn.ack(d.tag);
         return;
+    case TaskStore::ClaimKind::past_deadline:
+        spdlog::warn("task {}: failed: its worker ran past query.timeout_ms + deadline_grace_ms and was killed; not "
+                     "run again", id);
+        conn.ack(d.tag);
+        return;
     case TaskStore::ClaimKind::refused:
         spdlog::warn("task {}: failed: its SQL is longer than query.max_sql_bytes ({}), not run", id,
                      cfg_.query.max_sql_bytes);
@@ -155,7 +160,8 @@ TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
     Backoff backoff(50, 2000);
     for (;;) {
         try {
-            TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes});
+            TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes,
+                                                            cfg_.query.timeout_ms, cfg_.supervisor.deadline_grace_ms});
             if (c.kind != TaskStore::ClaimKind::held) return c;
             // Another worker holds the task and looks alive: its own delivery is with it. Wait
             // for it to finish (then we skip) or for its lease to run out (then we take over).

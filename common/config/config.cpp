@@ -120,6 +120,8 @@ const std::vector<Key>& keys() {
         integer("supervisor", "watchdog_ms", 100, kDay, [](Config& c, int64_t v) { c.supervisor.watchdog_ms = v; }),
         integer("supervisor", "cancel_grace_ms", 0, kDay,
                 [](Config& c, int64_t v) { c.supervisor.cancel_grace_ms = v; }),
+        integer("supervisor", "deadline_grace_ms", 100, kDay,
+                [](Config& c, int64_t v) { c.supervisor.deadline_grace_ms = v; }),
         integer("supervisor", "max_tasks_per_worker", 0, 1LL << 40,
                 [](Config& c, int64_t v) { c.supervisor.max_tasks_per_worker = v; }),
         integer("supervisor", "max_worker_rss_mb", 0, 1 << 20,

@@ -47,6 +47,7 @@ struct SupervisorConfig {
     int64_t stop_timeout_ms = 30000;
     int64_t watchdog_ms = 30000;
     int64_t cancel_grace_ms = 2000;
+    int64_t deadline_grace_ms = 5000;   // busy on one task past query.timeout_ms + this: killed, task failed
     int64_t max_tasks_per_worker = 0;   // 0: never recycle by count
     int64_t max_worker_rss_mb = 0;      // 0: never recycle by memory
     int64_t sweep_interval_ms = 2000;

@@ -231,7 +231,11 @@ void SqliteStore::migrate() {
         db_.exec(kSchemaV1);
         db_.exec("PRAGMA user_version=1");
     }
-    // Later versions: `if (v < 2) { ALTER TABLE ...; PRAGMA user_version=2 }`.
+    if (v < 2) {
+        // Why the last worker holding the task was lost, for the error of a task given up.
+        db_.exec("ALTER TABLE tasks ADD COLUMN lost_reason TEXT");
+        db_.exec("PRAGMA user_version=2");
+    }
     txn.commit();
 }
 
@@ -269,7 +273,7 @@ TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRule
     // end durable first (outside the gate). A task found finished may carry another worker's
     // outcome that is committed but still waiting for that worker's sync.
     if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now ||
-        c.kind == ClaimKind::refused)
+        c.kind == ClaimKind::refused || c.kind == ClaimKind::past_deadline)
         persist();
     return c;
 }
@@ -289,7 +293,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         int64_t now = deps_.clock();
         auto& sel = cached(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
-            "length(CAST(sql AS BLOB)) FROM tasks WHERE id=?");
+            "length(CAST(sql AS BLOB)), lost_reason, started_at FROM tasks WHERE id=?");
         sel.bind(1, id);
         if (!sel.step()) return {ClaimKind::unknown};
         Status status = parse_status(sel.text(0)).value_or(Status::failed);
@@ -299,6 +303,8 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         int64_t lease = sel.opt_i64(5).value_or(0);
         bool cancel_pending = !sel.is_null(6);
         int64_t sql_bytes = sel.i64(7);
+        std::optional<std::string> lost_reason = sel.opt_text(8);
+        const int64_t started_at = sel.opt_i64(9).value_or(now);
         sel.reset();
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
@@ -336,9 +342,19 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, id).bind(3, attempts).run();
                 if (changed) return {ClaimKind::cancelled_now, 0, Status::cancelled};
+            } else if (rules.timeout_ms > 0 && now - started_at >= rules.timeout_ms + rules.deadline_grace_ms) {
+                // Its worker ran past the hard deadline and was killed for it (the supervisor
+                // fails the task too; whoever comes first): another attempt would be as stuck.
+                changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
+                                             "outcomes=outcomes+1, lease_until=NULL") + guard)
+                              .bind(1, now).bind(2, hard_deadline_error(rules.timeout_ms, rules.deadline_grace_ms))
+                              .bind(3, id).bind(4, attempts)
+                              .run();
+                if (changed) return {ClaimKind::past_deadline, 0, Status::failed};
             } else if (attempts >= rules.max_attempts) {
                 std::string err = "gave up after " + std::to_string(attempts) +
                                   " attempts: the worker running it died each time";
+                if (lost_reason) err += " (last: " + *lost_reason + ")";
                 changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts).run();
@@ -350,7 +366,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                       "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
                                       "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                       "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
-                                      "ELSE ? - owner_lost_at END, owner_lost_at=NULL") + guard + " RETURNING sql");
+                                      "ELSE ? - owner_lost_at END, owner_lost_at=NULL, lost_reason=NULL") + guard + " RETURNING sql");
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
@@ -492,11 +508,27 @@ std::vector<int64_t> SqliteStore::to_republish(int64_t unpublished_ms, int64_t s
     return ids;
 }
 
-void SqliteStore::owner_lost(int64_t id, const Owner& owner) {
+void SqliteStore::owner_lost(int64_t id, const Owner& owner, const std::string& why) {
     auto w = writing();
-    db_.prepare("UPDATE tasks SET owner_lost_at=? WHERE id=? AND status='running' AND owner_pid=? AND owner_start=?")
-        .bind(1, deps_.clock()).bind(2, id).bind(3, owner.pid).bind(4, owner.start)
+    db_.prepare("UPDATE tasks SET owner_lost_at=?, lost_reason=? "
+                "WHERE id=? AND status='running' AND owner=? AND owner_pid=? AND owner_start=?")
+        .bind(1, deps_.clock()).bind(2, why).bind(3, id).bind(4, owner.name()).bind(5, owner.pid).bind(6, owner.start)
         .run();
+}
+
+bool SqliteStore::fail_abandoned(int64_t id, const Owner& owner, const std::string& error) {
+    int64_t changed = 0;
+    {
+        auto w = writing();
+        changed = db_.prepare("UPDATE tasks SET status='failed', finished_at=?, error=?, outcomes=outcomes+1, "
+                              "lease_until=NULL WHERE id=? AND status='running' AND owner=? AND owner_pid=? "
+                              "AND owner_start=?")
+                      .bind(1, deps_.clock()).bind(2, error).bind(3, id).bind(4, owner.name()).bind(5, owner.pid)
+                      .bind(6, owner.start)
+                      .run();
+    }
+    if (changed) persist();
+    return changed != 0;
 }
 
 int64_t SqliteStore::expire_results(const Retention& r) {

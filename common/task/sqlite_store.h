@@ -13,7 +13,7 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);
@@ -31,7 +31,8 @@ public:
     std::optional<ResultData> result(int64_t id) override;
     std::map<std::string, int64_t> counts() override;
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) override;
-    void owner_lost(int64_t id, const Owner& owner) override;
+    void owner_lost(int64_t id, const Owner& owner, const std::string& why) override;
+    bool fail_abandoned(int64_t id, const Owner& owner, const std::string& error) override;
     int64_t expire_results(const Retention& r) override;
     using TaskStore::expire_results;
     AuditFigures audit() override;

@@ -25,6 +25,12 @@ std::optional<Status> parse_status(const std::string& s) {
     return std::nullopt;
 }
 
+std::string hard_deadline_error(int64_t timeout_ms, int64_t grace_ms) {
+    return "ran past query.timeout_ms (" + std::to_string(timeout_ms) + " ms) + deadline_grace_ms (" +
+           std::to_string(grace_ms) +
+           " ms) without stopping (stuck in one long step the timeout cannot interrupt): its worker was killed";
+}
+
 Owner Owner::self() {
     Owner o;
     o.host = host_name();

@@ -74,6 +74,7 @@ public:
         held,          // another live worker holds it: wait and ask again
         gave_up,       // marked failed now: past max attempts
         refused,       // marked failed now: its SQL is longer than max_sql_bytes (never loaded)
+        past_deadline, // marked failed now: its gone owner held it past the hard deadline
         cancelled_now, // its cancel was pending and its owner is gone: marked cancelled now
         unknown,       // no such task
     };
@@ -87,6 +88,10 @@ public:
     struct ClaimRules {
         int max_attempts = 3;                  // claims before a task whose workers die is failed
         int64_t max_sql_bytes = INT64_MAX;     // a longer SQL text is failed, never loaded
+        // The hard deadline (query.timeout_ms + deadline_grace_ms; 0: none): a task whose gone
+        // owner held it longer than this is failed (hard_deadline_error), not run again.
+        int64_t timeout_ms = 0;
+        int64_t deadline_grace_ms = 0;
     };
     // Takes a queued task, or a running one whose owner is gone or whose lease has expired. A
     // claim that ends the task (finished, gave_up, cancelled_now, refused) is durable when it
@@ -131,8 +136,15 @@ public:
     // when the queue is idle: else their message may just be behind others).
     enum class QueueIdle : bool { no, yes };
     virtual std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) = 0;
-    // Records when the worker holding a task died (for the death → rerun measure).
-    virtual void owner_lost(int64_t id, const Owner& owner) = 0;
+    // The supervisor saw the worker holding a task die: records when (for the death → rerun
+    // measure) and why ("its worker died: signal 11 (SEGV)", "killed by its supervisor: ..."),
+    // which the task's error names if it ends up failed for it ("gave up after 3 attempts ...").
+    // Conditional on that worker still holding the task.
+    virtual void owner_lost(int64_t id, const Owner& owner, const std::string& why) = 0;
+    // The supervisor killed the worker holding a task because it ran past its hard deadline:
+    // fails the task with `error` (no other attempt: it would run as long), conditional on that
+    // worker still holding it. False when it no longer did (nothing written).
+    virtual bool fail_abandoned(int64_t id, const Owner& owner, const std::string& error) = 0;
     // Removes results older than `ttl_s`, and the oldest of a user's results beyond
     // `max_bytes_per_user`, and the oldest of all beyond `max_bytes` (0: no cap), giving their
     // space back; returns how many.

@@ -12,6 +12,10 @@ enum class Status { queued, running, succeeded, failed, cancelled };
 
 const char* to_string(Status s);
 std::optional<Status> parse_status(const std::string& s);
+// The error of a task whose worker ran past the hard deadline and was killed for it; the same
+// words whoever records it (the supervisor that killed it, or the worker that finds it dead).
+std::string hard_deadline_error(int64_t timeout_ms, int64_t grace_ms);
+
 inline bool terminal(Status s) { return s == Status::succeeded || s == Status::failed || s == Status::cancelled; }
 
 struct Task {

@@ -91,10 +91,14 @@ struct Rig {
     FakeSpawner spawner;
     Fleet fleet;
     std::vector<std::pair<int64_t, pid_t>> lost;
+    std::vector<Fleet::LostTask> lost_how;
 
     explicit Rig(Policy p = test_policy()) : fleet(p, spawner, clock) {
         spdlog::set_level(spdlog::level::off);
-        fleet.on_task_lost([this](int64_t task, pid_t pid, uint64_t) { lost.emplace_back(task, pid); });
+        fleet.on_task_lost([this](const Fleet::LostTask& t) {
+            lost.emplace_back(t.task, t.pid);
+            lost_how.push_back(t);
+        });
     }
     Slot& slot(int n) { return *fleet.find(n); }
     void say(int n, Report what, int64_t task = 0) {
@@ -285,6 +289,57 @@ TEST_CASE("the death of a busy worker reports its task as lost", "[supervisor][f
     r.dies(2, kKilled);
     REQUIRE(r.lost.size() == 1);
     CHECK(r.lost[0] == std::make_pair(int64_t(42), pid1));
+    CHECK(r.lost_how[0].why == "its worker died: signal 9 (KILL)");
+    CHECK_FALSE(r.lost_how[0].fail);
+}
+
+TEST_CASE("a worker busy with one task past its hard deadline is killed and its task failed",
+          "[supervisor][fleet][deadline]") {
+    Policy p = test_policy();
+    p.task_deadline_ms = 7000;  // timeout_ms 5000 + grace 2000
+    p.deadline_grace_ms = 2000;
+    p.watchdog_ms = 60000;
+    Rig r(p);
+    r.fleet.set_target(2);
+    r.all_ready();
+    r.say(1, Report::busy, 42);
+    const pid_t pid1 = r.slot(1).pid;
+    CHECK(r.fleet.next_deadline() == r.clock.now + 7000);
+    r.advance(3000);
+    r.say(2, Report::busy, 43);  // a later task has its own deadline
+    r.advance(3999);
+    CHECK(r.spawner.count(SIGKILL) == 0);
+    r.say(1, Report::alive);  // a sign of life does not move the deadline
+    r.advance(1);
+    CHECK(r.spawner.count(SIGKILL) == 1);
+    CHECK(r.slot(1).state == SlotState::stopping);
+    CHECK(r.slot(2).state == SlotState::busy);
+    r.dies(1, kKilled);
+    REQUIRE(r.lost_how.size() == 1);
+    CHECK(r.lost_how[0].task == 42);
+    CHECK(r.lost_how[0].pid == pid1);
+    CHECK(r.lost_how[0].fail);
+    CHECK_THAT(r.lost_how[0].why, Catch::Contains("ran past query.timeout_ms (5000 ms) + deadline_grace_ms (2000 ms)"));
+    CHECK(r.slot(1).state == SlotState::starting);  // refilled at once: no failed start
+    CHECK(r.slot(1).failed_starts == 0);
+    SECTION("a task done in time is not touched") {
+        r.say(2, Report::ready);
+        r.advance(10000);
+        CHECK(r.spawner.count(SIGKILL) == 1);
+    }
+}
+
+TEST_CASE("a worker killed by the watchdog while busy says so for its task", "[supervisor][fleet][watchdog]") {
+    Rig r;
+    r.fleet.set_target(1);
+    r.all_ready();
+    r.say(1, Report::busy, 42);
+    r.advance(r.fleet.policy().watchdog_ms);
+    REQUIRE(r.spawner.count(SIGKILL) == 1);
+    r.dies(1, kKilled);
+    REQUIRE(r.lost_how.size() == 1);
+    CHECK_THAT(r.lost_how[0].why, Catch::StartsWith("killed by its supervisor: no sign of life for"));
+    CHECK_FALSE(r.lost_how[0].fail);
 }
 
 TEST_CASE("stop asks every worker to finish, kills the slow ones, and respawns none", "[supervisor][fleet]") {

@@ -423,7 +423,47 @@ TEST_CASE("a worker wedged in native code is killed by the watchdog and replaced
     CHECK(supervisor_log(env).find("(watchdog_ms 1000): SIGKILL") != std::string::npos);
     // Every attempt wedges; after max_attempts the task fails instead of wedging workers forever.
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
+    // The task's error says what really happened to the last attempt.
+    CHECK_THAT(show(env, id)["error"].get<std::string>(),
+               Catch::StartsWith("gave up after 2 attempts: the worker running it died each time (last: killed by "
+                                 "its supervisor: no sign of life for"));
     CHECK(eventually([&] { return fleet_ready(f, 1); }, kReady));
+}
+
+TEST_CASE("a query stuck in one long native step is killed at its hard deadline, runs once, and says why",
+          "[supervisor][deadline]") {
+    Setup s;
+    s.workers = 2;
+    // A lease far shorter than the deadline, and a heartbeat short enough that the broker gives
+    // up on the stuck worker's connection and hands its message to the other worker long before
+    // the kill: that worker must wait, not run the task a second time beside the first.
+    s.sections["broker"] = "heartbeat_s = 1\n";
+    s.sections["store"] = "lease_ms = 500\n";
+    s.sections["query"] = "timeout_ms = 1000\n";
+    s.sections["supervisor"] = "deadline_grace_ms = 5000\n";
+    Env env(s);
+    Fleet f(env);
+    // One LIKE over a megabyte: a single VM step for many seconds, so the worker's own timeout
+    // (checked between steps) never sees it, and no lease is renewed meanwhile.
+    int64_t id = submit(env, "SELECT printf('%.*c',1000000,'a') LIKE '%'||printf('%.*c',40000,'a')||'b'");
+    REQUIRE(eventually([&] { return f.worker_of(id) != 0; }, kReady));
+    const int64_t t0 = mono_ms();
+    CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
+    const int64_t took = mono_ms() - t0;
+    auto t = show(env, id);
+    INFO(t.dump());
+    CHECK(t["status"] == "failed");
+    CHECK_THAT(t["error"].get<std::string>(),
+               Catch::Contains("ran past query.timeout_ms (1000 ms) + deadline_grace_ms (5000 ms)") &&
+                   Catch::Contains("its worker was killed"));
+    // Never taken over while the first worker lived, although its lease ran out long before.
+    CHECK(t["attempts"] == 1);
+    CHECK(t["executions"] == 1);
+    CHECK(t["outcomes"] == 1);
+    CHECK(took >= 4000);  // the deadline, not an earlier death, ended it
+    CHECK(took < 20000);
+    CHECK(supervisor_log_shows(env, "past query.timeout_ms + deadline_grace_ms", 5000));
+    CHECK(eventually([&] { return fleet_ready(f, 2); }, kReady));
 }
 
 TEST_CASE("a crashing worker is replaced and its task is recorded as lost", "[supervisor][crash]") {

@@ -211,7 +211,8 @@ TEST_CASE("every write to the store waits at the writer gate", "[store][gate]") 
     CHECK(waits([&] { s.tick(running, c.token, TaskStore::Renew::yes); }));
     CHECK(waits([&] { s.finish(running, c.token, ok_outcome()); }));
     CHECK(waits([&] { s.request_cancel(queued, "test"); }));
-    CHECK(waits([&] { s.owner_lost(running, Owner::self()); }));
+    CHECK(waits([&] { s.owner_lost(running, Owner::self(), "gone"); }));
+    CHECK(waits([&] { s.fail_abandoned(running, Owner::self(), "gone"); }));
     CHECK(waits([&] { s.expire_results(0); }));
     CHECK_NOTHROW(s.tick(running, c.token, TaskStore::Renew::no));  // a read passes
     holder.release();

@@ -369,7 +369,7 @@ TEST_CASE("the audit counts outcomes, re-runs, unpublished and stuck tasks", "[s
     store->finish(done, c.token, ok_outcome());
     Owner lost = w.dead(801);
     store->claim(rerun, lost, 3);
-    store->owner_lost(rerun, lost);
+    store->owner_lost(rerun, lost, "its worker died: signal 9 (KILL)");
     w.now += 30;
     auto c2 = store->claim(rerun, w.alive(802), 3);
     REQUIRE(c2.token == 2);
@@ -484,4 +484,76 @@ TEST_CASE("a listed task carries a preview of its SQL and the whole text's lengt
     CHECK(t->sql == sql);
     CHECK_FALSE(t->sql_truncated);
     CHECK(t->sql_bytes == int64_t(sql.size()));
+}
+
+TEST_CASE("a task given up names how its last worker was lost", "[store][claim][poison]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    for (int i = 1; i <= 3; ++i) {
+        Owner o = w.dead(1100 + i);
+        REQUIRE(store->claim(id, o, 3).kind == Kind::claimed);
+        store->owner_lost(id, o, "its worker died: signal " + std::to_string(10 + i) + " (X)");
+    }
+    // A loss recorded for an owner that no longer holds the task changes nothing.
+    store->owner_lost(id, w.dead(1101), "not this one");
+    CHECK(store->claim(id, w.alive(1110), 3).kind == Kind::gave_up);
+    CHECK(*store->get(id)->error ==
+          "gave up after 3 attempts: the worker running it died each time (last: its worker died: signal 13 (X))");
+}
+
+TEST_CASE("a task abandoned past its hard deadline is failed, once, only for the worker that held it",
+          "[store][deadline]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner stuck = w.dead(1200);
+    auto c = store->claim(id, stuck, 3);
+    REQUIRE(c.kind == Kind::claimed);
+    CHECK_FALSE(store->fail_abandoned(id, w.dead(1201), "someone else"));
+    CHECK(store->get(id)->status == Status::running);
+    w.now += 70000;
+    CHECK(store->fail_abandoned(id, stuck, "ran past query.timeout_ms: its worker was killed"));
+    auto t = store->get(id);
+    CHECK(t->status == Status::failed);
+    CHECK(t->error == "ran past query.timeout_ms: its worker was killed");
+    CHECK(t->finished_at == w.now);
+    CHECK(t->outcomes == 1);
+    CHECK(t->executions == 1);
+    CHECK_FALSE(store->fail_abandoned(id, stuck, "again"));
+    CHECK_FALSE(store->finish(id, c.token, ok_outcome()));  // the old attempt can record nothing
+    CHECK(store->claim(id, w.alive(1202), 3).kind == Kind::finished);  // its redelivery is skipped
+}
+
+TEST_CASE("a live owner on this host keeps its task however late its lease: no second runner", "[store][claim][lease]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner stuck = w.alive(1300);  // stuck in native code: alive, but renewing nothing
+    REQUIRE(store->claim(id, stuck, 3).kind == Kind::claimed);
+    w.now += 10 * w.cfg.lease_ms;
+    CHECK(store->claim(id, w.alive(1301), 3).kind == Kind::held);
+    w.owners[stuck.name()] = Liveness::dead;  // its supervisor killed it
+    CHECK(store->claim(id, w.alive(1301), 3).kind == Kind::claimed);
+}
+
+TEST_CASE("a task whose gone owner held it past the hard deadline is failed at the next claim, not rerun",
+          "[store][claim][deadline]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    TaskStore::ClaimRules rules{3, INT64_MAX, 1000, 500};
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner stuck = w.alive(1400);
+    REQUIRE(store->claim(id, stuck, rules).kind == Kind::claimed);
+    w.now += 1499;
+    w.owners[stuck.name()] = Liveness::dead;
+    SECTION("died within the deadline: run again") { CHECK(store->claim(id, w.alive(1401), rules).kind == Kind::claimed); }
+    SECTION("held past it: failed with the deadline's words") {
+        w.now += 1;
+        CHECK(store->claim(id, w.alive(1401), rules).kind == Kind::past_deadline);
+        auto t = store->get(id);
+        CHECK(t->status == Status::failed);
+        CHECK(t->error == hard_deadline_error(1000, 500));
+        CHECK(t->executions == 1);
+    }
 }
