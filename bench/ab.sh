@@ -7,12 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 2 ] || { echo "usage: bench/ab.sh BUILD_A BUILD_B [ROUNDS]" >&2; exit 2; }
 "$root/scripts/setup.sh" bench
 work=$(mktemp -d /tmp/sqlq-ab.XXXXXX)
-port=""
-for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! ss -Htln "sport = :$p" | grep -q . && ! ss -Htln "sport = :$((p + 20000))" | grep -q .; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "bench/ab.sh: no free port" >&2; exit 1; }
+port=$("$root/scripts/free-port.sh")
 trap '"$root/scripts/broker.sh" stop "$work/node" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 "$root/scripts/broker.sh" start "$work/node" "$port"
 "$root/scripts/make-demo-db.sh" "$work/demo.db"

@@ -26,12 +26,7 @@ build=${SQLQ_BENCH_BUILD:-$root/build-bench}
 "$root/scripts/build.sh" "$build" -DSQLQ_TESTS=OFF -DSQLQ_BENCH=ON >/dev/null
 
 work=$(mktemp -d /tmp/sqlq-bench.XXXXXX)
-port=""
-for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! ss -Htln "sport = :$p" | grep -q . && ! ss -Htln "sport = :$((p + 20000))" | grep -q .; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "bench/run.sh: no free port" >&2; exit 1; }
+port=$("$root/scripts/free-port.sh")
 cleanup() {
     "$root/scripts/broker.sh" stop "$work/node" >/dev/null 2>&1 || true
     if [ "$keep" = 1 ]; then echo "bench/run.sh: kept $work" >&2; else rm -rf "$work"; fi

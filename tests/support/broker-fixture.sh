@@ -10,14 +10,7 @@ case "$cmd" in
 start)
     "$root/scripts/broker.sh" stop "$dir" >/dev/null 2>&1 || true
     rm -rf "$dir"; mkdir -p "$dir"
-    # A free port: the first one nobody listens on, from a random start (its +20000 twin is the
-    # node's distribution port).
-    port=""
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 20000))
-        if ! ss -Htln "sport = :$p" | grep -q . && ! ss -Htln "sport = :$((p + 20000))" | grep -q .; then port=$p; break; fi
-    done
-    [ -n "$port" ] || { echo "broker-fixture: no free port" >&2; exit 1; }
+    port=$("$root/scripts/free-port.sh")
     "$root/scripts/broker.sh" start "$dir/node" "$port" "${SQLQ_TEST_HEARTBEAT:-5}"
     "$root/scripts/make-demo-db.sh" "$dir/demo.db"
     echo "$port" > "$dir/port"
