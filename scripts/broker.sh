@@ -3,6 +3,8 @@
 # its own node name. Used by the tests, the benchmarks and the local default.
 #
 #   scripts/broker.sh start DIR PORT [HEARTBEAT_S]   start (or reuse) the node, return once it accepts AMQP
+#       (tests: SQLQ_BROKER_CONSUMER_TIMEOUT_MS and SQLQ_BROKER_CHANNEL_TICK_MS, when set, replace
+#       the consumer_timeout of one hour and the channel tick of 60 s)
 #   scripts/broker.sh stop  DIR                      stop it and wait until it is gone
 #   scripts/broker.sh status DIR                     exit 0 when the node runs
 #   scripts/broker.sh ctl DIR ARGS...                rabbitmqctl against that node
@@ -38,13 +40,16 @@ loopback_users.guest = true
 heartbeat = $heartbeat
 # Above the longest query sqlq allows (query.timeout_ms), so the broker never
 # takes a delivery away from a worker that is still running it.
-consumer_timeout = 3600000
+consumer_timeout = ${SQLQ_BROKER_CONSUMER_TIMEOUT_MS:-3600000}
 disk_free_limit.absolute = 50MB
 max_message_size = 1048576
 log.console = false
 log.file.level = warning
 CONF
     echo "[]." > "$dir/enabled_plugins"
+    # Channels check their consumer timeout once per tick (60 s by default in 3.10); a test of
+    # the timeout sets a shorter tick (SQLQ_BROKER_CHANNEL_TICK_MS) through advanced.config.
+    echo "[{rabbit, [{channel_tick_interval, ${SQLQ_BROKER_CHANNEL_TICK_MS:-60000}}]}]." > "$dir/advanced.config"
     chown -R rabbitmq:rabbitmq "$dir"
     # The node itself must be able to reach its directory.
     chmod o+x "$dir"
@@ -56,6 +61,7 @@ CONF
         RABBITMQ_MNESIA_BASE="$dir/mnesia" \
         RABBITMQ_LOG_BASE="$dir/log" \
         RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+        RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
         RABBITMQ_PID_FILE="$dir/pid" \
         setsid "$RMQ/rabbitmq-server" > "$dir/log/startup.log" 2>&1 < /dev/null &

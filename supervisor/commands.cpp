@@ -81,6 +81,20 @@ void preflight(const Config& cfg) {
     open_store(cfg.store);  // creates and migrates the schema once
 }
 
+// RabbitMQ closes the channel of a delivery left unacked longer than its consumer_timeout. Its
+// value cannot be learnt over AMQP (the broker's connection.start properties do not carry it,
+// and the management API is not assumed): compare with the default of RabbitMQ 3.8.17 and later.
+constexpr int64_t kDefaultConsumerTimeoutMs = 30 * 60 * 1000;
+
+std::string consumer_timeout_warning(const Config& cfg) {
+    if (cfg.query.timeout_ms < kDefaultConsumerTimeoutMs) return {};
+    return "[query] timeout_ms = " + std::to_string(cfg.query.timeout_ms) +
+           " ms is not below RabbitMQ's default consumer_timeout (" + std::to_string(kDefaultConsumerTimeoutMs) +
+           " ms, 30 min): unless the broker's consumer_timeout (rabbitmq.conf) is set above it, the broker takes "
+           "back the delivery of a query that runs that long and another worker waits for it until it ends "
+           "(sqlq cannot read the broker's value; see docs/operations.md)";
+}
+
 std::string log_file(const Config& cfg) {
     return cfg.supervisor.log_file.empty() ? cfg.supervisor.run_dir + "/supervisor.log" : cfg.supervisor.log_file;
 }
@@ -143,6 +157,7 @@ int cmd_start(const std::string& config_opt, Attach attach) {
     opts.foreground = foreground;
     opts.worker = find_worker(cfg.supervisor.worker_path);
     preflight(cfg);
+    if (auto w = consumer_timeout_warning(cfg); !w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
 
     if (foreground) {
         lock.write_pid(::getpid());
@@ -256,6 +271,7 @@ int cmd_status(const std::string& config_opt, StatusFormat format) {
     auto dur = [](const json& v) { return format_duration(v.get<int64_t>()); };
     for (const json& w : st["workers"]) {
         std::string state = w["state"].get<std::string>();
+        if (w.contains("waiting_for")) state += " for task " + num(w["waiting_for"]);
         if (w.value("retiring", false)) state += " (retiring)";
         std::string exit = dash_or(w["last_exit"], [](const json& v) { return v.get<std::string>(); });
         if (w.contains("retry_in_ms"))

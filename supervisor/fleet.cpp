@@ -401,7 +401,9 @@ void Fleet::report(int slot, uint64_t generation, const ReportLine& r) {
     case Report::busy: e = SlotEvent::busy; break;
     case Report::alive: e = SlotEvent::alive; break;
     case Report::stopping: e = SlotEvent::stopping; break;
+    case Report::waiting: e = SlotEvent::alive; break;  // no state of its own: a ready slot, shown as waiting
     }
+    if (r.what != Report::alive) s->waiting_for = r.what == Report::waiting ? r.task_id : 0;
     dispatch(*s, e, &r);
     advance_restart();
 }

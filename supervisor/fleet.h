@@ -104,6 +104,8 @@ struct Slot {
     bool reached_ready = false; // this process reported ready at least once
     bool exit_expected = false; // we asked it to go (term, recycle, cancel): not a failure
     int64_t task = 0;           // busy with this task (0: none)
+    int64_t waiting_for = 0;    // ready, but holding a delivery of this task it cannot run yet
+                                // (report "waiting"); cleared by the process's next report
     int64_t task_since = 0;
     int64_t tasks_done = 0;     // by this process, for max_tasks_per_worker
     int64_t cancel_task = 0;    // a cancel is pending for this task...

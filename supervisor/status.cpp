@@ -13,7 +13,11 @@ json status_json(const Identity& id, const Fleet& fleet, int64_t now) {
         json w;
         w["slot"] = s.number;
         w["pid"] = s.has_process() ? json(s.pid) : json(nullptr);
-        w["state"] = to_string(s.state);
+        // A worker holding a task that another one runs (or that the store will not let it
+        // claim) is not free for new work: say so.
+        const bool waiting = s.state == SlotState::ready && s.waiting_for;
+        w["state"] = waiting ? "waiting" : to_string(s.state);
+        if (waiting) w["waiting_for"] = s.waiting_for;
         w["task"] = s.task ? json(s.task) : json(nullptr);
         w["task_ms"] = s.task ? json(now - s.task_since) : json(nullptr);
         w["uptime_ms"] = s.has_process() ? json(now - s.spawned_at) : json(nullptr);

@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unordered_set>
+
 #include "amqp/connection.h"
+#include "task/message.h"
 #include "task/publish.h"
 #include "util/clock.h"
 
@@ -102,7 +105,13 @@ void Sweeper::sweep() {
         // certainly not just behind others in the queue.
         const bool idle = conn_->inspect(cfg.broker.queue).messages == 0;
         const int64_t after = cfg.supervisor.republish_after_ms;
-        std::vector<int64_t> ids = store_->to_republish(after, after, idle ? TaskStore::QueueIdle::yes : TaskStore::QueueIdle::no);
+        for (int64_t id : store_->give_up_stale(after, cfg.query.max_attempts))
+            log(spdlog::level::warn, "sweep: task " + std::to_string(id) + " failed: gave up after " +
+                                         std::to_string(cfg.query.max_attempts) +
+                                         " attempts (query.max_attempts), not republished");
+        std::vector<int64_t> ids = store_->to_republish(after, after, idle ? TaskStore::QueueIdle::yes : TaskStore::QueueIdle::no,
+                                                        cfg.query.max_attempts);
+        if (!ids.empty()) ids = drop_dead_lettered(cfg, std::move(ids));
         if (!ids.empty()) {
             auto p = publish_tasks(*conn_, *store_, cfg.broker.queue, ids, std::max(cfg.broker.connect_timeout_ms, 1000),
                                    ids.size());
@@ -133,6 +142,45 @@ void Sweeper::sweep() {
         if (e.what() != last_error_) log(spdlog::level::err, std::string("sweep: ") + e.what());
         last_error_ = e.what();
     }
+}
+
+std::vector<int64_t> Sweeper::drop_dead_lettered(const Config& cfg, std::vector<int64_t> ids) {
+    // Why here and only here: a task is stale (no message in the queue, nobody on it) either
+    // because its message was lost, or because the broker dead-lettered it (a quorum queue's
+    // delivery limit, a policy's TTL or length cap). Republishing the second kind starts the
+    // same round again, forever. So before republishing, look for their letters. The
+    // dead-letter queue is read without acking, on a connection of its own whose close puts
+    // every message back: `sqlq audit` still finds and counts each one, and an operator still
+    // sees why it is there. Reading only when something is about to be republished keeps the
+    // cost (one read per letter, up to 2,000) off the normal path, and leaves the dead-letter
+    // count alone while the fleet is healthy (an audit running during a read sees fewer).
+    const std::string dlq = cfg.broker.dead_letter_queue();
+    const uint32_t letters = conn_->inspect(dlq).messages;
+    if (letters == 0) return ids;
+    std::unordered_set<int64_t> stale(ids.begin(), ids.end());
+    std::unordered_set<int64_t> ended;
+    amqp::Connection reader(cfg.broker, "sqlq-supervisor sweeper (dead letters)");
+    for (uint32_t i = 0; i < std::min<uint32_t>(letters, 2000) && ended.size() < stale.size(); ++i) {
+        auto m = reader.get(dlq);
+        if (!m) break;
+        auto decoded = decode_message(m->body);
+        const int64_t* id = std::get_if<int64_t>(&decoded);
+        if (!id || !stale.count(*id) || ended.count(*id)) continue;
+        const std::string why = m->dead_letter_reason.empty() ? "unknown reason" : m->dead_letter_reason;
+        std::string error = "dead-lettered by the broker: " + why;
+        if (why == "delivery_limit")
+            error += " (its message was delivered more than [broker] delivery_limit = " +
+                     std::to_string(cfg.broker.delivery_limit) + " times without an outcome)";
+        auto kind = store_->fail_unowned(*id, error, Owner{});
+        ended.insert(*id);  // failed now, or it moved on (finished, or a worker holds it): not republished
+        if (kind == TaskStore::FailKind::failed)
+            log(spdlog::level::warn, "sweep: task " + std::to_string(*id) + " failed: " + error);
+    }
+    reader.close();  // the letters go back to the dead-letter queue, unchanged
+    std::vector<int64_t> rest;
+    for (int64_t id : ids)
+        if (!ended.count(id)) rest.push_back(id);
+    return rest;
 }
 
 }  // namespace sqlq::supervisor

@@ -2,7 +2,9 @@
 // The sweeper: the supervisor's database and broker work, on its own thread so that a slow
 // disk or broker never delays a respawn. Every sweep_interval_ms it republishes (with publisher
 // confirms) the tasks TaskStore::to_republish() names: tasks a producer left unpublished, and
-// tasks whose worker is gone while no message for them waits in the queue. Now and then it
+// tasks whose worker is gone while no message for them waits in the queue. It never republishes
+// a task whose message the broker dead-lettered (it fails it with the broker's reason), nor one
+// claimed max_attempts times (it gives it up): either would go round forever. Now and then it
 // expires old results. Between sweeps it records owner_lost() for tasks whose worker died,
 // promptly, since that time starts the death → rerun measure.
 //
@@ -43,6 +45,9 @@ public:
 private:
     void run();
     void sweep();
+    // Of the stale tasks about to be republished, fails those whose message lies in the
+    // dead-letter queue and returns the others.
+    std::vector<int64_t> drop_dead_lettered(const Config& cfg, std::vector<int64_t> ids);
     void log(int level, std::string line);
 
     Post post_;

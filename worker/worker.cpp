@@ -1,6 +1,7 @@
 #include "worker/worker.h"
 
 #include <ctime>
+#include <new>
 
 #include "task/message.h"
 #include "util/backoff.h"
@@ -50,7 +51,15 @@ void Worker::run() {
             return;
         } catch (const amqp::AmqpError& e) {
             if (e.fatal()) throw;
-            spdlog::warn("{}; reconnecting in {} ms", e.what(), backoff.current());
+            if (e.kind() == amqp::AmqpError::Kind::consumer_timeout)
+                // The outcome is recorded already (the broker only notices at its next check), so
+                // the redelivery is skipped as finished; but until then another worker waits for it.
+                spdlog::warn("{}: the broker took a delivery back because it stayed unacked longer than its "
+                             "consumer_timeout (rabbitmq.conf; 30 min by default): raise it above [query] "
+                             "timeout_ms = {} ms; reconnecting",
+                             e.what(), cfg_.query.timeout_ms);
+            else
+                spdlog::warn("{}; reconnecting in {} ms", e.what(), backoff.current());
             reporter_.send(Report::starting);
             pause(nullptr, backoff.next());
         }
@@ -92,7 +101,12 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         return;
     }
     const int64_t id = std::get<int64_t>(decoded);
-    TaskStore::Claim c = claim(conn, id);
+    std::optional<TaskStore::Claim> claimed = claim(conn, id);
+    if (!claimed) {
+        conn.ack(d.tag);
+        return;
+    }
+    const TaskStore::Claim& c = *claimed;
     switch (c.kind) {
     case TaskStore::ClaimKind::unknown:
         spdlog::warn("task {}: no such task in {}; the message goes to {}", id, cfg_.store.path,
@@ -156,9 +170,16 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     ++tasks_done_;
 }
 
-TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
+std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id) {
     Backoff backoff(50, 2000);
+    bool said_waiting = false;
+    auto waiting = [&] {
+        // The supervisor shows this slot as waiting for the task, not as idle.
+        if (!said_waiting) reporter_.send(Report::waiting, id);
+        said_waiting = true;
+    };
     for (;;) {
+        std::string no_memory;
         try {
             TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes,
                                                             cfg_.query.timeout_ms, cfg_.supervisor.deadline_grace_ms});
@@ -166,12 +187,40 @@ TaskStore::Claim Worker::claim(amqp::Connection& conn, int64_t id) {
             // Another worker holds the task and looks alive: its own delivery is with it. Wait
             // for it to finish (then we skip) or for its lease to run out (then we take over).
             if (stop_) return c;
+            waiting();
             pause(&conn, 50);
+            continue;
         } catch (const StoreError& e) {
-            if (!e.transient()) throw;
-            spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
-            if (stop_) return {TaskStore::ClaimKind::held};
+            if (!e.transient() && !e.resource()) throw;
+            if (e.resource()) {
+                no_memory = e.what();
+            } else {
+                spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
+                if (stop_) return TaskStore::Claim{TaskStore::ClaimKind::held};
+                waiting();
+                pause(&conn, backoff.next());
+                continue;
+            }
+        } catch (const std::bad_alloc&) {
+            no_memory = "out of memory";
+        }
+        // Claiming it again would fail the same way, and a worker that exits on it would get its
+        // message back, over and over: fail the task (a short write) and go on.
+        const std::string why = "not run: claiming it failed: " + no_memory;
+        switch (store_->fail_unowned(id, why, me_)) {
+        case TaskStore::FailKind::failed:
+            spdlog::warn("task {}: failed: {}", id, why);
+            return std::nullopt;
+        case TaskStore::FailKind::held:  // another worker has it after all: wait for it
+            if (stop_) return TaskStore::Claim{TaskStore::ClaimKind::held};
+            waiting();
             pause(&conn, backoff.next());
+            continue;
+        case TaskStore::FailKind::cancelled:
+        case TaskStore::FailKind::finished:
+            return TaskStore::Claim{TaskStore::ClaimKind::finished, 0, Status::failed};
+        case TaskStore::FailKind::unknown:
+            return TaskStore::Claim{TaskStore::ClaimKind::unknown};
         }
     }
 }
@@ -204,12 +253,25 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
         }
         return false;
     };
-    return target_->run(sql, poll);
+    try {
+        return target_->run(sql, poll);
+    } catch (const std::bad_alloc&) {
+        // The rows being encoded (or the engine's own buffers) did not fit: the query's problem,
+        // not the worker's. Unwinding freed what it held.
+        QueryOutcome q;
+        q.kind = QueryOutcome::Kind::error;
+        q.error = "out of memory while running the query or reading its result (query.max_bytes = " +
+                  std::to_string(cfg_.query.max_bytes) + ", query.memory_limit_mb = " +
+                  std::to_string(cfg_.query.memory_limit_mb) + ")";
+        return q;
+    }
 }
 
-bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {
+bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& o) {
     Backoff backoff(50, 2000);
+    const int64_t started = mono_ms();
     for (;;) {
+        std::string refused;  // why the store will never take this outcome
         try {
             if (!store_->finish(id, token, o)) {
                 // The claim was lost (another attempt took over) or a cancel won the race.
@@ -219,17 +281,48 @@ bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, const Out
             }
             return true;
         } catch (const StoreError& e) {
-            if (!e.transient()) throw;
-            // Disk full, busy, I/O error: keep the message unacked and try again.
-            spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff.current());
-            if (stop_) return false;
-            pause(&conn, backoff.next());
-            // Keep the lease while we wait, or another worker will (rightly) take the task over.
-            try {
-                if (!store_->tick(id, token, TaskStore::Renew::yes).still_owner) return true;
-            } catch (const StoreError&) {
+            if (!e.transient()) {
+                if (!o.result) throw;  // not even a failure fits: the store itself is broken
+                refused = e.what();
+            } else {
+                // Disk full, busy, I/O error: keep the message unacked and try again, for a while.
+                const int64_t waited = mono_ms() - started;
+                if (waited >= cfg_.store.record_timeout_ms)
+                    throw Error("task " + std::to_string(id) + ": giving it up: the store " + store_->where() +
+                                " could not record its outcome for " + std::to_string(waited) +
+                                " ms ([store] record_timeout_ms): " + e.what() +
+                                "; exiting without an ack, the task runs again once the store can be written");
+                spdlog::warn("unable to record task {}: {}; retrying in {} ms", id, e.what(), backoff.current());
+                if (stop_) return false;
+                pause(&conn, backoff.next());
+                // Keep the lease while we wait, or another worker will (rightly) take the task over.
+                try {
+                    auto t = store_->tick(id, token, TaskStore::Renew::yes);
+                    if (!t.still_owner) return true;
+                    if (t.cancel_requested && o.status != Status::cancelled) {
+                        // A cancel asked while the outcome could not be written wins the race, as
+                        // it would have during the query; and a cancel without a result is the
+                        // smallest write there is.
+                        spdlog::info("task {}: cancel requested while its outcome could not be recorded: "
+                                     "recording cancelled instead",
+                                     id);
+                        o = Outcome{Status::cancelled, std::string("cancelled"), {}, {}, {}};
+                    }
+                } catch (const StoreError&) {
+                }
+                continue;
             }
+        } catch (const std::bad_alloc&) {
+            if (!o.result) throw;
+            refused = "out of memory";
         }
+        // The result is too big for the store (or for memory): the task fails, saying so, and
+        // the worker goes on. Retrying would fail the same way, and so would every redelivery.
+        std::string err = "the result could not be stored: " + refused + " (query.max_bytes = " +
+                          std::to_string(cfg_.query.max_bytes) + ", " + std::to_string(o.result_bytes.value_or(0)) +
+                          " bytes)";
+        spdlog::warn("task {}: failed: {}", id, err);
+        o = Outcome{Status::failed, err, {}, {}, {}};
     }
 }
 

@@ -25,10 +25,16 @@ public:
 private:
     void serve(amqp::Connection& conn);
     void handle(amqp::Connection& conn, const amqp::Delivery& d);
-    TaskStore::Claim claim(amqp::Connection& conn, int64_t id);
+    // nullopt: the task could not be claimed for want of memory and was failed here (logged);
+    // ack it.
+    std::optional<TaskStore::Claim> claim(amqp::Connection& conn, int64_t id);
     QueryOutcome execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
                          bool& fenced, bool& cancelled);
-    bool record(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& outcome);
+    // False only when stopping with the write still failing (not acked). May change `outcome`:
+    // a result the store refuses becomes a failure saying so, and a cancel requested while the
+    // write kept failing becomes the outcome. Throws Error when the store could not record for
+    // [store] record_timeout_ms: the worker exits and its message is redelivered.
+    bool record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& outcome);
     // Waits `ms` while keeping the broker connection and the supervisor's watchdog fed.
     void pause(amqp::Connection* conn, int64_t ms);
 

@@ -114,10 +114,17 @@ void Connection::check(amqp_rpc_reply_t reply, const std::string& doing) {
         amqp_channel_close_ok_t ok{};
         amqp_send_method(conn_.get(), kChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
         open_ = false;  // we run one channel: without it the connection is of no use
+        const std::string text = bytes(m->reply_text);
         auto kind = m->reply_code == AMQP_PRECONDITION_FAILED ? AmqpError::Kind::precondition
                     : m->reply_code == AMQP_ACCESS_REFUSED    ? AmqpError::Kind::auth
                                                               : AmqpError::Kind::channel;
-        throw AmqpError(where + ": " + bytes(m->reply_text), kind);
+        // RabbitMQ's consumer timeout is a PRECONDITION_FAILED too ("delivery acknowledgement on
+        // channel 1 timed out. Timeout value used: 1800000 ms. ..."), but unlike a topology
+        // mismatch it is about one delivery: a new channel works.
+        if (kind == AmqpError::Kind::precondition && text.find("delivery acknowledgement") != std::string::npos &&
+            text.find("timed out") != std::string::npos)
+            kind = AmqpError::Kind::consumer_timeout;
+        throw AmqpError(where + ": " + text, kind);
     }
     open_ = false;
     throw AmqpError(where + ": unexpected reply from the broker", AmqpError::Kind::connection);

@@ -24,6 +24,8 @@ public:
         auth,          // login refused: retrying will not help
         precondition,  // e.g. the queue exists with other arguments: retrying will not help
         timeout,       // nothing arrived in time; the connection is still fine
+        consumer_timeout,  // the broker closed the channel: a delivery stayed unacked longer than
+                           // its consumer_timeout (PRECONDITION_FAILED, but reconnecting helps)
     };
     AmqpError(const std::string& what, Kind kind) : Error(what), kind_(kind) {}
     Kind kind() const noexcept { return kind_; }

@@ -98,6 +98,8 @@ const std::vector<Key>& keys() {
         integer("store", "busy_timeout_ms", 0, 600000,
                 [](Config& c, int64_t v) { c.store.busy_timeout_ms = int(v); }),
         integer("store", "lease_ms", 300, 3600000, [](Config& c, int64_t v) { c.store.lease_ms = int(v); }),
+        integer("store", "record_timeout_ms", 100, kDay,
+                [](Config& c, int64_t v) { c.store.record_timeout_ms = v; }),
         integer("store", "result_ttl_s", 1, 3650LL * 24 * 3600,
                 [](Config& c, int64_t v) { c.store.result_ttl_s = v; }),
         integer("store", "max_result_bytes_per_user", 0, 1LL << 50,

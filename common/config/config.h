@@ -26,6 +26,9 @@ struct StoreConfig {
     std::string durability = "full";    // "full", "normal" or "off"
     int busy_timeout_ms = 10000;
     int lease_ms = 3000;
+    // A worker that cannot record a task's outcome (disk full, I/O errors) for this long gives
+    // the task up: it exits without acking, so the message is redelivered and the slot refilled.
+    int64_t record_timeout_ms = 60000;
     int64_t result_ttl_s = 7 * 24 * 3600;
     int64_t max_result_bytes_per_user = 0;  // 0: no cap; else a user's oldest results go first
     int64_t max_result_bytes = 0;           // 0: no cap; else the oldest results go first

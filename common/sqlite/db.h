@@ -14,10 +14,12 @@
 namespace sqlq::sqlite {
 
 // Transient (StoreError::transient): the write could not happen now, but may later (busy, disk
-// full, I/O error, cannot open): the caller keeps its message unacked.
+// full, I/O error, cannot open): the caller keeps its message unacked. Resource (NOMEM, TOOBIG):
+// see StoreError::resource().
 class SqliteError : public StoreError {
 public:
-    SqliteError(const std::string& what, int code) : StoreError(what, is_transient(code)), code_(code) {}
+    SqliteError(const std::string& what, int code)
+        : StoreError(what, is_transient(code), is_resource(code) ? Cause::resource : Cause::other), code_(code) {}
     int code() const noexcept { return code_; }              // extended code
     int primary() const noexcept { return code_ & 0xff; }
     bool busy() const noexcept { return primary() == SQLITE_BUSY || primary() == SQLITE_LOCKED; }
@@ -26,6 +28,10 @@ private:
     static bool is_transient(int code) noexcept {
         int p = code & 0xff;
         return p == SQLITE_BUSY || p == SQLITE_LOCKED || p == SQLITE_FULL || p == SQLITE_IOERR || p == SQLITE_CANTOPEN;
+    }
+    static bool is_resource(int code) noexcept {
+        int p = code & 0xff;
+        return p == SQLITE_NOMEM || p == SQLITE_TOOBIG;
     }
     int code_;
 };

@@ -17,6 +17,7 @@ std::string format_report(const ReportLine& r) {
     case Report::busy: return "busy " + std::to_string(r.task_id) + "\n";
     case Report::alive: return "alive\n";
     case Report::stopping: return "stopping\n";
+    case Report::waiting: return "waiting " + std::to_string(r.task_id) + "\n";
     }
     return "alive\n";
 }
@@ -27,11 +28,13 @@ std::optional<ReportLine> parse_report(std::string_view line) {
     if (line == "ready") return ReportLine{Report::ready};
     if (line == "alive") return ReportLine{Report::alive};
     if (line == "stopping") return ReportLine{Report::stopping};
-    if (line.substr(0, 5) == "busy ") {
+    for (auto [word, what] : {std::pair{std::string_view("busy "), Report::busy},
+                              std::pair{std::string_view("waiting "), Report::waiting}}) {
+        if (line.substr(0, word.size()) != word) continue;
         int64_t id = 0;
-        auto rest = line.substr(5);
+        auto rest = line.substr(word.size());
         auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id);
-        if (ec == std::errc() && p == rest.data() + rest.size() && id > 0) return ReportLine{Report::busy, id};
+        if (ec == std::errc() && p == rest.data() + rest.size() && id > 0) return ReportLine{what, id};
     }
     return std::nullopt;
 }

@@ -3,6 +3,8 @@
 //   "starting"          connecting to the broker
 //   "ready"             consumer registered, idle
 //   "busy <task_id>"    running a task
+//   "waiting <task_id>" holding a delivery of a task it cannot run yet: another live worker
+//                       runs it (a redelivery), or the store refuses the claim (disk full)
 //   "alive"             liveness, at least once a second, also from inside a long query
 //   "stopping"          no new messages; finishing up
 // Writes are non-blocking and each under PIPE_BUF, so they are atomic and never stall a worker.
@@ -13,11 +15,11 @@
 
 namespace sqlq {
 
-enum class Report { starting, ready, busy, alive, stopping };
+enum class Report { starting, ready, busy, alive, stopping, waiting };
 
 struct ReportLine {
     Report what = Report::alive;
-    int64_t task_id = 0;  // busy only
+    int64_t task_id = 0;  // busy and waiting only
 };
 
 std::string format_report(const ReportLine& r);

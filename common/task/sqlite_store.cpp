@@ -434,6 +434,67 @@ bool SqliteStore::finish(int64_t id, int64_t token, const Outcome& o) {
     return true;
 }
 
+TaskStore::FailKind SqliteStore::fail_unowned(int64_t id, const std::string& error, const Owner& me) {
+    FailKind k = try_fail_unowned(id, error, me);
+    // The caller acks on it (a worker) or counts on it (the sweeper): make it durable first.
+    if (k == FailKind::failed || k == FailKind::cancelled || k == FailKind::finished) persist();
+    return k;
+}
+
+TaskStore::FailKind SqliteStore::try_fail_unowned(int64_t id, const std::string& error, const Owner& me) {
+    for (int round = 0;; ++round) {
+        const int64_t now = deps_.clock();
+        auto& sel = cached(
+            "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at "
+            "FROM tasks WHERE id=?");
+        sel.bind(1, id);
+        if (!sel.step()) {
+            sel.reset();
+            return FailKind::unknown;
+        }
+        Status status = parse_status(sel.text(0)).value_or(Status::failed);
+        const int64_t attempts = sel.i64(1);
+        const Owner owner{owner_host(sel.text(2)), sel.i64(3), sel.i64(4)};
+        const int64_t lease = sel.opt_i64(5).value_or(0);
+        const bool cancel_pending = !sel.is_null(6);
+        sel.reset();
+        if (terminal(status)) return FailKind::finished;
+        if (status == Status::running) {
+            const bool mine = me.pid != 0 && owner.pid == me.pid && owner.start == me.start && owner.host == me.host;
+            if (!mine && !owner_gone(owner, lease, now)) return FailKind::held;
+        }
+        const bool cancel = status == Status::running && cancel_pending;
+        auto w = writing();
+        int64_t changed =
+            cached("UPDATE tasks SET status=?, finished_at=?, error=?, outcomes=outcomes+1, lease_until=NULL "
+                   "WHERE id=? AND status=? AND attempts=?")
+                .bind(1, cancel ? "cancelled" : "failed").bind(2, now)
+                .bind(3, cancel ? std::optional<std::string>() : std::optional<std::string>(error))
+                .bind(4, id).bind(5, to_string(status)).bind(6, attempts)
+                .run();
+        if (changed) return cancel ? FailKind::cancelled : FailKind::failed;
+        // Moved between our read and our write: look again.
+        if (round > 100) throw Error("task " + std::to_string(id) + ": failing it keeps losing races");
+    }
+}
+
+std::vector<int64_t> SqliteStore::give_up_stale(int64_t stale_ms, int max_attempts) {
+    std::vector<std::pair<int64_t, int64_t>> found;
+    {
+        auto s = db_.prepare(
+            "SELECT id, attempts FROM tasks WHERE status='running' AND attempts >= ? AND lease_until < ? "
+            "ORDER BY id LIMIT 1000");
+        s.bind(1, int64_t(max_attempts)).bind(2, deps_.clock() - stale_ms);
+        while (s.step()) found.emplace_back(s.i64(0), s.i64(1));
+    }
+    std::vector<int64_t> failed;
+    for (auto [id, attempts] : found) {
+        std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
+        if (fail_unowned(id, err, Owner{}) == FailKind::failed) failed.push_back(id);
+    }
+    return failed;
+}
+
 TaskStore::CancelResult SqliteStore::request_cancel(int64_t id, const std::string& by) {
     int64_t now = deps_.clock();
     std::optional<CancelResult> done;
@@ -494,15 +555,17 @@ std::map<std::string, int64_t> SqliteStore::counts() {
     return out;
 }
 
-std::vector<int64_t> SqliteStore::to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) {
+std::vector<int64_t> SqliteStore::to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,
+                                               int max_attempts) {
     int64_t now = deps_.clock();
     auto s = db_.prepare(
         "SELECT id FROM tasks WHERE "
         " (status='queued' AND published=0 AND created_at < ?1)"
         " OR (?3 AND status='queued' AND published=1 AND published_at < ?2)"
-        " OR (status='running' AND lease_until < ?2 AND (published_at IS NULL OR published_at < ?2))"
+        " OR (status='running' AND attempts < ?4 AND lease_until < ?2 AND (published_at IS NULL OR published_at < ?2))"
         " ORDER BY id LIMIT 1000");
-    s.bind(1, now - unpublished_ms).bind(2, now - stale_ms).bind(3, int64_t(idle == QueueIdle::yes));
+    s.bind(1, now - unpublished_ms).bind(2, now - stale_ms).bind(3, int64_t(idle == QueueIdle::yes))
+        .bind(4, int64_t(max_attempts));
     std::vector<int64_t> ids;
     while (s.step()) ids.push_back(s.i64(0));
     return ids;

@@ -25,12 +25,15 @@ public:
     using TaskStore::claim;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
+    FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
     CancelResult request_cancel(int64_t id, const std::string& by) override;
     std::optional<Task> get(int64_t id) override;
     std::vector<Task> list(std::optional<Status> status, int64_t limit) override;
     std::optional<ResultData> result(int64_t id) override;
     std::map<std::string, int64_t> counts() override;
-    std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) override;
+    std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,
+                                      int max_attempts) override;
+    std::vector<int64_t> give_up_stale(int64_t stale_ms, int max_attempts) override;
     void owner_lost(int64_t id, const Owner& owner, const std::string& why) override;
     bool fail_abandoned(int64_t id, const Owner& owner, const std::string& error) override;
     int64_t expire_results(const Retention& r) override;
@@ -58,6 +61,7 @@ private:
     // gate: moving it out measured slower at durability full (docs/performance.md).
     sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
     Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules);
+    FailKind try_fail_unowned(int64_t id, const std::string& error, const Owner& me);
     // Whether the owner recorded in a running task's row is gone (process or lease).
     bool owner_gone(const Owner& owner, int64_t lease_until, int64_t now) const;
 

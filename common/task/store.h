@@ -113,6 +113,14 @@ public:
     // attempt still owning the task, durably. False when fenced out (nothing written).
     virtual bool finish(int64_t id, int64_t token, const Outcome& outcome) = 0;
 
+    // Fails a task that nobody works on, with `error`: queued, or running with its owner gone
+    // (or its owner is `me`: a worker that cannot go on with a task it claimed). A running task
+    // whose cancel is pending is cancelled instead. Conditional on the attempt read, like a
+    // claim; durable when it returns. For a task that cannot be run: its message was
+    // dead-lettered by the broker (the sweeper), or claiming it ran out of memory (a worker).
+    enum class FailKind { failed, cancelled, finished, held, unknown };
+    virtual FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) = 0;
+
     // --- users ---
     enum class CancelKind { cancelled, requested, already_finished, unknown };
     struct CancelResult {
@@ -133,9 +141,16 @@ public:
     // --- supervisor ---
     // Tasks to (re)publish: never confirmed by the broker and older than `unpublished_ms`, or
     // waiting/running with nobody working on them for longer than `stale_ms` (queued ones only
-    // when the queue is idle: else their message may just be behind others).
+    // when the queue is idle: else their message may just be behind others). A running task
+    // claimed `max_attempts` times already is never named: a new message would only be given up
+    // by its claim, or, if claiming it is what kills workers, go round forever; give_up_stale()
+    // ends those instead.
     enum class QueueIdle : bool { no, yes };
-    virtual std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle) = 0;
+    virtual std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,
+                                              int max_attempts) = 0;
+    // Fails ("gave up after N attempts") the running tasks claimed `max_attempts` times whose
+    // owner is gone and whose lease ran out over `stale_ms` ago; returns their ids.
+    virtual std::vector<int64_t> give_up_stale(int64_t stale_ms, int max_attempts) = 0;
     // The supervisor saw the worker holding a task die: records when (for the death → rerun
     // measure) and why ("its worker died: signal 11 (SEGV)", "killed by its supervisor: ..."),
     // which the task's error names if it ends up failed for it ("gave up after 3 attempts ...").

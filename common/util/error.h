@@ -35,13 +35,21 @@ private:
 // disk full, I/O error, connection lost), so a worker keeps its message unacked and retries;
 // anything else is not retried. Each engine's own error type derives from this one, so no code
 // outside an engine's files names the engine.
+//
+// resource(): out of memory, or a value bigger than the engine takes (SQLite NOMEM, TOOBIG).
+// Not transient: the same write fails the same way; a smaller one (a failed outcome instead of a
+// result) may pass. A worker fails the task rather than exiting, so it never crash-loops on it.
 class StoreError : public Error {
 public:
-    StoreError(const std::string& what, bool transient) : Error(what), transient_(transient) {}
+    enum class Cause { other, resource };
+    StoreError(const std::string& what, bool transient, Cause cause = Cause::other)
+        : Error(what), transient_(transient), cause_(cause) {}
     bool transient() const noexcept { return transient_; }
+    bool resource() const noexcept { return cause_ == Cause::resource; }
 
 private:
     bool transient_;
+    Cause cause_;
 };
 
 }  // namespace sqlq

@@ -576,3 +576,76 @@ TEST_CASE("no message sqlq writes holds the broker password, on the paths that f
     }
     closing_audit(env, "password grep");
 }
+
+TEST_CASE("the store's disk stays full past record_timeout_ms: the worker gives the task up and is replaced, "
+          "a cancel meanwhile answers, and the task ends once space returns",
+          "[fault][disk][record-timeout]") {
+    TempDir mnt_parent;
+    Tmpfs disk(mnt_parent.path + "/store", "16m");
+    Setup s = base_setup(1);
+    s.store_path = disk.path + "/sqlq.db";
+    s.sections["store"] = "record_timeout_ms = 2000\n";
+    Env env(s);
+    Fleet fleet(env);
+    // A result of about 1 MB, ready 1.5 s after the claim: the disk fills up in between.
+    int64_t id = submit(env, "SELECT sqlq_test_hang(1500), hex(randomblob(500000))");
+    REQUIRE(eventually([&] { return fleet.worker_of(id) != 0; }, 30000));
+    const int64_t filled = fill(disk.path + "/filler");
+    std::cout << "disk full (" << filled << " bytes of filler) while task " << id << " runs" << std::endl;
+    // One clear line, then the worker leaves (unacked) and the supervisor refills the slot at
+    // once: a worker that reached ready and worked is no failed start, so no backoff.
+    REQUIRE(supervisor_log_shows(env, "([store] record_timeout_ms)", 30000));
+    REQUIRE(eventually([&] { return total_restarts(fleet) >= 1; }, 10000));
+    CHECK(eventually([&] { return fleet.status()["alive"] == 1; }, 10000));
+    // A cancel while the disk is full: an answer, never a hang. The request itself is a write,
+    // so it may fail (exit 1, saying why); if it got in, the task is cancelled or still ending.
+    auto c = fault::cli(env, {"cancel", std::to_string(id)});
+    std::cout << "cancel with the disk full: exit " << c.code << ": " << c.out << c.err << std::endl;
+    INFO(c.out << c.err);
+    CHECK((c.code == 0 || c.code == 1 || c.code == 5 || c.code == 12));
+    if (c.code == 1) CHECK(c.err.find("full") != std::string::npos);
+    const json st = fleet.status();
+    for (const auto& w : st["workers"]) CHECK(w["state"] != "backoff");
+    unlink((disk.path + "/filler").c_str());
+    if (c.code != 0 && c.code != 5) {
+        // Space is back: the cancel can be written now, or the task has ended by itself.
+        auto again = fault::cli(env, {"cancel", std::to_string(id)});
+        INFO(again.out << again.err);
+        CHECK((again.code == 0 || again.code == 5));
+    }
+    REQUIRE(drained(env, kDrainMs));
+    auto t = show(env, id);
+    INFO(t.dump());
+    CHECK(t["outcomes"] == 1);
+    auto a = closing_audit(env, "11 disk full past record_timeout_ms");
+    CHECK(a["succeeded"].get<int64_t>() + a["failed"].get<int64_t>() + a["cancelled"].get<int64_t>() == 1);
+}
+
+TEST_CASE("a delivery unacked past the broker's consumer_timeout: the worker reconnects instead of exiting, "
+          "the redelivery is skipped, the task runs once",
+          "[fault][consumer-timeout]") {
+    // consumer_timeout 3 s, checked every second (channel_tick_interval), on a node of its own.
+    Node node(5, {{"SQLQ_BROKER_CONSUMER_TIMEOUT_MS", "3000"}, {"SQLQ_BROKER_CHANNEL_TICK_MS", "1000"}});
+    Setup s = base_setup(2);
+    s.broker_url = node.url();
+    Env env(s);
+    Fleet fleet(env);
+    int64_t id = submit(env, slow_query(9000));
+    REQUIRE(eventually([&] { return fleet.worker_of(id) != 0; }, 30000));
+    // The broker closes the channel after ~3 s. RabbitMQ 3.10 hands the message to another
+    // consumer only once the channel is closed on both sides, i.e. when the worker next reads
+    // from the broker, after it recorded the outcome: the redelivery then finds the task done.
+    REQUIRE(eventually([&] { return show(env, id)["status"] == "succeeded"; }, 60000));
+    REQUIRE(supervisor_log_shows(env, "consumer_timeout (rabbitmq.conf", 15000));
+    REQUIRE(drained(env, 60000));
+    auto t = show(env, id);
+    INFO(t.dump());
+    CHECK(t["executions"] == 1);
+    CHECK(t["attempts"] == 1);
+    const std::string log = supervisor_log(env);
+    CHECK(log.find("timeout_ms = ") != std::string::npos);
+    CHECK(supervisor_log_shows(env, "task " + std::to_string(id) + ": already succeeded, skipped", 5000));
+    CHECK(total_restarts(fleet) == 0);
+    CHECK(eventually([&] { return fleet.status()["ready"] == 2; }, 15000));
+    closing_audit(env, "12 consumer_timeout shorter than a query", {});
+}

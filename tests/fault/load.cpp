@@ -85,9 +85,11 @@ std::vector<std::string> mixed_load(int n, int slow_every, int slow_ms) {
     return out;
 }
 
-Node::Node(int heartbeat_s) : heartbeat_s_(heartbeat_s) {
-    auto r = test::run({test::source_dir() + "/tests/support/broker-fixture.sh", "start", dir_.path}, "", 180000,
-                       {{"SQLQ_TEST_HEARTBEAT", std::to_string(heartbeat_s)}});
+Node::Node(int heartbeat_s, std::map<std::string, std::string> broker_env)
+    : heartbeat_s_(heartbeat_s), env_(std::move(broker_env)) {
+    auto env = env_;
+    env["SQLQ_TEST_HEARTBEAT"] = std::to_string(heartbeat_s);
+    auto r = test::run({test::source_dir() + "/tests/support/broker-fixture.sh", "start", dir_.path}, "", 180000, env);
     if (r.code != 0) throw std::runtime_error("cannot start a private RabbitMQ node: " + r.err + r.out);
     std::ifstream(dir_.path + "/port") >> port_;
     ensure_user(dir_.path + "/node", port_);
@@ -104,7 +106,7 @@ void Node::stop() {
 void Node::start() {
     auto r = test::run({test::source_dir() + "/scripts/broker.sh", "start", dir_.path + "/node",
                         std::to_string(port_), std::to_string(heartbeat_s_)},
-                       "", 180000);
+                       "", 180000, env_);
     if (r.code != 0) throw std::runtime_error("cannot restart the private RabbitMQ node: " + r.err);
 }
 

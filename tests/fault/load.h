@@ -2,6 +2,7 @@
 // The fault suite's tools: a mixed load, a private RabbitMQ node of its own (for restarts and a
 // low heartbeat), the drain, and the closing audit that every scenario ends with.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,8 @@ std::vector<std::string> mixed_load(int n, int slow_every = 40, int slow_ms = 20
 // A RabbitMQ node of the test's own, on a free port, stopped on destruction.
 class Node {
 public:
-    explicit Node(int heartbeat_s = 5);
+    // `broker_env`: scripts/broker.sh settings, e.g. SQLQ_BROKER_CONSUMER_TIMEOUT_MS.
+    explicit Node(int heartbeat_s = 5, std::map<std::string, std::string> broker_env = {});
     ~Node();
     Node(const Node&) = delete;
     int port() const { return port_; }
@@ -43,6 +45,7 @@ private:
     test::TempDir dir_;
     int port_ = 0;
     int heartbeat_s_;
+    std::map<std::string, std::string> env_;
 };
 
 // Task counts straight from the store (for polling; the verdict comes from `sqlq audit`).

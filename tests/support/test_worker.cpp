@@ -5,9 +5,16 @@
 //                       handler, no cancel, no heartbeat; what a query stuck in a C library
 //                       looks like. Returns ms.
 //   sqlq_test_crash()   dies of SIGSEGV, every time it runs: a poison task.
+//   sqlq_test_limit_memory(mb)
+//                       caps the process's address space (soft RLIMIT_AS) at its current size
+//                       plus `mb` MiB, so that a big result runs the worker out of memory
+//                       (std::bad_alloc) while it encodes the rows; 0 lifts the cap. Returns mb.
 #include <csignal>
 #include <cstdint>
 #include <ctime>
+#include <fstream>
+#include <string>
+#include <sys/resource.h>
 
 #include <sqlite3.h>
 
@@ -28,6 +35,29 @@ void test_crash(sqlite3_context*, int, sqlite3_value**) {
     std::raise(SIGSEGV);
 }
 
+void test_limit_memory(sqlite3_context* ctx, int, sqlite3_value** argv) {
+    int64_t mb = sqlite3_value_int64(argv[0]);
+    rlimit lim{};
+    getrlimit(RLIMIT_AS, &lim);
+    if (mb <= 0) {
+        lim.rlim_cur = lim.rlim_max;
+    } else {
+        // VmSize, in kB, from /proc/self/status.
+        std::ifstream in("/proc/self/status");
+        std::string key;
+        uint64_t kb = 0;
+        while (in >> key) {
+            if (key == "VmSize:") {
+                in >> kb;
+                break;
+            }
+        }
+        lim.rlim_cur = rlim_t(kb * 1024 + uint64_t(mb) * 1024 * 1024);
+    }
+    setrlimit(RLIMIT_AS, &lim);
+    sqlite3_result_int64(ctx, mb);
+}
+
 // An automatic extension: SQLite runs it for every connection this process opens, so the
 // query target gets the functions without the worker knowing (the task store gets them too,
 // and never calls them).
@@ -35,6 +65,9 @@ int register_hooks(sqlite3* db, const char** /*error*/, const sqlite3_api_routin
     int rc = sqlite3_create_function(db, "sqlq_test_hang", 1, SQLITE_UTF8, nullptr, test_hang, nullptr, nullptr);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "sqlq_test_crash", 0, SQLITE_UTF8, nullptr, test_crash, nullptr, nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "sqlq_test_limit_memory", 1, SQLITE_UTF8, nullptr, test_limit_memory, nullptr,
+                                     nullptr);
     return rc;
 }
 

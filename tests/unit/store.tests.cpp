@@ -349,12 +349,73 @@ TEST_CASE("the sweeper's queries: unpublished, stale queued and orphaned running
     int64_t orphan = store->insert("SELECT 3", "a");
     store->mark_published(orphan);
     REQUIRE(store->claim(orphan, w.remote(), 3).kind == Kind::claimed);
-    CHECK(store->to_republish(1000, 5000, Idle::yes).empty());  // all too young
+    CHECK(store->to_republish(1000, 5000, Idle::yes, 3).empty());  // all too young
     w.now += 1001;
-    CHECK(store->to_republish(1000, 5000, Idle::yes) == std::vector<int64_t>{unpublished});
+    CHECK(store->to_republish(1000, 5000, Idle::yes, 3) == std::vector<int64_t>{unpublished});
     w.now += 5000;
-    CHECK(store->to_republish(1000, 5000, Idle::no) == std::vector<int64_t>{unpublished, orphan});
-    CHECK(store->to_republish(1000, 5000, Idle::yes) == std::vector<int64_t>{unpublished, published, orphan});
+    CHECK(store->to_republish(1000, 5000, Idle::no, 3) == std::vector<int64_t>{unpublished, orphan});
+    CHECK(store->to_republish(1000, 5000, Idle::yes, 3) == std::vector<int64_t>{unpublished, published, orphan});
+    // Claimed max_attempts times: never republished (the orphan has had 1 claim).
+    CHECK(store->to_republish(1000, 5000, Idle::yes, 1) == std::vector<int64_t>{unpublished, published});
+}
+
+TEST_CASE("the sweeper gives up a stale running task past max_attempts instead of republishing it",
+          "[store][sweeper][attempts]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t worn = store->insert("SELECT 1", "a");
+    int64_t fresh = store->insert("SELECT 2", "a");
+    int64_t paused = store->insert("SELECT 3", "a");
+    store->mark_published({worn, fresh, paused});
+    for (int64_t pid = 900; pid < 903; ++pid) {
+        w.now += 2000;  // each owner's lease runs out before the next takes over
+        REQUIRE(store->claim(worn, w.dead(pid), 3).kind == Kind::claimed);
+    }
+    REQUIRE(store->claim(fresh, w.dead(910), 3).kind == Kind::claimed);
+    for (int64_t pid = 920; pid < 922; ++pid) REQUIRE(store->claim(paused, w.dead(pid), 3).kind == Kind::claimed);
+    w.now += 2000;
+    REQUIRE(store->claim(paused, w.alive(922), 3).kind == Kind::claimed);  // alive, lease out: paused
+    w.now += 10000;
+    CHECK(store->to_republish(1000, 5000, TaskStore::QueueIdle::yes, 3) == std::vector<int64_t>{fresh});
+    CHECK(store->give_up_stale(5000, 3) == std::vector<int64_t>{worn});
+    auto t = store->get(worn);
+    CHECK(t->status == Status::failed);
+    CHECK(t->error == "gave up after 3 attempts: the worker running it died each time");
+    CHECK(t->outcomes == 1);
+    CHECK(store->get(paused)->status == Status::running);
+    CHECK(store->give_up_stale(5000, 3).empty());
+}
+
+TEST_CASE("a task nobody works on can be failed with a reason; a live owner's task cannot",
+          "[store][fail]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    using FK = TaskStore::FailKind;
+    int64_t queued = store->insert("SELECT 1", "a");
+    int64_t orphan = store->insert("SELECT 2", "a");
+    int64_t held = store->insert("SELECT 3", "a");
+    int64_t mine = store->insert("SELECT 4", "a");
+    int64_t to_cancel = store->insert("SELECT 5", "a");
+    REQUIRE(store->claim(orphan, w.dead(700), 3).kind == Kind::claimed);
+    REQUIRE(store->claim(held, w.alive(701), 3).kind == Kind::claimed);
+    REQUIRE(store->claim(mine, w.alive(702), 3).kind == Kind::claimed);
+    REQUIRE(store->claim(to_cancel, w.dead(703), 3).kind == Kind::claimed);
+    store->request_cancel(to_cancel, "a");
+
+    CHECK(store->fail_unowned(queued, "dead-lettered by the broker: delivery_limit", Owner{}) == FK::failed);
+    CHECK(store->get(queued)->status == Status::failed);
+    CHECK(store->get(queued)->error == "dead-lettered by the broker: delivery_limit");
+    CHECK(store->fail_unowned(orphan, "x", Owner{}) == FK::failed);
+    CHECK(store->fail_unowned(held, "x", Owner{}) == FK::held);
+    CHECK(store->get(held)->status == Status::running);
+    CHECK(store->fail_unowned(mine, "out of memory", w.alive(702)) == FK::failed);
+    CHECK(store->fail_unowned(to_cancel, "x", Owner{}) == FK::cancelled);
+    CHECK(store->get(to_cancel)->status == Status::cancelled);
+    CHECK(store->fail_unowned(queued, "again", Owner{}) == FK::finished);
+    CHECK(store->get(queued)->outcomes == 1);
+    CHECK(store->fail_unowned(queued + 1000, "x", Owner{}) == FK::unknown);
+    // A fenced-out owner cannot record over it.
+    CHECK_FALSE(store->finish(orphan, 1, ok_outcome()));
 }
 
 TEST_CASE("the audit counts outcomes, re-runs, unpublished and stuck tasks", "[store][audit]") {

@@ -1,0 +1,178 @@
+// The worker's edges on real parts (issues 12 and 13): out-of-memory and too-big errors fail the
+// task and leave the worker alive, the sweeper stops republishing what cannot run, a worker
+// holding a redelivered task shows as waiting, and start warns about the broker's consumer timeout.
+#include <catch2/catch.hpp>
+
+#include "amqp/connection.h"
+#include "support/harness.h"
+#include "task/message.h"
+#include "task/store.h"
+
+using namespace sqlq;
+using namespace sqlq::test;
+
+namespace {
+constexpr int kReady = 20000;
+
+// `rows` rows of about `bytes` bytes each (hex text), computed, not read from a table.
+std::string wide_rows(int rows, int bytes, const std::string& first = "1") {
+    return "WITH RECURSIVE c(x) AS (SELECT " + first + " UNION ALL SELECT x + 1 FROM c WHERE x < " +
+           std::to_string(rows) + ") SELECT x, hex(randomblob(" + std::to_string(bytes / 2) + ")) FROM c";
+}
+
+int wait_code(const Env& env, int64_t id, int timeout_s = 60) {
+    return cli(env, {"wait", std::to_string(id), "--timeout", std::to_string(timeout_s)}).code;
+}
+}  // namespace
+
+TEST_CASE("a result the store cannot take fails the task with the reason, and the worker goes on",
+          "[worker][edges][memory]") {
+    Setup s;
+    // The SQLite heap cap is per process: the store's copy of a 40 MB result cannot fit in 8 MiB
+    // (SQLITE_NOMEM from finish(), not transient).
+    s.sections["query"] = "memory_limit_mb = 8\n";
+    Env env(s);
+    auto w = start_worker(env);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t big = submit(env, wide_rows(20000, 2000));
+    CHECK(wait_code(env, big) == 10);  // failed
+    auto t = show(env, big);
+    INFO(t.dump() << "\n" << w->log());
+    CHECK(t["error"].get<std::string>().find("the result could not be stored: ") == 0);
+    CHECK(t["error"].get<std::string>().find("query.max_bytes") != std::string::npos);
+    CHECK(t["attempts"] == 1);
+    CHECK(t["outcomes"] == 1);
+    // The same process serves the next task.
+    int64_t small = submit(env, "SELECT 1");
+    CHECK(wait_code(env, small) == 0);
+    CHECK(w->running());
+}
+
+TEST_CASE("running out of memory while encoding the rows fails the task, and the worker goes on",
+          "[worker][edges][memory]") {
+    Setup s;
+    s.sections["query"] = "max_bytes = 1000000000\n";
+    Env env(s);
+    auto w = start_worker(env);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    // The address space is capped 64 MiB above its size when the query starts; the rows come to
+    // about 160 MB of JSON, so the encoder's buffer cannot grow that far (std::bad_alloc).
+    int64_t big = submit(env, wide_rows(40000, 4000, "sqlq_test_limit_memory(64) * 0 + 1"));
+    CHECK(wait_code(env, big) == 10);
+    auto t = show(env, big);
+    INFO(t.dump() << "\n" << w->log());
+    CHECK(t["error"].get<std::string>().find("out of memory") != std::string::npos);
+    CHECK(t["attempts"] == 1);
+    int64_t lift = submit(env, "SELECT sqlq_test_limit_memory(0)");
+    CHECK(wait_code(env, lift) == 0);
+    CHECK(w->running());
+}
+
+TEST_CASE("a task whose message the broker dead-lettered is failed with the broker's reason, not republished",
+          "[sweeper][edges][dead-letter]") {
+    Setup s;
+    s.workers = 0;  // nobody runs it: only the sweeper acts
+    s.queue_type = "quorum";
+    s.sections["broker"] = "delivery_limit = 1\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
+    Env env(s);
+    int64_t id = submit(env, "SELECT 1");
+    {
+        // A consumer that gives the message back until the broker gives up on it.
+        amqp::Connection c(env.cfg().broker, "test: returns every delivery");
+        REQUIRE(eventually([&] {
+            if (auto m = c.get(env.cfg().broker.queue)) c.reject(m->tag, /*requeue=*/true);
+            return queue_depth(env, env.cfg().broker.dead_letter_queue()) == 1;
+        }, 20000));
+        c.close();
+    }
+    REQUIRE(queue_depth(env) == 0);
+    Fleet fleet(env);
+    REQUIRE(eventually([&] { return show(env, id)["status"] == "failed"; }, 20000));
+    auto t = show(env, id);
+    INFO(t.dump());
+    CHECK(t["error"].get<std::string>().find("dead-lettered by the broker: delivery_limit") == 0);
+    CHECK(t["executions"] == 0);
+    CHECK(queue_depth(env) == 0);  // not republished
+    // The letter stays where it was, for the operator and the audit.
+    auto a = audit(env);
+    CHECK(a["dead_lettered"] == 1);
+    CHECK(supervisor_log_shows(env, "failed: dead-lettered by the broker", 5000));
+}
+
+TEST_CASE("the sweeper gives up a task past max_attempts instead of republishing it", "[sweeper][edges][attempts]") {
+    Setup s;
+    s.workers = 0;
+    s.sections["query"] = "max_attempts = 3\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
+    Env env(s);
+    int64_t id = 0;
+    {
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT 1", "test");
+        store->mark_published(id);
+        // Three workers that died while running it (this process's pid with another start time:
+        // gone, as far as the liveness check can tell).
+        Owner gone = Owner::self();
+        gone.start += 12345;
+        for (int i = 0; i < 3; ++i) REQUIRE(store->claim(id, gone, 10).kind == TaskStore::ClaimKind::claimed);
+    }
+    Fleet fleet(env);
+    REQUIRE(eventually([&] { return show(env, id)["status"] == "failed"; }, 20000));
+    auto t = show(env, id);
+    INFO(t.dump());
+    CHECK(t["error"].get<std::string>().find("gave up after 3 attempts") == 0);
+    CHECK(queue_depth(env) == 0);
+    CHECK(supervisor_log(env).find("sweep: republished") == std::string::npos);
+}
+
+TEST_CASE("a worker holding a redelivered task that another runs shows as waiting, not ready",
+          "[supervisor][edges][waiting]") {
+    Setup s;
+    s.workers = 2;
+    Env env(s);
+    Fleet fleet(env);
+    int64_t id = submit(env, slow_query(4000));
+    pid_t runner = 0;
+    REQUIRE(eventually([&] { return (runner = fleet.worker_of(id)) != 0; }, 20000));
+    publish_raw(env, encode_message(id));  // a second message: the other worker gets it and waits
+    nlohmann::json waiting;
+    REQUIRE(eventually([&] {
+        const auto st = fleet.status();
+        for (const auto& w : st["workers"])
+            if (w["state"] == "waiting") waiting = w;
+        return !waiting.is_null();
+    }, 10000));
+    CHECK(waiting["waiting_for"] == id);
+    CHECK(waiting["pid"] != runner);
+    CHECK(waiting["task"].is_null());  // only the runner is busy with it (cancel kills that one)
+    CHECK(fleet.worker_of(id) == runner);
+    auto text = supervisor(env, {"status"});
+    CHECK(text.out.find("waiting for task " + std::to_string(id)) != std::string::npos);
+    CHECK(wait_code(env, id) == 0);
+    REQUIRE(eventually([&] {
+        const auto st = fleet.status();
+        for (const auto& w : st["workers"])
+            if (w["state"] == "waiting") return false;
+        return true;
+    }, 10000));
+    CHECK(show(env, id)["executions"] == 1);
+}
+
+TEST_CASE("start warns when query.timeout_ms is not below the broker's default consumer timeout",
+          "[supervisor][edges][consumer-timeout]") {
+    Setup s;
+    s.workers = 0;
+    s.sections["query"] = "timeout_ms = 1800000\n";
+    Env env(s);
+    {
+        Fleet fleet(env);
+        INFO(fleet.start_result.err);
+        CHECK(fleet.start_result.err.find("consumer_timeout") != std::string::npos);
+        CHECK(fleet.start_result.err.find("timeout_ms = 1800000") != std::string::npos);
+    }
+    s.sections["query"] = "timeout_ms = 60000\n";
+    env.rewrite(s);
+    Fleet quiet(env);
+    CHECK(quiet.start_result.err.find("consumer_timeout") == std::string::npos);
+}
