@@ -81,6 +81,7 @@ void Worker::serve(amqp::Connection& conn) {
         auto d = conn.next(unflushed ? 10 : 250);
         if (!d) {
             if (unflushed) flush();
+            target_->release_memory();  // idle: give back what the last task left (once per lull)
             reporter_.alive();
             continue;
         }

@@ -114,6 +114,7 @@ const std::vector<Key>& keys() {
         integer("query", "max_attempts", 1, 1000, [](Config& c, int64_t v) { c.query.max_attempts = int(v); }),
         integer("query", "memory_limit_mb", 1, 1 << 20,
                 [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),
+        integer("query", "temp_limit_mb", 1, 1 << 20, [](Config& c, int64_t v) { c.query.temp_limit_mb = v; }),
 
         integer("supervisor", "workers", 0, 4096, [](Config& c, int64_t v) { c.supervisor.workers = int(v); }),
         path("supervisor", "run_dir", [](Config& c, const std::string& v) { c.supervisor.run_dir = v; }),

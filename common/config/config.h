@@ -42,6 +42,7 @@ struct QueryConfig {
     int64_t max_sql_bytes = 1024 * 1024;  // a task's SQL text; submit refuses a longer one
     int max_attempts = 3;
     int64_t memory_limit_mb = 256;
+    int64_t temp_limit_mb = 128;          // temporary files of one query (sorts, DISTINCT, big subqueries)
 };
 
 struct SupervisorConfig {

@@ -2,9 +2,9 @@
 
 namespace sqlq::sqlite {
 
-Db::Db(const std::string& path, int flags) : path_(path) {
+Db::Db(const std::string& path, int flags, const char* vfs) : path_(path) {
     sqlite3* raw = nullptr;
-    int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_EXRESCODE, nullptr);
+    int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_EXRESCODE, vfs);
     db_.reset(raw);  // owner first: open allocates a handle even when it fails
     if (rc != SQLITE_OK) fail("cannot open", rc);
 }

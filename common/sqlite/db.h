@@ -47,8 +47,9 @@ class Stmt;
 
 class Db {
 public:
-    // flags: SQLITE_OPEN_* ; throws SqliteError naming the path.
-    Db(const std::string& path, int flags);
+    // flags: SQLITE_OPEN_* ; vfs: a registered VFS's name, or null for the default. Throws
+    // SqliteError naming the path.
+    Db(const std::string& path, int flags, const char* vfs = nullptr);
     sqlite3* get() const noexcept { return db_.get(); }
     const std::string& path() const noexcept { return path_; }
 

@@ -50,6 +50,11 @@ std::string LimitGuard::memory_error() const {
     return "the query needs more memory than " + std::to_string(cfg_.memory_limit_mb) + " MB (query.memory_limit_mb)";
 }
 
+std::string LimitGuard::temp_error() const {
+    return "the query needs more than " + std::to_string(cfg_.temp_limit_mb) +
+           " MB of temporary space (temporary space limit: query.temp_limit_mb)";
+}
+
 std::string LimitGuard::too_big_error(const std::string& engine_text) { return engine_text + " (query.max_bytes)"; }
 
 }  // namespace sqlq

@@ -40,6 +40,7 @@ public:
     // The texts of the caps an engine detects itself.
     std::string timeout_error() const;
     std::string memory_error() const;
+    std::string temp_error() const;
     static std::string too_big_error(const std::string& engine_text);
 
 private:

@@ -56,6 +56,10 @@ public:
     // at least as often as it polls). Safe from another thread or a signal handler. A request
     // made while no query runs is dropped when the next run() starts.
     virtual void cancel() noexcept = 0;
+
+    // Called when the worker falls idle after work: gives back the memory the engine kept for
+    // later queries (caches), so an idle worker stays small. The next run() works as before.
+    virtual void release_memory() noexcept {}
 };
 
 // Opens the target that `[query] database` names: a path is a SQLite database file. A

@@ -19,14 +19,23 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 echo "fuzz: building with $cxx"
 "$cxx" "${flags[@]}" "$root/tests/fuzz/message.fuzz.cpp" "$root/common/task/message.cpp" -o "$out/message_fuzz"
 "$cxx" "${flags[@]}" "$root/tests/fuzz/config.fuzz.cpp" "$root/common/config/config.cpp" -o "$out/config_fuzz"
+# The SQLite query target as a worker runs it; SQLite itself is Debian's library (not
+# instrumented: the coverage that guides the fuzzer is sqlq's, the dictionary gives it SQL).
+"$cxx" "${flags[@]}" "$root/tests/fuzz/target.fuzz.cpp" "$root/common/target/target.cpp" \
+    "$root/common/target/row_encoder.cpp" "$root/common/target/limit_guard.cpp" \
+    "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
+    "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
+    -lsqlite3 -o "$out/target_fuzz"
 
 status=0
-for target in message config; do
+for target in message config target; do
     corpus=$out/corpus/$target
     mkdir -p "$corpus"
     cp -n "$root/tests/fuzz/corpus/$target/"* "$corpus/" 2>/dev/null || true
+    dict=()
+    [ -f "$root/tests/fuzz/$target.dict" ] && dict=(-dict="$root/tests/fuzz/$target.dict")
     echo "fuzz: $target for $seconds s"
-    if ! "$out/${target}_fuzz" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    if ! "$out/${target}_fuzz" "${dict[@]}" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
             -artifact_prefix="$out/findings/$target-" -print_final_stats=1 "$corpus" \
             > "$out/$target.log" 2>&1; then
         echo "fuzz: $target FAILED; see $out/$target.log and $out/findings/" >&2

@@ -6,12 +6,28 @@
 // is the last word.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <sqlite3.h>
 
 #include "sqlite/db.h"
 
 namespace sqlq::sqlite {
+
+// A function the program itself registers on every connection (an auto-extension), allowed in
+// queries while this object lives, beside the allowlist of SQLite's own functions. Only the test
+// worker makes one, for its fault-injection functions; nothing a config says can. Process-wide:
+// make it before the first query runs, on the thread that runs queries.
+class AllowedFunction {
+public:
+    explicit AllowedFunction(std::string name);
+    ~AllowedFunction();
+    AllowedFunction(const AllowedFunction&) = delete;
+    AllowedFunction& operator=(const AllowedFunction&) = delete;
+
+private:
+    std::string name_;
+};
 
 class ReadOnlyPolicy {
 public:
@@ -40,6 +56,7 @@ private:
 
     sqlite3* db_;
     std::string denied_;
+    std::string denied_table_;  // the table of the last refused INSERT, UPDATE or DELETE
 };
 
 }  // namespace sqlq::sqlite
