@@ -584,51 +584,75 @@ def report(res):
 
 
 def plot(res, outdir):
+    """throughput.png: one panel per queue type (each with its own series, at most six), the
+    legend under each panel: twelve series in one key over the lines could not be read."""
     t = res.get("throughput")
     if not t:
         return
-    series = {}
+    series = {}  # queue type -> {series name -> [(workers, median, min, max)]}
     for s in t["summary"]:
         if s["query"] not in ("trivial", "ceiling"):
             continue
-        name = {"ceiling": "ceiling, drain (bare consumers, prefetch 1)",
-                "ceiling-flow": "ceiling, publish + consume (bare, prefetch 1)"}.get(
-                    s["system"], f"{s['system']} ({s['durability']})")
-        name = f"{s['queue_type']}: {name}"
-        series.setdefault(name, []).append((s["workers"], s["rate"]["median"], s["rate"]["min"], s["rate"]["max"]))
+        name = {"ceiling": "ceiling: drain (bare consumers, prefetch 1)",
+                "ceiling-flow": "ceiling: publish + consume (bare, prefetch 1)"}.get(
+                    s["system"], f"{s['system']}, durability {s['durability']}")
+        series.setdefault(s["queue_type"], {}).setdefault(name, []).append(
+            (s["workers"], s["rate"]["median"], s["rate"]["min"], s["rate"]["max"]))
     dat = os.path.join(outdir, "throughput.dat")
+    index, panels = 0, []
     with open(dat, "w") as f:
-        for name, pts in series.items():
-            f.write(f'"{name}"\n')
-            for p in sorted(pts):
-                f.write("%d %.1f %.1f %.1f\n" % p)
-            f.write("\n\n")
+        for qtype in sorted(series):
+            plots = []
+            for name, pts in series[qtype].items():
+                f.write(f'"{name}"\n')
+                for p in sorted(pts):
+                    f.write("%d %.1f %.1f %.1f\n" % p)
+                f.write("\n\n")
+                plots.append(f"'{dat}' index {index} using 1:2:3:4 with yerrorlines lw 2 title columnheader(1)")
+                index += 1
+            panels.append((qtype, ", ".join(plots)))
     png = os.path.join(outdir, "throughput.png")
-    plots = ", ".join(f"'{dat}' index {i} using 1:2:3:4 with yerrorlines title columnheader(1)" for i in range(len(series)))
-    script = f"""set terminal pngcairo size 900,560 font ',10'
+    ymax = max(p[3] for q in series.values() for pts in q.values() for p in pts) * 1.05
+    script = f"""set terminal pngcairo size 1000,{430 * len(panels) + 40} font ',10'
 set output '{png}'
-set title 'Trivial tasks (SELECT 1), end to end: tasks/s against workers (median, min–max)'
+set multiplot layout {len(panels)},1 title 'Trivial tasks (SELECT 1), end to end: tasks/s against workers (median, min–max)'
 set xlabel 'workers (consumers)'
 set ylabel 'tasks/s'
 set logscale x 2
 set xtics (1, 4, 8, 40)
-set key left top
+set yrange [0:{ymax:.0f}]
+set key outside right center vertical Left reverse noenhanced box
 set grid
-plot {plots}
 """
+    for qtype, plots in panels:
+        script += f"set title '{qtype} queue'\nplot {plots}\n"
+    script += "unset multiplot\n"
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+def replot(outdir):
+    """Redraws throughput.png from the throughput.json of an earlier run, measuring nothing."""
+    with open(os.path.join(outdir, "throughput.json")) as f:
+        plot({"throughput": json.load(f)}, outdir)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--demo", required=True)
+    ap.add_argument("--replot", action="store_true", help="only redraw throughput.png from OUT/throughput.json")
+    ap.add_argument("--build")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--work")
+    ap.add_argument("--demo")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit")
     a = ap.parse_args()
+    if a.replot:
+        replot(a.out)
+        return 0
+    for need in ("build", "port", "work", "demo"):
+        if getattr(a, need) is None:
+            ap.error(f"--{need} is required (unless --replot)")
     if a.quick:
         a.rounds, a.qtypes, a.workers = 3, ["quorum"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 1000, 100, 300

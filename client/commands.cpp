@@ -11,7 +11,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/progress.h"
 #include "service/task_service.h"
+#include "util/cli.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/table.h"
 
@@ -41,7 +44,14 @@ std::string cell(const json& v) {
     return v.dump();
 }
 
+std::string elapsed_text(const Task& t, int64_t now) {
+    auto e = elapsed_ms(t, now);
+    return e ? format_duration(*e) : "";
+}
+
 }  // namespace
+
+int Output::error(const std::string& what, int code) const { return report_error("sqlq", what, code, json); }
 
 int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
     std::vector<std::string> sqls;
@@ -59,31 +69,42 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
     }
 
     TaskService svc(cfg);
-    auto r = svc.submit(sqls, o.user);
+    // A batch on a terminal: a bar while its messages are published (the rows are stored in one
+    // transaction before that, in a moment).
+    ProgressLine bar(ProgressLine().on() && !o.batch.empty());
+    if (bar.on()) bar.show("submit: storing " + std::to_string(sqls.size()) + " tasks");
+    auto r = svc.submit(sqls, o.user, [&](size_t done, size_t total) {
+        bar.show("submit: publishing " + progress_bar(done, total),
+                 done == total ? ProgressLine::Draw::now : ProgressLine::Draw::when_due);
+    });
+    bar.clear();
     const auto& ids = r.ids;
     const std::string& problem = r.problem;
     const size_t confirmed = r.published;
 
     if (out.json) {
+        // "published" is a bool everywhere (show, list): here, whether every task of this submit
+        // was; "published_count" says how many were.
         json j = sqls.size() == 1 && o.batch.empty() ? json{{"id", ids[0]}} : json{{"ids", ids}};
-        j["published"] = confirmed;
+        j["published"] = confirmed == ids.size();
+        j["published_count"] = confirmed;
         std::cout << j.dump() << "\n";
     } else {
         for (int64_t id : ids) std::cout << id << "\n";
     }
-    if (!problem.empty()) {
-        std::cerr << "sqlq: " << (ids.size() - confirmed) << " of " << ids.size()
-                  << " task(s) stored but not yet published (" << problem
-                  << "); the supervisor's sweeper will publish them\n";
-        return kExitError;
-    }
+    if (!problem.empty())
+        return out.error(std::to_string(ids.size() - confirmed) + " of " + std::to_string(ids.size()) +
+                             " task(s) stored but not yet published (" + problem +
+                             "); the supervisor's sweeper will publish them",
+                         kExitError);
     return kExitOk;
 }
 
 int cmd_show(const Config& cfg, int64_t id, const Output& out) {
     Task t = TaskService(cfg).show(id);
+    const int64_t now = now_ms();
     if (out.json) {
-        std::cout << task_json(t).dump() << "\n";
+        std::cout << task_json(t, now).dump() << "\n";
         return kExitOk;
     }
     auto opt = [](const std::optional<std::string>& s) { return s ? *s : std::string("-"); };
@@ -99,7 +120,8 @@ int cmd_show(const Config& cfg, int64_t id, const Output& out) {
         {"started", format_time(t.started_at)},
         {"finished", format_time(t.finished_at)},
     };
-    if (t.started_at && t.finished_at) rows.push_back({"ran", format_duration(*t.finished_at - *t.started_at)});
+    if (t.status == Status::running) rows.push_back({"elapsed", elapsed_text(t, now) + " (running)"});
+    if (t.started_at && t.finished_at && terminal(t.status)) rows.push_back({"ran", elapsed_text(t, now)});
     if (t.row_count) rows.push_back({"rows", std::to_string(*t.row_count)});
     if (t.status == Status::succeeded) rows.push_back({"result", t.result_ref ? *t.result_ref : "expired"});
     if (t.error) rows.push_back({"error", *t.error});
@@ -146,11 +168,12 @@ int cmd_result(const Config& cfg, int64_t id, const std::string& format, const O
     return kExitOk;
 }
 
-int cmd_list(const Config& cfg, const std::string& status, int64_t limit, const Output& out) {
-    auto tasks = TaskService(cfg).list(status.empty() ? std::nullopt : parse_status(status), limit);
+int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Output& out) {
+    auto tasks = TaskService(cfg).list(filter);
+    const int64_t now = now_ms();
     if (out.json) {
         json arr = json::array();
-        for (const auto& t : tasks) arr.push_back(task_json(t));
+        for (const auto& t : tasks) arr.push_back(task_json(t, now));
         std::cout << arr.dump() << "\n";
         return kExitOk;
     }
@@ -160,14 +183,30 @@ int cmd_list(const Config& cfg, const std::string& status, int64_t limit, const 
         std::replace(sql.begin(), sql.end(), '\n', ' ');
         if (sql.size() > 60) sql = sql.substr(0, 57) + "...";
         rows.push_back({std::to_string(t.id), to_string(t.status), t.submitter, std::to_string(t.attempts),
-                        format_time(t.created_at), t.row_count ? std::to_string(*t.row_count) : "", sql});
+                        format_time(t.created_at), elapsed_text(t, now),
+                        t.row_count ? std::to_string(*t.row_count) : "", sql});
     }
-    std::cout << format_table({"ID", "STATUS", "USER", "ATTEMPTS", "CREATED", "ROWS", "SQL"}, rows);
+    // ELAPSED: how long a running task has been running, or an ended one ran.
+    std::cout << format_table({"ID", "STATUS", "USER", "ATTEMPTS", "CREATED", "ELAPSED", "ROWS", "SQL"}, rows);
     return kExitOk;
 }
 
 int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out) {
-    auto w = TaskService(cfg).wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0);
+    // On a terminal: what the task is doing while we wait, overwritten in place.
+    ProgressLine line;
+    auto w = TaskService(cfg).wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0,
+                                   [&](const Task& seen) {
+                                       if (!line.on()) return;
+                                       const int64_t at = now_ms();
+                                       std::string text = "task " + std::to_string(id) + " " + to_string(seen.status);
+                                       if (seen.status == Status::running)
+                                           text += " for " + elapsed_text(seen, at) + " (attempt " +
+                                                   std::to_string(seen.attempts) + ")";
+                                       else  // queued: since it was submitted
+                                           text += " for " + format_duration(std::max<int64_t>(0, at - seen.created_at));
+                                       line.show(text + "; waiting");
+                                   });
+    line.clear();
     const Task& t = w.task;
     if (out.json) {
         json j = task_json(t);
@@ -176,7 +215,9 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
     } else if (!w.timed_out) {
         std::cout << "task " << id << " " << to_string(t.status) << (t.error ? ": " + *t.error : "") << "\n";
     } else {
-        std::cerr << "sqlq: task " << id << " is still " << to_string(t.status) << " after " << timeout_s << " s\n";
+        std::ostringstream s;
+        s << "task " << id << " is still " << to_string(t.status) << " after " << timeout_s << " s";
+        return out.error(s.str(), exit_for(t.status));
     }
     return exit_for(t.status);
 }
@@ -272,7 +313,7 @@ int cmd_audit(const Config& cfg, const Output& out) {
             for (auto id : f.stuck_ids) std::cout << " " << id;
             std::cout << "\n";
         }
-        if (!broker_error.empty()) std::cerr << "sqlq: audit: " << broker_error << "\n";
+        if (!broker_error.empty()) out.error("audit: " + broker_error, kExitError);
     }
     return bad ? kExitError : kExitOk;
 }

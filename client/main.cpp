@@ -12,6 +12,7 @@
 
 #include "client/commands.h"
 #include "config/config.h"
+#include "util/cli.h"
 #include "util/error.h"
 
 using namespace sqlq;
@@ -31,7 +32,8 @@ int main(int argc, char** argv) {
     std::string config_opt;
     bool json = false;
     app.add_option("-c,--config", config_opt, "config file (default: $SQLQ_CONFIG, ./etc/sqlq.conf)");
-    app.add_flag("--json", json, "machine-readable output");
+    app.add_flag("--json", json, "machine-readable output (errors too)");
+    common_cli_setup(app);  // -c and --json also after the command
 
     SubmitOptions so;
     so.user = default_user();
@@ -40,18 +42,15 @@ int main(int argc, char** argv) {
     submit->add_option("-f,--file", so.file, "read the SQL from FILE");
     submit->add_option("--batch", so.batch, "one task per non-empty line of FILE ('-': stdin)");
     submit->add_option("--user", so.user, "who submits (default: $SQLQ_USER or the login name)");
-    submit->add_flag("--json", json);
 
     int64_t id = 0;
     auto* show = app.add_subcommand("show", "show a task");
     show->add_option("id", id, "task id")->required();
-    show->add_flag("--json", json);
 
     std::string format = "table";
     auto* result = app.add_subcommand("result", "print a task's result");
     result->add_option("id", id, "task id")->required();
     result->add_option("--format", format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}));
-    result->add_flag("--json", json);
 
     std::string status;
     int64_t limit = 50;
@@ -59,33 +58,25 @@ int main(int argc, char** argv) {
     list->add_option("--status", status, "only tasks in this status")
         ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"}));
     list->add_option("--limit", limit, "at most N tasks (default 50)")->check(CLI::PositiveNumber);
-    list->add_flag("--json", json);
+    std::string list_user;
+    list->add_option("--user", list_user, "only tasks submitted by NAME");
 
     double timeout_s = 0;
     auto* wait = app.add_subcommand("wait", "wait for a task to end; exit 0 only if it succeeded");
     wait->add_option("id", id, "task id")->required();
     wait->add_option("--timeout", timeout_s, "give up after S seconds (exit 12); default: no limit")
         ->check(CLI::NonNegativeNumber);
-    wait->add_flag("--json", json);
 
     bool no_wait = false;
     auto* cancel = app.add_subcommand("cancel", "stop a queued or running task");
     cancel->add_option("id", id, "task id")->required();
     cancel->add_flag("--no-wait", no_wait, "do not wait for a running task to stop");
     cancel->add_option("--user", so.user, "who cancels (default: $SQLQ_USER or the login name)");
-    cancel->add_flag("--json", json);
 
     auto* audit = app.add_subcommand("audit", "reconcile the task store with the broker; non-zero when "
                                               "tasks are lost or stuck");
-    audit->add_flag("--json", json);
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        if (e.get_exit_code() == 0) return app.exit(e);
-        std::fprintf(stderr, "sqlq: %s\n", e.what());
-        return kExitUsage;
-    }
+    if (int code = parse_command_line(app, argc, argv, "sqlq"); code >= 0) return code;
 
     try {
         Config cfg = find_and_load_config(config_opt);
@@ -93,16 +84,16 @@ int main(int argc, char** argv) {
         if (*submit) return cmd_submit(cfg, so, out);
         if (*show) return cmd_show(cfg, id, out);
         if (*result) return cmd_result(cfg, id, json ? "json" : format, out);
-        if (*list) return cmd_list(cfg, status, limit, out);
+        if (*list) return cmd_list(cfg, {status.empty() ? std::nullopt : parse_status(status),
+                                         list_user.empty() ? std::nullopt : std::optional(list_user), limit},
+                                   out);
         if (*wait) return cmd_wait(cfg, id, timeout_s, out);
         if (*cancel) return cmd_cancel(cfg, id, so.user, !no_wait, out);
         if (*audit) return cmd_audit(cfg, out);
     } catch (const Error& e) {
-        std::fprintf(stderr, "sqlq: %s\n", e.what());
-        return e.exit_code();
+        return report_error("sqlq", e.what(), e.exit_code(), json);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "sqlq: %s\n", e.what());
-        return kExitError;
+        return report_error("sqlq", e.what(), kExitError, json);
     }
     return kExitUsage;
 }

@@ -16,6 +16,7 @@
 #include "supervisor/launch.h"
 #include "supervisor/supervisor.h"
 #include "task/store.h"
+#include "util/cli.h"
 #include "util/clock.h"
 #include "util/control.h"
 #include "util/error.h"
@@ -128,9 +129,28 @@ std::optional<control::Reply> request(const Config& cfg, const control::Request&
     return control_request(cfg.supervisor.run_dir, req);
 }
 
-int not_running(const Config& cfg) {
-    std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
-    return kExitNotRunning;
+int not_running(const Config& cfg, Format format) {
+    return report_error("sqlq-supervisor", "not running (run dir " + cfg.supervisor.run_dir + ")", kExitNotRunning,
+                        format == Format::json);
+}
+
+// The config for `status`, which must work while the file has an error (that is when an operator
+// edits it and wants to see the fleet): then the run directory comes from a best-effort read of
+// the file, and `problem` says what is wrong. A file that cannot be read at all still fails.
+Config load_for_status(const std::string& config_opt, std::string& problem) {
+    try {
+        return load(config_opt);
+    } catch (const Error& e) {
+        if (e.exit_code() != kExitUsage) throw;
+        const std::string path = config_path(config_opt);
+        auto run_dir = best_effort_run_dir(path);
+        if (!run_dir) throw;
+        problem = e.what();
+        Config c;
+        c.file = fs::absolute(path).lexically_normal().string();
+        c.supervisor.run_dir = *run_dir;
+        return c;
+    }
 }
 
 const control::Reply& must_ok(const control::Reply& reply) {
@@ -142,11 +162,32 @@ std::string dash_or(const json& v, const std::function<std::string(const json&)>
     return v.is_null() ? "-" : f(v);
 }
 
+// The queue and the tasks are read here, by the client: the supervisor's loop never waits on
+// the broker or the database for a status.
+void read_queue_and_tasks(const Config& cfg, json& st) {
+    try {
+        BrokerConfig b = cfg.broker;
+        b.connect_timeout_ms = std::min(b.connect_timeout_ms, 3000);
+        amqp::Connection conn(b, "sqlq-supervisor status");
+        auto q = conn.inspect(b.queue);
+        st["queue"] = {{"name", b.queue}, {"messages", q.messages}, {"consumers", q.consumers}};
+        conn.close();
+    } catch (const Error& e) {
+        st["queue"] = {{"name", cfg.broker.queue}, {"error", e.what()}};
+    }
+    try {
+        auto store = open_store(cfg.store);
+        st["tasks"] = store->counts();
+    } catch (const Error& e) {
+        st["tasks"] = {{"error", e.what()}};
+    }
+}
+
 }  // namespace
 
 // --- start ---
 
-int cmd_start(const std::string& config_opt, Attach attach) {
+int cmd_start(const std::string& config_opt, Attach attach, Format format) {
     const bool foreground = attach == Attach::foreground;
     Config cfg = load(config_opt);
     std::error_code ec;
@@ -201,8 +242,12 @@ int cmd_start(const std::string& config_opt, Attach attach) {
     ::close(p[0]);
     while (!answer.empty() && answer.back() == '\n') answer.pop_back();
     if (answer.rfind("ok ", 0) == 0) {
-        std::cout << "sqlq-supervisor: started, pid " << answer.substr(3) << ", " << cfg.supervisor.workers
-                  << " workers ready (log " << log << ")\n";
+        if (format == Format::json)
+            std::cout << json{{"started", true}, {"pid", std::stoll(answer.substr(3))},
+                              {"workers", cfg.supervisor.workers}, {"log", log}}.dump() << "\n";
+        else
+            std::cout << "sqlq-supervisor: started, pid " << answer.substr(3) << ", " << cfg.supervisor.workers
+                      << " workers ready (log " << log << ")\n";
         return kExitOk;
     }
     if (answer.rfind("error ", 0) == 0) throw Error(answer.substr(6) + " (log " + log + ")");
@@ -213,35 +258,32 @@ int cmd_start(const std::string& config_opt, Attach attach) {
 
 int cmd_status(const std::string& config_opt, StatusFormat format) {
     const bool as_json = format == StatusFormat::json;
-    Config cfg = load(config_opt);
+    std::string config_problem;
+    Config cfg = load_for_status(config_opt, config_problem);
+    if (!config_problem.empty() && !as_json)
+        std::cerr << "sqlq-supervisor: warning: " << config_problem << " (status read from run dir "
+                  << cfg.supervisor.run_dir << "; `reload` would refuse this file)\n";
     auto reply = request(cfg, control::Request::status());
     if (!reply) {
-        if (as_json)
-            std::cout << json{{"running", false}, {"run_dir", cfg.supervisor.run_dir}, {"alive", 0}}.dump() << "\n";
-        else
-            not_running(cfg);
+        if (as_json) {
+            json j{{"running", false}, {"run_dir", cfg.supervisor.run_dir}, {"alive", 0}};
+            if (!config_problem.empty()) j["config_error"] = config_problem;
+            std::cout << j.dump() << "\n";
+        } else {
+            not_running(cfg, format);
+        }
         return kExitNotRunning;
     }
     json st = must_ok(*reply).status();
     st["running"] = true;
-    // The queue and the tasks are read here, by the client: the supervisor's loop never
-    // waits on the broker or the database for a status.
-    try {
-        BrokerConfig b = cfg.broker;
-        b.connect_timeout_ms = std::min(b.connect_timeout_ms, 3000);
-        amqp::Connection conn(b, "sqlq-supervisor status");
-        auto q = conn.inspect(b.queue);
-        st["queue"] = {{"name", b.queue}, {"messages", q.messages}, {"consumers", q.consumers}};
-        conn.close();
-    } catch (const Error& e) {
-        st["queue"] = {{"name", cfg.broker.queue}, {"error", e.what()}};
+    if (!config_problem.empty()) {
+        // The broker and store settings of a broken file cannot be trusted: leave them out.
+        st["config_error"] = config_problem;
+        const std::string why = "not read: the config file has an error";
+        st["queue"] = {{"name", "-"}, {"error", why}};
+        st["tasks"] = {{"error", why}};
     }
-    try {
-        auto store = open_store(cfg.store);
-        st["tasks"] = store->counts();
-    } catch (const Error& e) {
-        st["tasks"] = {{"error", e.what()}};
-    }
+    if (config_problem.empty()) read_queue_and_tasks(cfg, st);
     if (as_json) {
         std::cout << st.dump() << "\n";
         return kExitOk;
@@ -287,12 +329,15 @@ int cmd_status(const std::string& config_opt, StatusFormat format) {
 
 // --- stop, reload, restart ---
 
-int cmd_stop(const std::string& config_opt) {
+int cmd_stop(const std::string& config_opt, Format format) {
     Config cfg = load(config_opt);
     auto reply = request(cfg, control::Request::stop());
     if (!reply) {
         // Stopping what is not running succeeds (LSB), but says so.
-        std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
+        if (format == Format::json)
+            std::cout << json{{"stopped", false}, {"running", false}, {"run_dir", cfg.supervisor.run_dir}}.dump() << "\n";
+        else
+            std::cerr << "sqlq-supervisor: not running (run dir " << cfg.supervisor.run_dir << ")\n";
         return kExitOk;
     }
     must_ok(*reply);
@@ -304,26 +349,31 @@ int cmd_stop(const std::string& config_opt) {
                                               std::to_string(cfg.supervisor.stop_timeout_ms + 30000) + " ms");
         ::usleep(20 * 1000);
     }
-    std::cout << "sqlq-supervisor: stopped\n";
+    if (format == Format::json) std::cout << json{{"stopped", true}}.dump() << "\n";
+    else std::cout << "sqlq-supervisor: stopped\n";
     return kExitOk;
 }
 
-int cmd_reload(const std::string& config_opt) {
+int cmd_reload(const std::string& config_opt, Format format) {
     Config cfg = load(config_opt);
     auto reply = request(cfg, control::Request::reload());
-    if (!reply) return not_running(cfg);
+    if (!reply) return not_running(cfg, format);
     if (!reply->ok) throw Error("reload refused: " + reply->error, kExitUsage);
-    std::cout << "sqlq-supervisor: reloaded, " << reply->target() << " workers wanted\n";
+    if (format == Format::json) std::cout << json{{"reloaded", true}, {"target", reply->target()}}.dump() << "\n";
+    else std::cout << "sqlq-supervisor: reloaded, " << reply->target() << " workers wanted\n";
     return kExitOk;
 }
 
-int cmd_restart(const std::string& config_opt, std::optional<int> slot) {
+int cmd_restart(const std::string& config_opt, std::optional<int> slot, Format format) {
     Config cfg = load(config_opt);
     auto reply = request(cfg, control::Request::restart(slot));
-    if (!reply) return not_running(cfg);
+    if (!reply) return not_running(cfg, format);
     if (!reply->ok) throw Error("restart refused: " + reply->error, kExitUsage);
-    std::cout << "sqlq-supervisor: restarting " << (slot ? "slot " + std::to_string(*slot) : "every slot, one at a time")
-              << "\n";
+    if (format == Format::json)
+        std::cout << json{{"restarting", true}, {"slot", slot ? json(*slot) : json(nullptr)}}.dump() << "\n";
+    else
+        std::cout << "sqlq-supervisor: restarting "
+                  << (slot ? "slot " + std::to_string(*slot) : "every slot, one at a time") << "\n";
     return kExitOk;
 }
 

@@ -9,18 +9,22 @@ namespace sqlq::supervisor {
 // Where `start` runs the supervisor: in this process, logging to stderr (systemd, containers), or
 // in a detached child, `start` returning once every worker is ready.
 enum class Attach { background, foreground };
-// How `status` prints: the table, or one JSON object.
-enum class StatusFormat { table, json };
+// How a command prints: text (for `status`, the table), or one JSON object on stdout (errors:
+// one JSON object on stderr, util/cli.h).
+enum class Format { table, json };
+using StatusFormat = Format;
 
 // start: refuses a second supervisor on the run dir (kExitConflict), checks the broker and the
 // store, then runs in the foreground or returns once every worker is ready.
-int cmd_start(const std::string& config_opt, Attach attach);
-// status: exit 0 when running, kExitNotRunning (3) when not.
+int cmd_start(const std::string& config_opt, Attach attach, Format format = Format::table);
+// status: exit 0 when running, kExitNotRunning (3) when not. A config file with an error does
+// not stop it (an operator is editing it): it warns, and reads the run directory the file names
+// as best it can (config.h, best_effort_run_dir); the queue and task counts are then left out.
 int cmd_status(const std::string& config_opt, StatusFormat format);
 // stop: returns once the supervisor has exited (its lock is free).
-int cmd_stop(const std::string& config_opt);
-int cmd_reload(const std::string& config_opt);
-int cmd_restart(const std::string& config_opt, std::optional<int> slot);
+int cmd_stop(const std::string& config_opt, Format format = Format::table);
+int cmd_reload(const std::string& config_opt, Format format = Format::table);
+int cmd_restart(const std::string& config_opt, std::optional<int> slot, Format format = Format::table);
 
 // The run-dir lock: held (flock) for the supervisor's whole life, by the process that runs the
 // loop. The file holds that process's pid, for messages.

@@ -87,6 +87,7 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
     s.pid = -1;
     s.reached_ready = false;
     s.exit_expected = false;
+    s.stop_asked = false;
     s.task = 0;
     s.tasks_done = 0;
     s.cancel_task = 0;
@@ -107,6 +108,7 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
         return;
     }
     s.spawned_at = now;
+    s.starting_since = now;
     s.last_heard = now;
     s.state = SlotState::starting;
     spdlog::info("slot {} pid {}: spawned{}", s.number, s.pid,
@@ -124,7 +126,8 @@ void Fleet::heard(Slot& s, const ReportLine* r, int) {
 void Fleet::became_ready(Slot& s, const ReportLine*, int) {
     s.state = SlotState::ready;
     s.reached_ready = true;
-    spdlog::info("slot {} pid {}: ready in {} ms", s.number, s.pid, clock_.now_ms() - s.spawned_at);
+    spdlog::info("slot {} pid {}: ready in {} ms{}", s.number, s.pid, clock_.now_ms() - s.starting_since,
+                 s.starting_since != s.spawned_at ? " (reconnected)" : "");
 }
 
 void Fleet::became_busy(Slot& s, const ReportLine* r, int) {
@@ -164,6 +167,7 @@ void Fleet::reconnecting(Slot& s, const ReportLine*, int) {
     spdlog::info("slot {} pid {}: reconnecting to the broker", s.number, s.pid);
     s.task = 0;
     s.state = SlotState::starting;
+    s.starting_since = clock_.now_ms();
 }
 
 void Fleet::worker_stopping(Slot& s, const ReportLine*, int) {
@@ -177,6 +181,7 @@ void Fleet::worker_stopping(Slot& s, const ReportLine*, int) {
 void Fleet::terminate(Slot& s, const ReportLine*, int) {
     spawner_.signal(s.pid, SIGTERM);
     s.exit_expected = true;
+    s.stop_asked = true;
     s.state = SlotState::stopping;
     s.deadline = clock_.now_ms() + policy_.stop_timeout_ms;
     spdlog::info("slot {} pid {}: asked to stop (SIGTERM){}", s.number, s.pid,
@@ -202,7 +207,9 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     s.pid = -1;  // reaped: the pid may already belong to someone else
     s.deadline = 0;
     s.cancel_task = 0;
-    if (s.task && task_lost_) {
+    // A worker the supervisor asked to stop (stop, restart, scale-down, recycling) lost no task
+    // to a death, even when it had to be killed at stop_timeout_ms.
+    if (s.task && task_lost_ && (!s.stop_asked || s.fail_task)) {
         std::string why = s.kill_reason.empty() ? "its worker died: " + s.last_exit : s.kill_reason;
         task_lost_(LostTask{s.task, pid, s.start_time, std::move(why), s.fail_task});
     }

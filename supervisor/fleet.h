@@ -100,9 +100,12 @@ struct Slot {
     uint64_t start_time = 0;
     uint64_t generation = 0;    // counts spawns; a report of an older generation is stale
     int64_t spawned_at = 0;
+    int64_t starting_since = 0; // spawned, or began to reconnect: "ready in N ms" counts from here
     int64_t last_heard = 0;     // any report; the watchdog measures from here
     bool reached_ready = false; // this process reported ready at least once
     bool exit_expected = false; // we asked it to go (term, recycle, cancel): not a failure
+    bool stop_asked = false;    // we sent SIGTERM (stop, restart, scale-down, recycling): even if
+                                // killed at stop_timeout_ms, its task was not lost to a death
     int64_t task = 0;           // busy with this task (0: none)
     int64_t waiting_for = 0;    // ready, but holding a delivery of this task it cannot run yet
                                 // (report "waiting"); cleared by the process's next report
@@ -129,7 +132,9 @@ public:
     Fleet(Policy policy, Spawner& spawner, Clock& clock);
 
     // A worker that was busy with `task` died: feeds TaskStore::owner_lost (or, for a task past
-    // its hard deadline, TaskStore::fail_abandoned).
+    // its hard deadline, TaskStore::fail_abandoned). Not for a worker the supervisor itself asked
+    // to stop (stop, restart, scale-down, recycling), even when it had to kill it at
+    // stop_timeout_ms: that is no death to recover from.
     struct LostTask {
         int64_t task = 0;
         pid_t pid = -1;

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "config/config.h"
+#include "util/cli.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -26,13 +27,8 @@ int worker_main(int argc, char** argv) {
     int slot = -1;
     app.add_option("-c,--config", config_opt, "config file (default: $SQLQ_CONFIG, ./etc/sqlq.conf)");
     app.add_option("--slot", slot, "slot number given by the supervisor (for logs)");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        if (e.get_exit_code() == 0) return app.exit(e);
-        std::fprintf(stderr, "sqlq-worker: %s\n", e.what());
-        return sqlq::kExitUsage;
-    }
+    common_cli_setup(app);
+    if (int code = parse_command_line(app, argc, argv, "sqlq-worker"); code >= 0) return code;
     std::string name = "sqlq-worker[" + (slot >= 0 ? "slot " + std::to_string(slot) + " " : "") + "pid " +
                        std::to_string(getpid()) + "]";
 
@@ -48,8 +44,8 @@ int worker_main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
+    sqlq::init_buffered_log(name);
     try {
-        sqlq::init_buffered_log(name);
         sqlq::Config cfg = sqlq::find_and_load_config(config_opt);
         sqlq::Worker worker(cfg, g_stop);
         worker.run();
@@ -57,10 +53,12 @@ int worker_main(int argc, char** argv) {
         sqlq::flush_log();
         return sqlq::kExitOk;
     } catch (const sqlq::Error& e) {
-        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        // Through the log, like every other line of the worker: with its time and its name (an
+        // error flushes the buffered info lines before it).
+        spdlog::error("{}", e.what());
         return e.exit_code();
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        spdlog::error("{}", e.what());
         return sqlq::kExitError;
     }
 }

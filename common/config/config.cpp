@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "task/report.h"
 #include "util/error.h"
 
 namespace sqlq {
@@ -224,6 +225,29 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
     if (c.supervisor.run_dir.empty()) fail("supervisor", "run_dir", "must not be empty");
     if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms)
         fail("supervisor", "backoff_max_ms", "must not be below backoff_initial_ms");
+    // A worker says "alive" every kAliveIntervalMs when idle; a watchdog at or below that kills
+    // healthy idle workers over and over. Twice the interval leaves room for one late report.
+    if (c.supervisor.watchdog_ms < 2 * kAliveIntervalMs)
+        fail("supervisor", "watchdog_ms",
+             "must be at least " + std::to_string(2 * kAliveIntervalMs) + " (workers report alive every " +
+                 std::to_string(kAliveIntervalMs) + " ms; less kills healthy workers), not " +
+                 std::to_string(c.supervisor.watchdog_ms));
+    // On a quorum queue the broker dead-letters a message after delivery_limit redeliveries. Each
+    // attempt of a task takes at least one delivery, so a limit below max_attempts drops the
+    // message while sqlq would still retry: the task is left queued or running with no message.
+    if (c.broker.queue_type == "quorum" && c.broker.delivery_limit < c.query.max_attempts) {
+        const std::string why = ": the broker would drop a task's message before sqlq gives the task up";
+        if (root["broker"]["delivery_limit"].node())
+            fail("broker", "delivery_limit",
+                 "must not be below [query] max_attempts (" + std::to_string(c.query.max_attempts) + ")" + why);
+        fail("query", "max_attempts",
+             "must not be above [broker] delivery_limit (" + std::to_string(c.broker.delivery_limit) +
+                 ") on a quorum queue" + why);
+    }
+    // Not checked here on purpose: how [store] lease_ms relates to the supervisor's watchdog and
+    // deadlines (being reworked together with [supervisor] deadline_grace_ms), and [query]
+    // timeout_ms against RabbitMQ's consumer_timeout, a broker setting sqlq cannot read (see
+    // docs/operations.md, "Timeouts that must fit together").
 
     c.store.path = relative_to(dir, c.store.path);
     // A URL names a server, not a file: it stays as written.
@@ -246,6 +270,39 @@ Config load_config(const std::string& file) {
     Config c = parse_config(buf.str(), file, abs.parent_path().string());
     c.file = abs.string();
     return c;
+}
+
+std::optional<std::string> best_effort_run_dir(const std::string& file) {
+    std::ifstream in(file);
+    if (!in) return std::nullopt;
+    std::stringstream buf;
+    buf << in.rdbuf();
+    const std::string text = buf.str();
+    std::string run_dir = SupervisorConfig{}.run_dir;
+    try {
+        toml::table root = toml::parse(text, file);
+        if (auto v = root["supervisor"]["run_dir"].value_exact<std::string>(); v && !v->empty()) run_dir = *v;
+    } catch (const toml::parse_error&) {
+        // Not TOML (a half-typed line somewhere): look for the one line that matters.
+        std::istringstream lines(text);
+        std::string section;
+        for (std::string line; std::getline(lines, line);) {
+            auto first = line.find_first_not_of(" \t");
+            if (first == std::string::npos) continue;
+            line = line.substr(first);
+            if (line[0] == '[') {
+                section = line.substr(1, line.find(']') - 1);
+                continue;
+            }
+            if (section != "supervisor" || line.rfind("run_dir", 0) != 0) continue;
+            auto q1 = line.find('"'), q2 = line.find('"', q1 + 1);
+            auto eq = line.find('=');
+            if (eq != std::string::npos && q1 != std::string::npos && q2 != std::string::npos && eq < q1 &&
+                line.find_first_not_of(" \t", 7) == eq && q2 > q1 + 1)
+                run_dir = line.substr(q1 + 1, q2 - q1 - 1);
+        }
+    }
+    return relative_to(fs::absolute(file).lexically_normal().parent_path().string(), run_dir);
 }
 
 std::string redact_url(const std::string& url) {

@@ -3,6 +3,7 @@
 // default and check, in config.cpp; a file with an unknown key, a wrong type or an impossible
 // value is refused as "FILE:LINE: [section] key: problem".
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace sqlq {
@@ -84,6 +85,12 @@ Config load_config(const std::string& path);
 // load_config(config_path(option)), except that when no config is found anywhere the error
 // lists every place it looked. What every binary calls with its -c option.
 Config find_and_load_config(const std::string& option);
+
+// For `sqlq-supervisor status` while the file has an error: the run directory it names, found
+// without checking anything else. [supervisor] run_dir when the file is TOML and that key a
+// string; when it is not TOML, a line `run_dir = "..."` under [supervisor]; else the default.
+// Relative to the file's directory, like load_config. nullopt when the file cannot be read.
+std::optional<std::string> best_effort_run_dir(const std::string& file);
 
 // Parses config text (for tests and fuzzing); `name` is used in messages, `dir` for paths.
 Config parse_config(const std::string& text, const std::string& name, const std::string& dir);

@@ -37,7 +37,15 @@ int exit_for(Status s) {
     }
 }
 
-json task_json(const Task& t) {
+std::optional<int64_t> elapsed_ms(const Task& t, int64_t now) {
+    if (!t.started_at) return std::nullopt;
+    const int64_t end = terminal(t.status) && t.finished_at ? *t.finished_at : now;
+    return std::max<int64_t>(0, end - *t.started_at);  // a wall clock may step back
+}
+
+json task_json(const Task& t) { return task_json(t, now_ms()); }
+
+json task_json(const Task& t, int64_t now) {
     auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
     json j = {{"id", t.id},
               {"sql", t.sql},
@@ -50,6 +58,7 @@ json task_json(const Task& t) {
               {"created_at", t.created_at},
               {"started_at", opt(t.started_at)},
               {"finished_at", opt(t.finished_at)},
+              {"elapsed_ms", opt(elapsed_ms(t, now))},
               {"error", opt(t.error)},
               {"rows", opt(t.row_count)},
               {"result_bytes", opt(t.result_bytes)},
@@ -70,7 +79,8 @@ TaskService::TaskService(const Config& cfg) : TaskService(cfg, open_store(cfg.st
 
 TaskService::TaskService(const Config& cfg, std::unique_ptr<TaskStore> store) : cfg_(cfg), store_(std::move(store)) {}
 
-TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls, const std::string& user) {
+TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls, const std::string& user,
+                                           const PublishProgress& progress) {
     if (sqls.empty()) throw Error("submit: no SQL given", kExitUsage);
     for (size_t i = 0; i < sqls.size(); ++i) {
         const std::string where = sqls.size() == 1 ? "submit" : "submit: task " + std::to_string(i + 1) + " of " + std::to_string(sqls.size());
@@ -87,7 +97,7 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
         amqp::Connection conn(cfg_.broker, "sqlq submit");
         conn.declare_topology();
         conn.enable_confirms();
-        auto p = publish_tasks(conn, *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs);
+        auto p = publish_tasks(conn, *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs, 500, progress);
         out.published = p.confirmed.size();
         if (!p.all()) out.problem = "the broker did not confirm every publish";
         conn.close();
@@ -103,8 +113,8 @@ Task TaskService::show(int64_t id) {
     return *t;
 }
 
-std::vector<Task> TaskService::list(std::optional<Status> status, int64_t limit) {
-    return store_->list(status, limit);
+std::vector<Task> TaskService::list(const TaskStore::ListFilter& filter) {
+    return store_->list(filter);
 }
 
 ResultData TaskService::result(int64_t id) {
@@ -119,13 +129,14 @@ ResultData TaskService::result(int64_t id) {
     return *r;
 }
 
-TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms) {
+TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled) {
     const int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
     Backoff pause(5, 100);
     for (;;) {
         Task t = show(id);
         if (terminal(t.status)) return {std::move(t), false};
         if (mono_ms() >= deadline) return {std::move(t), true};
+        if (polled) polled(t);
         // The store has no notifications: poll, quickly at first.
         sleep_for_ms(std::min<int64_t>(pause.next(), std::max<int64_t>(deadline - mono_ms(), 1)));
     }

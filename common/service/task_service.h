@@ -6,6 +6,7 @@
 // such task, kExitConflict: the state forbids it, ...), which a web front end maps to an HTTP
 // status.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.h"
+#include "task/publish.h"
 #include "task/store.h"
 
 namespace sqlq {
@@ -37,11 +39,14 @@ public:
     // stored but not confirmed stays unpublished and the supervisor's sweeper publishes it:
     // `problem` says why. Throws Error(kExitUsage) for an empty list or a blank SQL text, and
     // Error(kExitTooLarge) for a text longer than [query] max_sql_bytes; then nothing is stored.
-    Submitted submit(const std::vector<std::string>& sqls, const std::string& user);
+    // `progress` (optional) hears how far the publishing got, for a progress bar.
+    Submitted submit(const std::vector<std::string>& sqls, const std::string& user,
+                     const PublishProgress& progress = {});
 
     // --- read ---
     Task show(int64_t id);  // Error(kExitNotFound)
-    std::vector<Task> list(std::optional<Status> status, int64_t limit);
+    std::vector<Task> list(const TaskStore::ListFilter& filter);  // newest first
+    std::vector<Task> list(std::optional<Status> status, int64_t limit) { return list({status, {}, limit}); }
     // A succeeded task's result. Error: kExitNotFound (no task, or result expired), the task's
     // own exit code (kExitTaskFailed, kExitTaskCancelled) when it ended otherwise, kExitConflict
     // while it has not ended.
@@ -52,8 +57,9 @@ public:
         Task task;
         bool timed_out = false;
     };
-    // Until the task ends, or `timeout_ms` passes (0: no limit).
-    Waited wait(int64_t id, int64_t timeout_ms);
+    // Until the task ends, or `timeout_ms` passes (0: no limit). `polled` (optional) sees the
+    // task at every look while it has not ended, for a progress line.
+    Waited wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled = {});
 
     // --- cancel ---
     struct Cancelled {
@@ -93,7 +99,14 @@ private:
 };
 
 // A task as JSON, the same for every front end: {"id":..,"status":..,"stop_ms":..,...}.
-nlohmann::json task_json(const Task& t);
+// "elapsed_ms" is how long it has been running (at `now`, ms since the epoch), or ran once ended;
+// null while it has never started.
+nlohmann::json task_json(const Task& t, int64_t now);
+nlohmann::json task_json(const Task& t);  // at this host's clock
+
+// How long a task has been running at `now`, or ran (started → finished); nullopt when it has
+// not started.
+std::optional<int64_t> elapsed_ms(const Task& t, int64_t now);
 
 // The exit code that a finished task's status stands for (kExitOk, kExitTaskFailed,
 // kExitTaskCancelled; kExitTimeout while it has not finished).

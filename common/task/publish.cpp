@@ -7,7 +7,8 @@
 namespace sqlq {
 
 Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::string& queue,
-                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window) {
+                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window,
+                        const PublishProgress& progress) {
     Published out;
     out.asked = ids.size();
     window = std::max<size_t>(window, 1);
@@ -26,6 +27,7 @@ Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::str
             if (acked.count(tag0 + (i - first))) ok.push_back(ids[i]);
         store.mark_published(ok);
         out.confirmed.insert(out.confirmed.end(), ok.begin(), ok.end());
+        if (progress) progress(last, ids.size());
     }
     return out;
 }

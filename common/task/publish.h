@@ -3,6 +3,7 @@
 // the one path by which `sqlq submit` (and every other front end) and the supervisor's sweeper
 // put tasks on the queue. The rows must already be stored: a message always points at a row.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "amqp/connection.h"
@@ -20,8 +21,11 @@ struct Published {
 // `window` unconfirmed at a time, waiting up to `confirm_timeout_ms` for each window's
 // confirms; marks the confirmed ones published in the store. A task not confirmed stays
 // unpublished, for the sweeper. Throws amqp::AmqpError when the broker fails mid-way: the
-// tasks confirmed before that are marked already.
+// tasks confirmed before that are marked already. `progress`, when given, is called after each
+// window with the ids handled so far (confirmed or not) and the ids given.
+using PublishProgress = std::function<void(size_t done, size_t total)>;
 Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::string& queue,
-                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window = 500);
+                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window = 500,
+                        const PublishProgress& progress = {});
 
 }  // namespace sqlq

@@ -5,7 +5,8 @@
 //   "busy <task_id>"    running a task
 //   "waiting <task_id>" holding a delivery of a task it cannot run yet: another live worker
 //                       runs it (a redelivery), or the store refuses the claim (disk full)
-//   "alive"             liveness, at least once a second, also from inside a long query
+//   "alive"             liveness, every kAliveIntervalMs while nothing else is said, also from
+//                       inside a long query
 //   "stopping"          no new messages; finishing up
 // Writes are non-blocking and each under PIPE_BUF, so they are atomic and never stall a worker.
 #include <cstdint>
@@ -16,6 +17,10 @@
 namespace sqlq {
 
 enum class Report { starting, ready, busy, alive, stopping, waiting };
+
+// How often a worker says "alive" (when it says nothing else). [supervisor] watchdog_ms must be
+// well above it (config.cpp refuses less than twice), or healthy idle workers are killed.
+constexpr int64_t kAliveIntervalMs = 500;
 
 struct ReportLine {
     Report what = Report::alive;
@@ -31,7 +36,7 @@ public:
     Reporter();  // reads SQLQ_STATUS_FD
     void send(Report what, int64_t task_id = 0);
     // "alive" at most every interval_ms.
-    void alive(int64_t interval_ms = 500);
+    void alive(int64_t interval_ms = kAliveIntervalMs);
 
 private:
     int fd_ = -1;

@@ -321,6 +321,10 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
 
         int64_t changed = 0;
         auto w = writing();
+        // The times written are read under the write lock. The supervisor's owner_lost() may have
+        // stamped owner_lost_at while we waited for the lock; with `now` from before the wait, the
+        // recovery (now - owner_lost_at) came out negative (audit showed -5 ms).
+        now = deps_.clock();
         if (status == Status::queued) {
             if (too_long) {
                 if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
@@ -366,7 +370,8 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                       "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
                                       "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                       "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
-                                      "ELSE ? - owner_lost_at END, owner_lost_at=NULL, lost_reason=NULL") + guard + " RETURNING sql");
+                                      "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL") +
+                                  guard + " RETURNING sql");
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
@@ -529,11 +534,13 @@ std::optional<Task> SqliteStore::get(int64_t id) {
     return task_from_row(s);
 }
 
-std::vector<Task> SqliteStore::list(std::optional<Status> status, int64_t limit) {
+std::vector<Task> SqliteStore::list(const ListFilter& f) {
     auto s = db_.prepare("SELECT " + kListColumns +
-                         " FROM tasks WHERE (?1 IS NULL OR status=?1) ORDER BY id DESC LIMIT ?2");
-    if (status) s.bind(1, to_string(*status));
-    s.bind(2, limit);
+                         " FROM tasks WHERE (?1 IS NULL OR status=?1) AND (?3 IS NULL OR submitter=?3)"
+                         " ORDER BY id DESC LIMIT ?2");
+    if (f.status) s.bind(1, to_string(*f.status));
+    s.bind(2, f.limit);
+    if (f.submitter) s.bind(3, *f.submitter);
     std::vector<Task> out;
     while (s.step()) out.push_back(task_from_row(s));
     return out;

@@ -28,7 +28,8 @@ public:
     FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
     CancelResult request_cancel(int64_t id, const std::string& by) override;
     std::optional<Task> get(int64_t id) override;
-    std::vector<Task> list(std::optional<Status> status, int64_t limit) override;
+    using TaskStore::list;
+    std::vector<Task> list(const ListFilter& filter) override;
     std::optional<ResultData> result(int64_t id) override;
     std::map<std::string, int64_t> counts() override;
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,

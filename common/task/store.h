@@ -130,10 +130,17 @@ public:
     virtual CancelResult request_cancel(int64_t id, const std::string& by) = 0;
 
     virtual std::optional<Task> get(int64_t id) = 0;
-    // get(): a task with at most 1 MiB characters of its SQL; list(): newest first, every task
-    // when `status` is empty, each with a preview of its SQL (1,000 characters). sql_bytes is the
-    // whole text's length and sql_truncated says it was cut.
-    virtual std::vector<Task> list(std::optional<Status> status, int64_t limit) = 0;
+    // get(): a task with at most 1 MiB characters of its SQL; list(): newest first, the tasks
+    // that match every filter given (an empty one matches all), at most `limit`, each with a
+    // preview of its SQL (1,000 characters). sql_bytes is the whole text's length and
+    // sql_truncated says it was cut.
+    struct ListFilter {
+        std::optional<Status> status;
+        std::optional<std::string> submitter;  // exactly this name
+        int64_t limit = 50;
+    };
+    virtual std::vector<Task> list(const ListFilter& filter) = 0;
+    std::vector<Task> list(std::optional<Status> status, int64_t limit) { return list(ListFilter{status, {}, limit}); }
     virtual std::optional<ResultData> result(int64_t id) = 0;
     // Tasks by status, every status present (0 when none).
     virtual std::map<std::string, int64_t> counts() = 0;

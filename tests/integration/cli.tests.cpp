@@ -1,7 +1,10 @@
 // The command lines: clear one-line errors, documented exit codes, output formats.
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <fstream>
+#include <regex>
+#include <thread>
 
 #include "support/harness.h"
 
@@ -10,6 +13,27 @@ using namespace sqlq::test;
 
 namespace {
 int count_lines(const std::string& s) { return int(std::count(s.begin(), s.end(), '\n')); }
+
+// Runs argv on a terminal: `script` (util-linux) gives it a pseudo-terminal as stdin, stdout and
+// stderr, and copies what it wrote there (both streams, as a terminal shows them) to its stdout.
+Result on_terminal(const std::vector<std::string>& argv) {
+    std::string cmd;
+    for (const auto& a : argv) cmd += (cmd.empty() ? "'" : " '") + a + "'";
+    return run({"/usr/bin/script", "-qec", cmd, "/dev/null"}, "", 60000);
+}
+
+// An error printed with --json: one JSON object, on stderr, and nothing on stdout.
+nlohmann::json json_error(const Result& r) {
+    INFO("out: " << r.out << "err: " << r.err);
+    CHECK(r.out.empty());
+    CHECK(count_lines(r.err) == 1);
+    auto j = nlohmann::json::parse(r.err);
+    CHECK(j["exit_code"] == r.code);
+    CHECK(j["error"].is_string());
+    return j;
+}
+
+const std::regex kLogLine(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} sqlq-worker\[pid \d+\] error: )");
 }  // namespace
 
 TEST_CASE("a broken config is one clear line and exit 2, for every binary", "[cli][config]") {
@@ -24,6 +48,9 @@ TEST_CASE("a broken config is one clear line and exit 2, for every binary", "[cl
         CHECK(r.code == 2);
         CHECK(count_lines(r.err) == 1);
         CHECK(r.err.find(conf + ":5: [query] max_rows: must be an integer") != std::string::npos);
+        // The worker's last line is a log line like any other: with its time (the supervisor's
+        // log has it among the others).
+        if (b == bin("sqlq-worker")) CHECK(std::regex_search(r.err, kLogLine));
     }
 }
 
@@ -167,4 +194,210 @@ TEST_CASE("a query longer than max_sql_bytes is refused by submit with exit 6, a
     CHECK(l.code == 0);
     CHECK(nlohmann::json::parse(l.out).empty());
     CHECK(run({bin("sqlq"), "-c", env.config(), "submit", "SELECT 1"}).code == 0);
+}
+
+TEST_CASE("the options -c and --json work before or after the command, on every binary", "[cli][options]") {
+    Env env;
+    const std::string conf = env.config();
+    for (const auto& args : std::vector<std::vector<std::string>>{{"--json", "-c", conf, "list"},
+                                                                  {"list", "-c", conf, "--json"},
+                                                                  {"-c", conf, "list", "--json"},
+                                                                  {"--json", "list", "--config=" + conf}}) {
+        std::vector<std::string> argv = {bin("sqlq")};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = run(argv);
+        INFO(r.err);
+        CHECK(r.code == 0);
+        CHECK(nlohmann::json::parse(r.out).is_array());
+    }
+    for (const auto& args : std::vector<std::vector<std::string>>{{"--json", "-c", conf, "status"},
+                                                                  {"status", "-c", conf, "--json"}}) {
+        std::vector<std::string> argv = {bin("sqlq-supervisor")};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = run(argv);
+        INFO(r.err);
+        CHECK(r.code == 3);
+        CHECK(nlohmann::json::parse(r.out)["running"] == false);
+    }
+    // The worker has no commands: -c anywhere among its options.
+    TempDir d;
+    std::ofstream(d.path + "/bad.conf") << "[query]\nmax_rows = \"many\"\n";
+    auto w = run({bin("sqlq-worker"), "--slot", "1", "-c", d.path + "/bad.conf"});
+    CHECK(w.code == 2);
+    CHECK(w.err.find("bad.conf:2: [query] max_rows") != std::string::npos);
+}
+
+TEST_CASE("--help lists the exit codes, for every binary", "[cli][help]") {
+    for (const auto& b : {bin("sqlq"), bin("sqlq-supervisor"), bin("sqlq-worker")}) {
+        auto r = run({b, "--help"});
+        INFO(b << ": " << r.out);
+        CHECK(r.code == 0);
+        CHECK(r.out.find("Exit codes") != std::string::npos);
+        for (const char* line : {"   0  done", "   2  bad command line", "   6  submit", "  12  wait: timed out"})
+            CHECK(r.out.find(line) != std::string::npos);
+    }
+}
+
+TEST_CASE("an unknown command is named with the list of commands, exit 2", "[cli][usage]") {
+    Env env;
+    auto r = cli(env, {"frobnicate"});
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err == "sqlq: unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, audit\n");
+    auto s = supervisor(env, {"frobnicate"});
+    CHECK(s.code == 2);
+    CHECK(s.err == "sqlq-supervisor: unknown command 'frobnicate'; commands: start, status, stop, reload, restart\n");
+    auto j = json_error(cli(env, {"--json", "frobnicate"}));
+    CHECK(j["error"] == "unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, audit");
+}
+
+TEST_CASE("with --json an error is one JSON object on stderr, for every kind of error", "[cli][json]") {
+    Env env;
+    CHECK(json_error(cli(env, {"show", "999999", "--json"}))["exit_code"] == 4);
+    CHECK(json_error(cli(env, {"--json", "list", "--status", "bogus"}))["exit_code"] == 2);
+    CHECK(json_error(cli(env, {"--json", "submit", ""}))["exit_code"] == 2);
+    CHECK(json_error(supervisor(env, {"--json", "reload"}))["error"].get<std::string>().find("not running") !=
+          std::string::npos);
+    TempDir d;
+    const std::string bad = d.path + "/bad.conf";
+    std::ofstream(bad) << "[query]\nmax_rows = \"many\"\n";
+    for (const auto& b : {bin("sqlq"), bin("sqlq-supervisor")}) {
+        auto r = run({b, "-c", bad, b == bin("sqlq") ? "list" : "stop", "--json"});
+        auto j = json_error(r);
+        CHECK(r.code == 2);
+        CHECK(j["error"] == bad + ":2: [query] max_rows: must be an integer");
+    }
+    SECTION("submit that stores but cannot publish: the ids on stdout, the error on stderr") {
+        std::string conf = env.dir() + "/unreachable.conf";
+        std::string text = read_file(env.config());
+        auto at = text.find("127.0.0.1:");
+        text.replace(at, text.find('"', at) - at, "127.0.0.1:1");
+        std::ofstream(conf) << text;
+        auto r = run({bin("sqlq"), "-c", conf, "submit", "--json", "SELECT 1"});
+        CHECK(r.code == 1);
+        auto out = nlohmann::json::parse(r.out);
+        CHECK(out["published"] == false);
+        CHECK(out["published_count"] == 0);
+        auto err = nlohmann::json::parse(r.err);
+        CHECK(err["exit_code"] == 1);
+        CHECK(err["error"].get<std::string>().find("stored but not yet published") != std::string::npos);
+    }
+}
+
+TEST_CASE("published is a bool in submit, show and list alike", "[cli][json]") {
+    Env env;
+    auto one = nlohmann::json::parse(cli(env, {"submit", "--json", "SELECT 1"}).out);
+    CHECK(one["published"] == true);
+    CHECK(one["published_count"] == 1);
+    auto batch = nlohmann::json::parse(cli(env, {"submit", "--json", "--batch", "-"}, "SELECT 2\nSELECT 3\n").out);
+    CHECK(batch["ids"].size() == 2);
+    CHECK(batch["published"] == true);
+    CHECK(batch["published_count"] == 2);
+    CHECK(show(env, one["id"].get<int64_t>())["published"] == true);
+    for (const auto& t : nlohmann::json::parse(cli(env, {"list", "--json"}).out)) CHECK(t["published"].is_boolean());
+}
+
+TEST_CASE("list --user shows only that submitter's tasks", "[cli][list]") {
+    Env env;
+    auto by = [&](const std::string& user, const std::string& sql) {
+        return std::stoll(cli(env, {"submit", "--user", user, sql}).out);
+    };
+    int64_t c1 = by("carol", "SELECT 1");
+    by("dave", "SELECT 2");
+    int64_t c2 = by("carol", "SELECT 3");
+    auto l = nlohmann::json::parse(cli(env, {"list", "--user", "carol", "--json"}).out);
+    REQUIRE(l.size() == 2);
+    CHECK(l[0]["id"] == c2);
+    CHECK(l[1]["id"] == c1);
+    auto table = cli(env, {"list", "--user", "dave"}).out;
+    CHECK(count_lines(table) == 2);  // the header and dave's one task
+    CHECK(table.find("carol") == std::string::npos);
+    CHECK(nlohmann::json::parse(cli(env, {"list", "--user", "nobody", "--json"}).out).empty());
+}
+
+TEST_CASE("show and list give a running task's elapsed time", "[cli][progress]") {
+    Env env;
+    auto w = start_worker(env, 1);
+    REQUIRE(w->wait_report(Report::ready, 20000));
+    int64_t queued_then = submit(env, "SELECT 1");
+    REQUIRE(cli(env, {"wait", std::to_string(queued_then)}).code == 0);
+    int64_t id = submit(env, slow_query(20000));
+    REQUIRE(w->wait_report(Report::busy, 20000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto t = show(env, id);
+    REQUIRE(t["status"] == "running");
+    CHECK(t["elapsed_ms"].get<int64_t>() >= 250);
+    CHECK(t["elapsed_ms"].get<int64_t>() < 20000);
+    auto text = cli(env, {"show", std::to_string(id)}).out;
+    CHECK(std::regex_search(text, std::regex(R"(elapsed: +[0-9.]+ m?s \(running\))")));
+    auto l = cli(env, {"list", "--status", "running"}).out;
+    CHECK(l.find("ELAPSED") != std::string::npos);
+    auto lj = nlohmann::json::parse(cli(env, {"list", "--json"}).out);
+    CHECK(lj[0]["id"] == id);
+    CHECK(lj[0]["elapsed_ms"].is_number());
+    CHECK(lj[1]["elapsed_ms"].is_number());  // ended: how long it ran
+    REQUIRE(cli(env, {"cancel", std::to_string(id)}).code == 0);
+    w->signal(SIGTERM);
+    REQUIRE(w->wait(10000) == 0);
+    int64_t never = submit(env, "SELECT 2");  // no worker now: it never starts
+    CHECK(cli(env, {"cancel", std::to_string(never)}).code == 0);
+    CHECK(show(env, never)["elapsed_ms"].is_null());
+}
+
+TEST_CASE("progress shows on a terminal only: submit --batch and wait", "[cli][progress]") {
+    Env env;  // no worker: the tasks stay queued
+    const std::string batch = env.dir() + "/batch.sql";
+    {
+        std::ofstream f(batch);
+        for (int i = 0; i < 1200; ++i) f << "SELECT " << i << "\n";
+    }
+    SECTION("not a terminal: nothing but the ids, and the one line of a timeout") {
+        auto r = cli(env, {"submit", "--batch", batch});
+        CHECK(r.code == 0);
+        CHECK(count_lines(r.out) == 1200);
+        CHECK(r.err.empty());
+        int64_t id = std::stoll(r.out);
+        auto w = cli(env, {"wait", std::to_string(id), "--timeout", "0.3"});
+        CHECK(w.code == 12);
+        CHECK(w.err == "sqlq: task " + std::to_string(id) + " is still queued after 0.3 s\n");
+    }
+    SECTION("a terminal: a bar while publishing, the task's state while waiting, both erased") {
+        auto r = on_terminal({bin("sqlq"), "-c", env.config(), "submit", "--batch", batch});
+        INFO(r.out);
+        CHECK(r.code == 0);
+        CHECK(r.out.find("\rsubmit: publishing [") != std::string::npos);
+        CHECK(r.out.find("1200/1200") != std::string::npos);
+        CHECK(r.out.find("\r\033[K") != std::string::npos);  // erased
+        int64_t id = std::stoll(r.out.substr(r.out.rfind("\033[K") + 3));
+        auto w = on_terminal({bin("sqlq"), "-c", env.config(), "wait", std::to_string(id), "--timeout", "0.5"});
+        INFO(w.out);
+        CHECK(w.code == 12);
+        CHECK(w.out.find("\rtask " + std::to_string(id) + " queued for ") != std::string::npos);
+        CHECK(w.out.find("; waiting") != std::string::npos);
+    }
+}
+
+TEST_CASE("supervisor status works, with a warning, while the config file has an error", "[cli][status]") {
+    Env env;
+    Fleet fleet(env);
+    std::string text = read_file(env.config());
+    SECTION("TOML with a bad key") { text += "\n[supervisor2]\nx = 1\n"; }
+    SECTION("not even TOML") { text.replace(text.find("workers = "), 10, "workers = = "); }
+    const std::string broken = env.dir() + "/broken.conf";  // beside the good one: same run dir
+    std::ofstream(broken) << text;
+    auto refused = run({bin("sqlq"), "-c", broken, "list"});
+    INFO(text << refused.out << refused.err);
+    REQUIRE(refused.code == 2);  // refused elsewhere
+    auto r = run({bin("sqlq-supervisor"), "status", "-c", broken});
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out.find("sqlq-supervisor running") != std::string::npos);
+    CHECK(r.err.find("sqlq-supervisor: warning: " + broken + ":") != std::string::npos);
+    CHECK(r.err.find("`reload` would refuse this file") != std::string::npos);
+    auto j = run({bin("sqlq-supervisor"), "status", "-c", broken, "--json"});
+    CHECK(j.code == 0);
+    auto st = nlohmann::json::parse(j.out);
+    CHECK(st["running"] == true);
+    CHECK(st["config_error"].get<std::string>().find(broken + ":") == 0);
+    CHECK(st["tasks"].contains("error"));
 }

@@ -36,6 +36,17 @@ struct ScopedUnsetEnv {
     }
 };
 
+// A temporary directory holding one config file path.
+struct TempConfigDir {
+    std::string dir, file;
+    TempConfigDir() {
+        char tmpl[] = "/tmp/sqlq-config-XXXXXX";
+        dir = fs::path(mkdtemp(tmpl)).lexically_normal().string();
+        file = dir + "/sqlq.conf";
+    }
+    ~TempConfigDir() { fs::remove_all(dir); }
+};
+
 std::string message_of(const std::string& text) {
     try {
         parse_config(text, "test.conf", "/etc/x");
@@ -84,6 +95,39 @@ TEST_CASE("a bad config is refused naming the file, the line and the key", "[con
         CHECK(message_of("[broker]\nurl = \"http://x\"\n") ==
               "test.conf:2: [broker] url: must start with amqp:// (amqps is not supported)");
     }
+}
+
+TEST_CASE("keys that cannot work together are refused at the line of the key to change", "[config][cross]") {
+    SECTION("a watchdog not above twice the workers' alive interval kills healthy idle workers") {
+        CHECK(message_of("[supervisor]\nworkers = 2\nwatchdog_ms = 300\n") ==
+              "test.conf:3: [supervisor] watchdog_ms: must be at least 1000 (workers report alive every 500 ms; "
+              "less kills healthy workers), not 300");
+        CHECK(message_of("[supervisor]\nwatchdog_ms = 999\n") != "");
+        CHECK(message_of("[supervisor]\nwatchdog_ms = 1000\n") == "");
+    }
+    SECTION("a quorum queue's delivery limit below max_attempts drops messages sqlq would retry") {
+        CHECK(message_of("[broker]\nqueue_type = \"quorum\"\ndelivery_limit = 2\n[query]\nmax_attempts = 3\n") ==
+              "test.conf:3: [broker] delivery_limit: must not be below [query] max_attempts (3): the broker would "
+              "drop a task's message before sqlq gives the task up");
+        CHECK(message_of("[query]\nmax_attempts = 50\n") ==
+              "test.conf:2: [query] max_attempts: must not be above [broker] delivery_limit (20) on a quorum queue: "
+              "the broker would drop a task's message before sqlq gives the task up");
+        CHECK(message_of("[broker]\nqueue_type = \"classic\"\n[query]\nmax_attempts = 50\n") == "");
+    }
+}
+
+TEST_CASE("a config with an error still names its run directory, for status", "[config][status]") {
+    TempConfigDir d;
+    auto with = [&](const std::string& text) {
+        std::ofstream(d.file) << text;
+        return best_effort_run_dir(d.file);
+    };
+    CHECK(with("[supervisor]\nrun_dir = \"/srv/run\"\nworkerz = 3\n") == "/srv/run");  // TOML, bad key
+    CHECK(with("[supervisor]\nrun_dir = \"rd\"\nworkers = \n") == d.dir + "/rd");       // not TOML
+    const std::string by_default = (fs::path(d.dir) / "../var/run").lexically_normal().string();
+    CHECK(with("[broker]\nrun_dir = \"no\"\n[supervisor]\nworkers = = 1\n") == by_default);
+    CHECK(with("[supervisor]\nworkers = 3\n") == by_default);
+    CHECK_FALSE(best_effort_run_dir(d.dir + "/none.conf"));
 }
 
 TEST_CASE("a missing config file is one clear error", "[config]") {

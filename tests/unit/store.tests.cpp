@@ -339,6 +339,28 @@ TEST_CASE("a batch is stored in order, and list and counts see it", "[store][ins
     CHECK_FALSE(store->get(ids[2] + 100));
 }
 
+TEST_CASE("list filters by submitter, alone or with a status, newest first", "[store][list]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t a1 = store->insert("SELECT 1", "alice");
+    int64_t b1 = store->insert("SELECT 2", "bob");
+    int64_t a2 = store->insert("SELECT 3", "alice");
+    store->insert("SELECT 4", "alice bob");  // a name is matched whole, not as a part
+    store->request_cancel(a1, "alice");
+    using F = TaskStore::ListFilter;
+    auto ids = [](const std::vector<Task>& ts) {
+        std::vector<int64_t> v;
+        for (const auto& t : ts) v.push_back(t.id);
+        return v;
+    };
+    CHECK(ids(store->list(F{std::nullopt, "alice", 10})) == std::vector<int64_t>{a2, a1});
+    CHECK(ids(store->list(F{std::nullopt, "bob", 10})) == std::vector<int64_t>{b1});
+    CHECK(ids(store->list(F{Status::queued, "alice", 10})) == std::vector<int64_t>{a2});
+    CHECK(ids(store->list(F{std::nullopt, "alice", 1})) == std::vector<int64_t>{a2});
+    CHECK(store->list(F{std::nullopt, "nobody", 10}).empty());
+    CHECK(store->list(F{std::nullopt, std::nullopt, 10}).size() == 4);
+}
+
 TEST_CASE("the sweeper's queries: unpublished, stale queued and orphaned running tasks", "[store][sweeper]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
     auto store = w.open();
@@ -449,6 +471,22 @@ TEST_CASE("the audit counts outcomes, re-runs, unpublished and stuck tasks", "[s
     w.now += 5001;
     CHECK(store->audit().queued_stale == 1);
     (void)queued;
+}
+
+TEST_CASE("a recovery is never negative, even when the clock steps back", "[store][audit][recovery]") {
+    // The worker's death is stamped by the supervisor and the re-claim by another worker: two
+    // readings of a wall clock, which NTP may step back between them.
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "a");
+    Owner lost = w.dead(900);
+    REQUIRE(store->claim(id, lost, 3).kind == Kind::claimed);
+    w.now += 100;
+    store->owner_lost(id, lost, "its worker died: signal 9 (KILL)");
+    w.now -= 5;  // the re-claim reads an earlier time than the death was stamped with
+    REQUIRE(store->claim(id, w.alive(901), 3).kind == Kind::claimed);
+    CHECK(store->get(id)->recovery_ms == 0);
+    CHECK(store->audit().recovery_ms == std::vector<int64_t>{0});
 }
 
 TEST_CASE("an owner on this host is alive while its process is", "[store][liveness]") {
