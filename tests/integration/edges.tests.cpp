@@ -74,6 +74,7 @@ TEST_CASE("a task whose message the broker dead-lettered is failed with the brok
     s.workers = 0;  // nobody runs it: only the sweeper acts
     s.queue_type = "quorum";
     s.sections["broker"] = "delivery_limit = 1\n";
+    s.sections["query"] = "max_attempts = 1\n";  // delivery_limit may not be below it
     s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
     Env env(s);
     int64_t id = submit(env, "SELECT 1");

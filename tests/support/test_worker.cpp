@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
     // sqlite3_auto_extension takes void(*)(void), the one function type any other converts to
     // without a warning; SQLite calls it with the real signature.
     if (sqlite3_auto_extension(reinterpret_cast<void (*)()>(register_hooks)) != SQLITE_OK) return 1;
-    // The target allows only the functions on its list (readonly.cpp), and these two are ours.
-    const sqlq::sqlite::AllowedFunction hang("sqlq_test_hang"), crash("sqlq_test_crash");
+    // The target allows only the functions on its list (readonly.cpp), and these three are ours.
+    const sqlq::sqlite::AllowedFunction hang("sqlq_test_hang"), crash("sqlq_test_crash"),
+        limit_memory("sqlq_test_limit_memory");
     return sqlq::worker_main(argc, argv);
 }
