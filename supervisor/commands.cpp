@@ -20,6 +20,7 @@
 #include "util/clock.h"
 #include "util/control.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/log.h"
 #include "util/table.h"
 
@@ -32,7 +33,7 @@ using nlohmann::json;
 
 RunLock::RunLock(const std::string& run_dir) {
     const std::string p = path(run_dir);
-    fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd_ < 0) throw Error(p + ": cannot open the lock file: " + std::strerror(errno));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
@@ -103,7 +104,8 @@ std::string log_file(const Config& cfg) {
 // Detaches the caller's stdio: stdin from /dev/null, stdout and stderr to the log file.
 void redirect_stdio(const std::string& log) {
     int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    create_private_file(log);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (in >= 0) ::dup2(in, 0);
     if (out >= 0) {
         ::dup2(out, 1);
@@ -190,9 +192,10 @@ void read_queue_and_tasks(const Config& cfg, json& st) {
 int cmd_start(const std::string& config_opt, Attach attach, Format format) {
     const bool foreground = attach == Attach::foreground;
     Config cfg = load(config_opt);
-    std::error_code ec;
-    fs::create_directories(cfg.supervisor.run_dir, ec);
-    if (ec) throw Error(cfg.supervisor.run_dir + ": cannot create the run directory: " + ec.message());
+    // The run dir holds the control socket, the lock and the log (which has users' queries in
+    // it): private to the fleet's user, whatever the umask.
+    if (auto ec = create_private_dirs(cfg.supervisor.run_dir))
+        throw Error(cfg.supervisor.run_dir + ": cannot create the run directory: " + ec.message());
     RunLock lock(cfg.supervisor.run_dir);
     RunOptions opts;
     opts.foreground = foreground;

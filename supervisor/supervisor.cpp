@@ -15,6 +15,7 @@
 #include "util/clock.h"
 #include "util/control.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/process.h"
 #include "supervisor/launch.h"
 #include "supervisor/status.h"
@@ -73,7 +74,10 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
     // own sink: a pattern belongs to a sink, and the supervisor's lines keep theirs. Both flush
     // every line, so the lines of the two never mix.
     if (opts_.log_file.empty()) raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::stderr_sink_st>());
-    else raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::basic_file_sink_st>(opts_.log_file));
+    else {
+        create_private_file(opts_.log_file);  // workers' lines name tasks and errors: private
+        raw_ = std::make_shared<spdlog::logger>("worker-output", std::make_shared<spdlog::sinks::basic_file_sink_st>(opts_.log_file));
+    }
     raw_->set_pattern("%v");
     raw_->flush_on(spdlog::level::trace);
     fleet_.on_task_lost([this](const Fleet::LostTask& t) {

@@ -9,6 +9,7 @@
 
 #include "util/backoff.h"
 #include "util/clock.h"
+#include "util/files.h"
 #include "util/process.h"
 
 namespace sqlq {
@@ -109,34 +110,14 @@ Task task_from_row(const Stmt& s) {
     return t;
 }
 
-// Every query and result of every user is in the store: a new store is readable by its owner
-// only, whatever the umask. Its missing directories are made 0700, and the file itself is made
-// 0600 before SQLite opens it; SQLite gives the -wal and -shm files the mode of the database
-// file, and so does the writer gate. An existing file keeps the mode it has (an operator may
-// have opened it to a group on purpose).
-void create_private(const std::string& path) {
-    auto dir = std::filesystem::path(path).parent_path();
-    if (!dir.empty()) {
-        std::filesystem::path made;
-        for (const auto& part : dir) {
-            made /= part;
-            if (::mkdir(made.c_str(), 0700) == 0) ::chmod(made.c_str(), 0700);  // the umask may have cut it
-        }
-    }
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        ::fchmod(fd, 0600);
-        ::close(fd);
-    }
-    // EEXIST: it is there (or another process made it a moment ago); any other failure shows
-    // when SQLite opens the path, with SQLite's reason.
-}
-
 }  // namespace
 
 SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
     : cfg_(cfg), deps_(std::move(deps)), db_([&] {
-          create_private(cfg.path);
+          // Every query and result of every user is in the store: a new one is private
+          // (util/files.h). SQLite gives the -wal and -shm files the mode of the database file,
+          // and so does the writer gate.
+          create_private_file(cfg.path);
           return Db(cfg.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
       }()) {
     if (!deps_.clock) deps_.clock = StoreDeps::wall_clock;

@@ -96,6 +96,17 @@ TEST_CASE("start returns once every worker is ready, and status shows the fleet"
     CHECK(st["queue"]["consumers"] == 3);
     CHECK(st["tasks"]["queued"] == 0);
     CHECK(st["broker"].get<std::string>().find(":***@") != std::string::npos);
+    // The run directory and what is in it are the fleet user's alone (the test runs at umask 022).
+    auto mode = [](const std::string& p) {
+        struct stat sb {};
+        REQUIRE(::stat(p.c_str(), &sb) == 0);
+        return sb.st_mode & 07777;
+    };
+    const std::string run = env.cfg().supervisor.run_dir;
+    CHECK(mode(run) == 0700);
+    CHECK(mode(run + "/supervisor.lock") == 0600);
+    CHECK(mode(run + "/supervisor.log") == 0600);
+    CHECK(mode(run + "/control.sock") == 0600);
 
     SECTION("the human table has one row per slot and no password") {
         auto r = supervisor(env, {"status"});
