@@ -28,9 +28,13 @@ public:
     void text(std::string_view v);  // UTF-8; invalid sequences are stored as U+FFFD
     void blob(const void* data, size_t size);
 
-    // The payload of the values given since the last end_row(): 8 bytes per number, 1 per
-    // null, the length of a text or blob. query.max_bytes caps the sum of these, not the JSON.
-    int64_t row_bytes() const noexcept { return row_bytes_; }
+    // What the row given since the last end_row() will take in the stored JSON, separators
+    // included, counted before it is encoded (a text of control characters grows sixfold as
+    // JSON: the cap must stop it before that copy is made). query.max_bytes caps the sum of
+    // header_bytes() and of every row's row_bytes(): the bytes the store will keep.
+    int64_t row_bytes() const noexcept { return row_bytes_ + 2 + (row_values_ > 1 ? row_values_ - 1 : 0) + (rows_ ? 1 : 0); }
+    // The column names' JSON and the rows' brackets, once the columns are given.
+    int64_t header_bytes() const;
     // Appends the row to the result.
     void end_row();
     int64_t rows() const noexcept { return rows_; }
@@ -43,7 +47,8 @@ private:
     nlohmann::json row_;      // the row being filled
     std::string rows_json_;   // "[" and the rows ended so far, comma-separated
     int64_t rows_ = 0;
-    int64_t row_bytes_ = 0;
+    int64_t row_bytes_ = 0;   // the encoded values of the row being filled
+    int64_t row_values_ = 0;
 };
 
 }  // namespace sqlq

@@ -109,6 +109,23 @@ TEST_CASE("the timeout and the caps hold", "[target][limits]") {
         CHECK(big.kind == QueryOutcome::Kind::error);
         CHECK(big.error.find("query.max_bytes") != std::string::npos);
     }
+    SECTION("bytes are counted as stored: escapes, blobs as hex, column names") {
+        t.cfg.max_bytes = 10000;
+        auto target = open_target(t.cfg);
+        // 2,000 raw bytes of char(1): 12,002 as JSON ("\u0001" each). Counted raw, it passed.
+        auto ctl = target->run("SELECT printf('%.*c', 2000, char(1))", never);
+        CHECK(ctl.kind == QueryOutcome::Kind::error);
+        CHECK(ctl.error == "the result is larger than 10000 bytes (query.max_bytes)");
+        // 5,000 blob bytes are 10,000 hex digits and the marker; 4,000 fit.
+        CHECK(target->run("SELECT randomblob(5000)", never).kind == QueryOutcome::Kind::error);
+        CHECK(target->run("SELECT randomblob(4000)", never).kind == QueryOutcome::Kind::ok);
+        // A long column name alone.
+        CHECK(target->run("SELECT 1 AS \"" + std::string(10000, 'n') + "\"", never).kind == QueryOutcome::Kind::error);
+        // And what passes is no larger than the cap once stored.
+        auto ok = target->run("SELECT printf('%.*c', 1000, char(1)), x'00ff', NULL, 1.5, -42 AS \"a\"\"b\"", never);
+        REQUIRE(ok.kind == QueryOutcome::Kind::ok);
+        CHECK(ok.bytes == int64_t(ok.result.rows_json.size() + ok.result.columns_json.size()));
+    }
     SECTION("memory") {
         t.cfg.memory_limit_mb = 8;
         auto target = open_target(t.cfg);

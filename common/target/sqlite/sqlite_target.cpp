@@ -94,6 +94,8 @@ QueryOutcome SqliteTarget::run_in(Session& session, const std::string& sql, cons
         const char* name = sqlite3_column_name(stmt, i);
         rows.column(name ? name : "");
     }
+    // The column names are stored too.
+    if (auto over = guard.add_bytes(rows.header_bytes())) return end(QueryOutcome::Kind::error, *over);
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (auto over = guard.admit_row()) return end(QueryOutcome::Kind::error, *over);
