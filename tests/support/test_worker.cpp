@@ -1,4 +1,4 @@
-// sqlq-test-worker: sqlq-worker plus two fault-injection SQL functions, for the test suites
+// sqlq-test-worker: sqlq-worker plus fault-injection SQL functions, for the test suites
 // only. It is built with the tests and never installed, so no production binary carries a way
 // to hang or crash a worker, however its environment is set.
 //   sqlq_test_hang(ms)  sleeps in native code, never returning to SQLite's VM: no progress
@@ -9,7 +9,14 @@
 //                       caps the process's address space (soft RLIMIT_AS) at its current size
 //                       plus `mb` MiB, so that a big result runs the worker out of memory
 //                       (std::bad_alloc) while it encodes the rows; 0 lifts the cap. Returns mb.
+//   sqlq_test_grow(mb)  allocates `mb` MiB, touches every page and keeps it for the rest of
+//                       the process's life: a worker that really grows (a leak, a fragmented
+//                       heap), for recycling by max_worker_rss_mb. Returns mb.
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
 #include <cstdint>
 #include <ctime>
 #include <fstream>
@@ -34,6 +41,17 @@ void test_hang(sqlite3_context* ctx, int, sqlite3_value** argv) {
 void test_crash(sqlite3_context*, int, sqlite3_value**) {
     std::signal(SIGSEGV, SIG_DFL);
     std::raise(SIGSEGV);
+}
+
+void test_grow(sqlite3_context* ctx, int, sqlite3_value** argv) {
+    const int64_t mb = sqlite3_value_int64(argv[0]);
+    if (mb > 0) {
+        // Kept on purpose, and reachable, so that the compiler cannot drop the allocation.
+        static std::vector<std::unique_ptr<char[]>> kept;
+        kept.emplace_back(new char[size_t(mb) << 20]);
+        std::memset(kept.back().get(), 1, size_t(mb) << 20);
+    }
+    sqlite3_result_int64(ctx, mb);
 }
 
 void test_limit_memory(sqlite3_context* ctx, int, sqlite3_value** argv) {
@@ -69,6 +87,8 @@ int register_hooks(sqlite3* db, const char** /*error*/, const sqlite3_api_routin
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "sqlq_test_limit_memory", 1, SQLITE_UTF8, nullptr, test_limit_memory, nullptr,
                                      nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "sqlq_test_grow", 1, SQLITE_UTF8, nullptr, test_grow, nullptr, nullptr);
     return rc;
 }
 
@@ -78,8 +98,8 @@ int main(int argc, char** argv) {
     // sqlite3_auto_extension takes void(*)(void), the one function type any other converts to
     // without a warning; SQLite calls it with the real signature.
     if (sqlite3_auto_extension(reinterpret_cast<void (*)()>(register_hooks)) != SQLITE_OK) return 1;
-    // The target allows only the functions on its list (readonly.cpp), and these three are ours.
+    // The target allows only the functions on its list (readonly.cpp), and these four are ours.
     const sqlq::sqlite::AllowedFunction hang("sqlq_test_hang"), crash("sqlq_test_crash"),
-        limit_memory("sqlq_test_limit_memory");
+        limit_memory("sqlq_test_limit_memory"), grow("sqlq_test_grow");
     return sqlq::worker_main(argc, argv);
 }
