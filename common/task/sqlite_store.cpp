@@ -64,7 +64,7 @@ std::string task_columns(int64_t sql_chars) {
     return "id, substr(sql, 1, " + std::to_string(sql_chars) +
            "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
            "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
-           "cancelled_by, outcomes, recovery_ms, length(CAST(sql AS BLOB))";
+           "cancelled_by, outcomes, recovery_ms, sql_bytes";
 }
 const std::string kTaskColumns = task_columns(1 << 20);  // get()
 const std::string kListColumns = task_columns(1000);     // list(): a preview per task
@@ -215,20 +215,24 @@ void SqliteStore::migrate() {
     if (v < 2) {
         // Why the last worker holding the task was lost, for the error of a task given up.
         db_.exec("ALTER TABLE tasks ADD COLUMN lost_reason TEXT");
+        // The SQL text's length in bytes, stored with it: a claim decides on it without reading
+        // the text (SQLite's length() of a TEXT column loads the whole value).
+        db_.exec("ALTER TABLE tasks ADD COLUMN sql_bytes INTEGER NOT NULL DEFAULT 0");
+        db_.exec("UPDATE tasks SET sql_bytes=length(CAST(sql AS BLOB))");
         db_.exec("PRAGMA user_version=2");
     }
     txn.commit();
 }
 
 std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
-    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at) VALUES(?, ?, 'queued', ?)");
+    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes) VALUES(?, ?, 'queued', ?, ?)");
     std::vector<int64_t> ids;
     ids.reserve(sqls.size());
     {
         auto w = writing();
         Txn txn(db_);
         for (const auto& sql : sqls) {
-            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).run();
+            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).bind(4, int64_t(sql.size())).run();
             ids.push_back(db_.last_insert_rowid());
         }
         txn.commit();
@@ -260,22 +264,16 @@ TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRule
 }
 
 TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules) {
-    // A claimed task's SQL comes back from the claim's own UPDATE (RETURNING): the text is read
-    // only once the task is ours to run, and never when it is longer than max_sql_bytes.
-    auto claimed = [&](Stmt& st, int64_t token) -> std::optional<Claim> {
-        ResetGuard g{st};
-        if (!st.step()) return std::nullopt;
-        Claim c{ClaimKind::claimed, token, Status::running, 0, st.text(0)};
-        while (st.step()) {
-        }
-        return c;
-    };
     for (int round = 0;; ++round) {
         int64_t now = deps_.clock();
+        // The SQL text is read only when the task may be ours to run and is within max_sql_bytes
+        // (SQLite loads a column inside a CASE branch only when the branch is taken). Not with
+        // UPDATE ... RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
         auto& sel = cached(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
-            "length(CAST(sql AS BLOB)), lost_reason, started_at FROM tasks WHERE id=?");
-        sel.bind(1, id);
+            "sql_bytes, lost_reason, started_at, "
+            "CASE WHEN status IN ('queued','running') AND sql_bytes <= ?2 THEN sql END FROM tasks WHERE id=?1");
+        sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
         Status status = parse_status(sel.text(0)).value_or(Status::failed);
         int64_t attempts = sel.i64(1);
@@ -286,6 +284,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         int64_t sql_bytes = sel.i64(7);
         std::optional<std::string> lost_reason = sel.opt_text(8);
         const int64_t started_at = sel.opt_i64(9).value_or(now);
+        std::string sql = sel.is_null(10) ? std::string() : sel.text(10);
         sel.reset();
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
@@ -314,10 +313,10 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
             auto& st = cached(
                 "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
                 "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=? "
-                "WHERE id=? AND status='queued' AND attempts=? RETURNING sql");
+                "WHERE id=? AND status='queued' AND attempts=?");
             st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                 .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts);
-            if (auto c = claimed(st, attempts + 1)) return *c;
+            if (st.run()) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
             if (!owner_gone({owner_host(owner), owner_pid, owner_start}, lease, now)) return {ClaimKind::held, 0, status, lease};
@@ -352,11 +351,11 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                       "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                       "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
                                       "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL") +
-                                  guard + " RETURNING sql");
+                                  guard);
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
-                if (auto c = claimed(st, attempts + 1)) return *c;
+                if (st.run()) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
             }
         }
         // Someone else moved the task between our read and our write: look again.
