@@ -50,6 +50,13 @@ TEST_CASE("a result the store cannot take fails the task with the reason, and th
 
 TEST_CASE("running out of memory while encoding the rows fails the task, and the worker goes on",
           "[worker][edges][memory]") {
+#if defined(__SANITIZE_ADDRESS__)
+    // An address-space cap (RLIMIT_AS) means nothing under AddressSanitizer, which reserves
+    // terabytes of shadow memory and aborts on a failed allocation instead of throwing: this
+    // one runs in the plain build only.
+    WARN("skipped under AddressSanitizer: it caps the worker's address space");
+    return;
+#endif
     Setup s;
     s.sections["query"] = "max_bytes = 1000000000\n";
     Env env(s);
