@@ -76,6 +76,13 @@ struct ResetGuard {
     ~ResetGuard() { s.reset(); }
 };
 
+// The error of a task failed because the worker running it died `attempts` times.
+std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
+    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
+    if (last_loss) err += " (last: " + *last_loss + ")";
+    return err;
+}
+
 std::string owner_host(const std::string& owner) {
     auto colon = owner.rfind(':');
     return colon == std::string::npos ? owner : owner.substr(0, colon);
@@ -289,14 +296,17 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
         const bool too_long = sql_bytes > rules.max_sql_bytes;
-        auto refuse = [&](const char* from) -> bool {
-            std::string err = "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
-                              std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run";
+        // Every way a claim ends a task as failed: one conditional statement per arrow.
+        auto fail_now = [&](const char* from, const std::string& err) -> bool {
             return cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
                                       "outcomes=outcomes+1, lease_until=NULL WHERE id=? AND status=") + from +
                           " AND attempts=?")
                        .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts)
                        .run() != 0;
+        };
+        auto refuse = [&](const char* from) {
+            return fail_now(from, "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
+                                      std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run");
         };
 
         int64_t changed = 0;
@@ -329,20 +339,11 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
             } else if (rules.timeout_ms > 0 && now - started_at >= rules.timeout_ms + rules.deadline_grace_ms) {
                 // Its worker ran past the hard deadline and was killed for it (the supervisor
                 // fails the task too; whoever comes first): another attempt would be as stuck.
-                changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
-                                             "outcomes=outcomes+1, lease_until=NULL") + guard)
-                              .bind(1, now).bind(2, hard_deadline_error(rules.timeout_ms, rules.deadline_grace_ms))
-                              .bind(3, id).bind(4, attempts)
-                              .run();
-                if (changed) return {ClaimKind::past_deadline, 0, Status::failed};
+                if (fail_now("'running'", hard_deadline_error(rules.timeout_ms, rules.deadline_grace_ms)))
+                    return {ClaimKind::past_deadline, 0, Status::failed};
             } else if (attempts >= rules.max_attempts) {
-                std::string err = "gave up after " + std::to_string(attempts) +
-                                  " attempts: the worker running it died each time";
-                if (lost_reason) err += " (last: " + *lost_reason + ")";
-                changed = cached(std::string("UPDATE tasks SET status='failed', finished_at=?, error=?, "
-                                                  "outcomes=outcomes+1, lease_until=NULL") + guard)
-                              .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts).run();
-                if (changed) return {ClaimKind::gave_up, 0, Status::failed};
+                if (fail_now("'running'", gave_up_error(attempts, lost_reason)))
+                    return {ClaimKind::gave_up, 0, Status::failed};
             } else if (too_long) {
                 if (refuse("'running'")) return {ClaimKind::refused, 0, Status::failed};
             } else {
@@ -474,8 +475,7 @@ std::vector<int64_t> SqliteStore::give_up_stale(int64_t stale_ms, int max_attemp
     }
     std::vector<int64_t> failed;
     for (auto [id, attempts] : found) {
-        std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
-        if (fail_unowned(id, err, Owner{}) == FailKind::failed) failed.push_back(id);
+        if (fail_unowned(id, gave_up_error(attempts, std::nullopt), Owner{}) == FailKind::failed) failed.push_back(id);
     }
     return failed;
 }

@@ -47,8 +47,7 @@ StoreDeps::Liveness StoreDeps::local_process(const Owner& o) {
 }
 
 std::unique_ptr<TaskStore> open_store(const StoreConfig& cfg, StoreDeps deps) {
-    if (!deps.clock) deps.clock = StoreDeps::wall_clock;
-    if (!deps.owner_alive) deps.owner_alive = StoreDeps::local_process;
+    // The store fills in what `deps` leaves empty.
     return std::make_unique<SqliteStore>(cfg, std::move(deps));
 }
 
