@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -252,6 +253,10 @@ int cmd_start(const std::string& config_opt, Attach attach, Format format) {
             std::cout << "sqlq-supervisor: started, pid " << answer.substr(3) << ", " << cfg.supervisor.workers
                       << " workers ready (log " << log << ")\n";
         return kExitOk;
+    }
+    // A failed start reports before the child has stopped what it started (workers, the control
+    // socket): wait for it to exit, so "start failed" means nothing of it is left running.
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
     if (answer.rfind("error ", 0) == 0) throw Error(answer.substr(6) + " (log " + log + ")");
     throw Error("the supervisor exited during its start; see " + log);
