@@ -408,9 +408,14 @@ void Fleet::report(int slot, uint64_t generation, const ReportLine& r) {
     case Report::busy: e = SlotEvent::busy; break;
     case Report::alive: e = SlotEvent::alive; break;
     case Report::stopping: e = SlotEvent::stopping; break;
-    case Report::waiting: e = SlotEvent::alive; break;  // no state of its own: a ready slot, shown as waiting
+    case Report::waiting:  // no state of its own: a ready slot, shown as waiting
+    case Report::target: e = SlotEvent::alive; break;
     }
-    if (r.what != Report::alive) s->waiting_for = r.what == Report::waiting ? r.task_id : 0;
+    if (r.what != Report::alive) {
+        const bool holding = r.what == Report::waiting || r.what == Report::target;
+        s->waiting_for = holding ? r.task_id : 0;
+        s->waiting_on_target = r.what == Report::target;
+    }
     dispatch(*s, e, &r);
     advance_restart();
 }

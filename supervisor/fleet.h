@@ -108,7 +108,8 @@ struct Slot {
                                 // killed at stop_timeout_ms, its task was not lost to a death
     int64_t task = 0;           // busy with this task (0: none)
     int64_t waiting_for = 0;    // ready, but holding a delivery of this task it cannot run yet
-                                // (report "waiting"); cleared by the process's next report
+                                // (report "waiting" or "target"); cleared by the process's next report
+    bool waiting_on_target = false;  // ... because the query target cannot be reached (report "target")
     int64_t task_since = 0;
     int64_t tasks_done = 0;     // by this process, for max_tasks_per_worker
     int64_t cancel_task = 0;    // a cancel is pending for this task...

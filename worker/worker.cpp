@@ -107,6 +107,9 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         return;
     }
     const int64_t id = std::get<int64_t>(decoded);
+    // Claim only what can run now: while the target cannot be reached the task stays queued
+    // (unclaimed, its message held here), instead of failing for want of a server.
+    if (!await_target(conn, id)) return;  // stopping: the message goes back with the channel
     std::optional<TaskStore::Claim> claimed = claim(conn, id);
     if (!claimed) {
         conn.ack(d.tag);
@@ -174,6 +177,29 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), mono_ms() - t0, c.token);
     conn.ack(d.tag);
     ++tasks_done_;
+}
+
+bool Worker::await_target(amqp::Connection& conn, int64_t id) {
+    Backoff backoff(100, cfg_.broker.reconnect_max_ms);
+    bool said = false;
+    for (;;) {
+        const std::string why = target_->ready([&] {
+            reporter_.alive();
+            conn.pump();
+            return stop_.load();
+        });
+        if (why.empty()) {
+            if (said) spdlog::info("the query target {} answers again", target_->describe());
+            return true;
+        }
+        if (!said) {
+            spdlog::warn("task {}: {}; not claimed, waiting for the target (retrying with backoff)", id, why);
+            reporter_.send(Report::target, id);  // the supervisor shows this slot waiting on the target
+            said = true;
+        }
+        if (stop_) return false;
+        pause(&conn, backoff.next());
+    }
 }
 
 std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id) {

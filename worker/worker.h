@@ -28,6 +28,9 @@ private:
     // nullopt: the task could not be claimed for want of memory and was failed here (logged);
     // ack it.
     std::optional<TaskStore::Claim> claim(amqp::Connection& conn, int64_t id);
+    // Until the query target can take a query (a server target: connected). False when asked to
+    // stop meanwhile.
+    bool await_target(amqp::Connection& conn, int64_t id);
     QueryOutcome execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
                          bool& fenced, bool& cancelled);
     // False only when stopping with the write still failing (not acked). May change `outcome`:

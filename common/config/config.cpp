@@ -76,6 +76,15 @@ Key path(const char* section, const char* name, StrRef store) {
             }};
 }
 
+Key boolean(const char* section, const char* name, std::function<void(Config&, bool)> store) {
+    return {section, name, [=](Config& c, const toml::node& n) -> std::string {
+                auto v = n.value_exact<bool>();
+                if (!v) return "must be true or false";
+                store(c, *v);
+                return "";
+            }};
+}
+
 constexpr int64_t kDay = 24LL * 3600 * 1000;
 
 const std::vector<Key>& keys() {
@@ -116,6 +125,7 @@ const std::vector<Key>& keys() {
         integer("query", "memory_limit_mb", 1, 1 << 20,
                 [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),
         integer("query", "temp_limit_mb", 1, 1 << 20, [](Config& c, int64_t v) { c.query.temp_limit_mb = v; }),
+        boolean("query", "allow_superuser", [](Config& c, bool v) { c.query.allow_superuser = v; }),
 
         integer("supervisor", "workers", 0, 4096, [](Config& c, int64_t v) { c.supervisor.workers = int(v); }),
         path("supervisor", "run_dir", [](Config& c, const std::string& v) { c.supervisor.run_dir = v; }),
@@ -311,11 +321,22 @@ std::string redact_url(const std::string& url) {
     // message must show none of it). Hiding too much (an '@' in the vhost) is harmless.
     auto scheme = url.find("://");
     if (scheme == std::string::npos) return url;
-    auto at = url.rfind('@');
-    if (at == std::string::npos || at < scheme + 3) return url;
-    auto colon = url.find(':', scheme + 3);
-    if (colon == std::string::npos || colon > at) return url;
-    return url.substr(0, colon + 1) + "***" + url.substr(at);
+    std::string out = url;
+    auto at = out.rfind('@');
+    if (at != std::string::npos && at >= scheme + 3) {
+        auto colon = out.find(':', scheme + 3);
+        if (colon != std::string::npos && colon < at) out = out.substr(0, colon + 1) + "***" + out.substr(at);
+    }
+    // libpq's URLs may carry it as a parameter too: ...?password=SECRET&...
+    auto query = out.find('?');
+    for (size_t p = query; p != std::string::npos && p < out.size(); p = out.find('&', p + 1)) {
+        if (out.compare(p + 1, 9, "password=") != 0) continue;
+        const size_t v = p + 10;
+        size_t e = out.find('&', v);
+        if (e == std::string::npos) e = out.size();
+        out.replace(v, e - v, "***");
+    }
+    return out;
 }
 
 std::string url_scheme(const std::string& s) {

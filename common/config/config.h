@@ -44,6 +44,7 @@ struct QueryConfig {
     int max_attempts = 3;
     int64_t memory_limit_mb = 256;
     int64_t temp_limit_mb = 128;          // temporary files of one query (sorts, DISTINCT, big subqueries)
+    bool allow_superuser = false;         // PostgreSQL: may the workers' role be a superuser or bypass RLS?
 };
 
 struct SupervisorConfig {

@@ -18,6 +18,7 @@ std::string format_report(const ReportLine& r) {
     case Report::alive: return "alive\n";
     case Report::stopping: return "stopping\n";
     case Report::waiting: return "waiting " + std::to_string(r.task_id) + "\n";
+    case Report::target: return "target " + std::to_string(r.task_id) + "\n";
     }
     return "alive\n";
 }
@@ -29,7 +30,8 @@ std::optional<ReportLine> parse_report(std::string_view line) {
     if (line == "alive") return ReportLine{Report::alive};
     if (line == "stopping") return ReportLine{Report::stopping};
     for (auto [word, what] : {std::pair{std::string_view("busy "), Report::busy},
-                              std::pair{std::string_view("waiting "), Report::waiting}}) {
+                              std::pair{std::string_view("waiting "), Report::waiting},
+                              std::pair{std::string_view("target "), Report::target}}) {
         if (line.substr(0, word.size()) != word) continue;
         int64_t id = 0;
         auto rest = line.substr(word.size());

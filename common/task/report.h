@@ -16,7 +16,9 @@
 
 namespace sqlq {
 
-enum class Report { starting, ready, busy, alive, stopping, waiting };
+// waiting: holding a delivery of a task it cannot claim yet (another worker runs it);
+// target: holding a delivery, waiting for the query target (a server it cannot reach).
+enum class Report { starting, ready, busy, alive, stopping, waiting, target };
 
 // How often a worker says "alive" (when it says nothing else). [supervisor] watchdog_ms must be
 // well above it (config.cpp refuses less than twice), or healthy idle workers are killed.
@@ -24,7 +26,7 @@ constexpr int64_t kAliveIntervalMs = 500;
 
 struct ReportLine {
     Report what = Report::alive;
-    int64_t task_id = 0;  // busy and waiting only
+    int64_t task_id = 0;  // busy, waiting and target only
 };
 
 std::string format_report(const ReportLine& r);
