@@ -313,3 +313,23 @@ TEST_CASE("a metrics address that cannot be bound fails the start, naming it", "
     CHECK(f.start_result.err.find("in use") != std::string::npos);
     CHECK(supervisor(env, {"status"}).code != 0);  // nothing of it left running
 }
+
+TEST_CASE("a reload keeps metrics on the address the supervisor started with, and says a change needs a restart",
+          "[supervisor][metrics][reload]") {
+    const int port = free_port();
+    Setup s;
+    s.workers = 1;
+    s.sections["supervisor"] = "metrics_listen = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+    Env env(s);
+    Fleet f(env);
+    const int other = free_port();
+    s.workers = 2;
+    s.sections["supervisor"] = "metrics_listen = \"127.0.0.1:" + std::to_string(other) + "\"\n";
+    env.rewrite(s);
+    REQUIRE(supervisor(env, {"reload"}).code == 0);
+    // The reload took (the new target shows on the old address); the new address serves nothing.
+    CHECK(eventually([&] { return at(parse(scrape(port)), "sqlq_workers_target{}") == 2; }, kReady));
+    CHECK(http_exchange(other, "GET /metrics HTTP/1.1\r\n\r\n").rfind("connect: ", 0) == 0);
+    CHECK(supervisor_log_shows(env, "metrics_listen changed to \"127.0.0.1:" + std::to_string(other) +
+                                        "\"; this needs a stop and a start", 5000));
+}
