@@ -243,6 +243,13 @@ TEST_CASE("/metrics, parsed by Prometheus' parser, agrees with the store after a
     }
     std::string text = scrape(port);
     CHECK(text.find("customers") == std::string::npos);
+    // Prometheus' own linter on names, units, HELP and TYPE (promtool, when installed).
+    if (Result which = run({"/bin/sh", "-c", "command -v promtool"}); which.code == 0) {
+        Result lint = run({which.out.substr(0, which.out.find('\n')), "check", "metrics"}, text);
+        INFO(lint.out + lint.err);
+        CHECK(lint.code == 0);
+        CHECK(lint.out + lint.err == "");
+    }
     CHECK(text.find("no_such_table") == std::string::npos);
 }
 
