@@ -10,6 +10,9 @@
 #include <sstream>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <toml++/toml.h>
 
 #include "task/report.h"
@@ -156,6 +159,14 @@ const std::vector<Key>& keys() {
                 [](Config& c, int64_t v) { c.supervisor.backoff_max_ms = v; }),
         path("supervisor", "worker_path", [](Config& c, const std::string& v) { c.supervisor.worker_path = v; }),
         path("supervisor", "log_file", [](Config& c, const std::string& v) { c.supervisor.log_file = v; }),
+        {"supervisor", "metrics_listen", [](Config& c, const toml::node& n) -> std::string {
+             auto v = n.value_exact<std::string>();
+             if (!v) return "must be a string";
+             std::string problem;
+             if (!v->empty() && !parse_listen_address(*v, problem)) return problem;
+             c.supervisor.metrics_listen = *v;
+             return "";
+         }},
     };
     return all;
 }
@@ -313,6 +324,38 @@ std::optional<std::string> best_effort_run_dir(const std::string& file) {
         }
     }
     return relative_to(fs::absolute(file).lexically_normal().parent_path().string(), run_dir);
+}
+
+std::optional<ListenAddress> parse_listen_address(const std::string& s, std::string& problem) {
+    const std::string shape = "must be HOST:PORT (\"127.0.0.1:9464\", \"[::1]:9464\"), not \"" + s + "\"";
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        problem = shape;
+        return std::nullopt;
+    }
+    std::string host = s.substr(0, colon);
+    const std::string port = s.substr(colon + 1);
+    const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed) host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    unsigned char buf[sizeof(in6_addr)];
+    const bool v4 = !bracketed && inet_pton(AF_INET, host.c_str(), buf) == 1;
+    const bool v6 = bracketed && inet_pton(AF_INET6, host.c_str(), buf) == 1;
+    if (!v4 && !v6) {
+        problem = shape + ": the host must be an IPv4 address, an IPv6 address in brackets, or localhost";
+        return std::nullopt;
+    }
+    int n = 0;
+    bool digits = !port.empty() && port.size() <= 5;
+    for (char ch : port) {
+        digits = digits && std::isdigit(static_cast<unsigned char>(ch));
+        if (digits) n = n * 10 + (ch - '0');
+    }
+    if (!digits || n < 1 || n > 65535) {
+        problem = shape + ": the port must be a number from 1 to 65535";
+        return std::nullopt;
+    }
+    return ListenAddress{host, n};
 }
 
 std::string redact_url(const std::string& url) {
