@@ -25,6 +25,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 TRIVIAL = "SELECT 1"
 # An aggregate over the demo database's 200k-row table (about 35 ms of CPU on the reference machine).
 MODERATE = "SELECT count(*), round(sum(amount), 2), max(amount) FROM orders"
+# The same aggregate on the PostgreSQL demo database (round() of a double needs a numeric there).
+PG_MODERATE = "SELECT count(*), round(sum(amount)::numeric, 2), max(amount) FROM orders"
 # A query that runs until it is cancelled.
 LONG = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000000) SELECT count(*) FROM n"
 
@@ -93,7 +95,7 @@ class Bench:
 
     # --- plumbing ---
 
-    def conf(self, qtype="quorum", durability="full", workers=4, **extra):
+    def conf(self, qtype="quorum", durability="full", workers=4, database=None, **extra):
         self.seq += 1
         d = os.path.join(self.work, f"run{self.seq:04d}")
         os.makedirs(d)
@@ -108,7 +110,7 @@ prefetch = 1
 path = "{os.path.join(d, 'sqlq.db')}"
 durability = "{durability}"
 [query]
-database = "{self.demo}"
+database = "{database or self.demo}"
 [supervisor]
 """ + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sup.items())
         path = os.path.join(d, "sqlq.conf")
@@ -213,8 +215,8 @@ database = "{self.demo}"
 
     # --- 2 and 3. end to end: sqlq and the reference consumer ---
 
-    def e2e_sqlq(self, qtype, workers, durability, sql, n):
-        c = self.conf(qtype, durability, workers, start_timeout_ms=120000)
+    def e2e_sqlq(self, qtype, workers, durability, sql, n, database=None):
+        c = self.conf(qtype, durability, workers, database=database, start_timeout_ms=120000)
         self.sup(c, "start")
         try:
             t0 = time.time()
@@ -402,6 +404,57 @@ database = "{self.demo}"
             "stop_ms": {"p50": pct(stop_ms, 50), "p99": pct(stop_ms, 99), "max": max(stop_ms), "n": len(stop_ms)},
             "observed_ms": {"p50": pct(wall_ms, 50), "p99": pct(wall_ms, 99), "max": max(wall_ms), "n": len(wall_ms)},
             "samples_stop_ms": stop_ms}
+
+    # --- 10. the PostgreSQL target ---
+
+    def postgres(self):
+        """End-to-end tasks/s on a PostgreSQL target beside the same run on the SQLite demo file
+        (the store is SQLite in both), and cancel latency of a running PostgreSQL query."""
+        a = self.a
+        if not a.pg_url:
+            raise RuntimeError("no --pg-url (bench/run.sh starts a private PostgreSQL server)")
+        rows = []
+        for rnd in range(a.rounds):
+            for w in a.workers:
+                for query, sqls, n in (("trivial", (TRIVIAL, TRIVIAL), a.trivial),
+                                       ("moderate", (MODERATE, PG_MODERATE), a.moderate)):
+                    for target, db, sql in (("sqlite", None, sqls[0]), ("postgres", a.pg_url, sqls[1])):
+                        rate, _ = self.e2e_sqlq("quorum", w, "normal", sql, n, database=db)
+                        rows.append({"round": rnd, "workers": w, "query": query, "target": target, "rate": rate})
+                    log(f"postgres r{rnd + 1} w={w}: " + ", ".join(
+                        f"{r['query']} {r['target']} {r['rate']:.0f}/s" for r in rows[-4:] if r["workers"] == w))
+        out = []
+        for key in sorted({(r["workers"], r["query"], r["target"]) for r in rows}):
+            xs = [r["rate"] for r in rows if (r["workers"], r["query"], r["target"]) == key]
+            out.append({"workers": key[0], "query": key[1], "target": key[2], "rate": summary(xs)})
+
+        # Cancel: `sqlq cancel` returns once the task is cancelled, and the worker records that only
+        # after the server has ended the statement (or after closing the connection).
+        c = self.conf("quorum", "normal", 2, database=a.pg_url)
+        self.sup(c, "start")
+        stop_ms, wall_ms = [], []
+        try:
+            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
+            for _ in range(a.cancels):
+                tid = int(self.sqlq(c, "submit", "--user", "bench", "SELECT pg_sleep(600)").stdout.strip())
+                while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] != "running":
+                    time.sleep(0.005)
+                time.sleep(0.1)  # well inside the query
+                t = time.time()
+                self.sqlq(c, "cancel", "--user", "bench", str(tid), check=False)
+                wall_ms.append((time.time() - t) * 1000.0)
+                row = db.execute("SELECT status, finished_at - cancel_requested_at FROM tasks WHERE id=?", (tid,)).fetchone()
+                if row[0] != "cancelled":
+                    log(f"warning: postgres cancel: task {tid} ended {row[0]}")
+                stop_ms.append(row[1])
+            db.close()
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        self.results["postgres"] = {
+            "samples": rows, "summary": out, "tasks": {"trivial": a.trivial, "moderate": a.moderate},
+            "cancel": {"stop_ms": {"p50": pct(stop_ms, 50), "p99": pct(stop_ms, 99), "max": max(stop_ms), "n": len(stop_ms)},
+                       "command_ms": {"p50": pct(wall_ms, 50), "p99": pct(wall_ms, 99), "max": max(wall_ms), "n": len(wall_ms)}}}
 
     # --- 6 and 7. memory and scale ---
 
@@ -684,6 +737,16 @@ def report(res):
                   f"   body: {m['bytes']} bytes",
                   f"   trivial tasks/s, no scraper: {fmt(t['plain'], ' tasks/s')}; scraped 10/s: {fmt(t['scraped'], ' tasks/s')}; "
                   f"ratio (same round): {fmt(t['ratio'], '', 1, 3)}", ""]
+    if "postgres" in res:
+        pg = res["postgres"]
+        rows = [[s["workers"], s["query"], s["target"], fmt(s["rate"])] for s in pg["summary"]]
+        cc = pg["cancel"]
+        lines += [f"10. PostgreSQL target (quorum, store durability normal; {pg['tasks']['trivial']} trivial / "
+                  f"{pg['tasks']['moderate']} moderate tasks), tasks/s beside the SQLite demo file",
+                  table(["workers", "query", "target", "tasks/s"], rows),
+                  f"   cancel of a running pg_sleep: recorded → cancelled p50 {cc['stop_ms']['p50']} ms, p99 {cc['stop_ms']['p99']} ms, "
+                  f"max {cc['stop_ms']['max']} ms (n={cc['stop_ms']['n']}); `sqlq cancel` command p50 {cc['command_ms']['p50']:.0f} ms, "
+                  f"p99 {cc['command_ms']['p99']:.0f} ms", ""]
     return "\n".join(lines)
 
 
@@ -749,7 +812,8 @@ def main():
     ap.add_argument("--demo")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics")
+    ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,postgres")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -772,7 +836,7 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "postgres"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

@@ -6,7 +6,7 @@
 #
 #   bench/run.sh [--quick] [--only SECTION,...] [--keep]
 #     --quick   fewer tasks and rounds, one queue type: a few minutes
-#     --only    ceiling,throughput,respawn,cancel,memory,scale,submit,metrics
+#     --only    ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,postgres
 #     --keep    keep the temporary directory (configs, stores, logs)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,12 +29,15 @@ work=$(mktemp -d /tmp/sqlq-bench.XXXXXX)
 port=$("$root/scripts/free-port.sh")
 cleanup() {
     "$root/scripts/broker.sh" stop "$work/node" >/dev/null 2>&1 || true
+    "$root/scripts/postgres.sh" stop "$work/pg" >/dev/null 2>&1 || true
     if [ "$keep" = 1 ]; then echo "bench/run.sh: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 echo "bench/run.sh: private RabbitMQ node on 127.0.0.1:$port ($work)" >&2
 "$root/scripts/broker.sh" start "$work/node" "$port"
 "$root/scripts/make-demo-db.sh" "$work/demo.db"
+# A private PostgreSQL server with the same demo data (section postgres), fsync as a real one.
+pg_url=$("$root/scripts/postgres-demo.sh" start "$work/pg" "$("$root/scripts/free-port.sh")")
 # Debian's python3 (where python3-pika is), whatever python3 comes first on PATH.
 /usr/bin/python3 "$root/bench/bench.py" --build "$build" --port "$port" --work "$work" --demo "$work/demo.db" \
-    --out "$root/bench/results" "${args[@]}"
+    --out "$root/bench/results" --pg-url "$pg_url" "${args[@]}"
