@@ -87,6 +87,7 @@ class Bench:
             "sup": os.path.join(a.build, "supervisor", "sqlq-supervisor"),
             "pub": os.path.join(a.build, "bench", "sqlq-bench-publisher"),
             "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
+            "lat": os.path.join(a.build, "bench", "sqlq-bench-latency"),
         }
         self.seq = 0
         self.results = {}
@@ -491,6 +492,109 @@ database = "{self.demo}"
         self.results["submit"] = {"one_process_per_task": summary(single), "batch": summary(batch),
                                   "batch_size": a.trivial, "single_count": a.submit_single}
 
+    # --- 9. latency: what one user feels, on an idle fleet ---
+
+    @staticmethod
+    def split(samples):
+        """Latency of each sample and its steps, in ms: the client's clock (µs) and the task's
+        own times (ms, the store's clock on this host)."""
+        keys = ("total", "submit", "queue", "run", "record_notify", "result", "whole")
+        out = {k: [] for k in keys}
+        for x in samples:
+            if "t2_us" in x:  # a long-lived client: submit and outcome from its own clock
+                out["total"].append((x["t2_us"] - x["t0_us"]) / 1000)
+                out["submit"].append((x["t1_us"] - x["t0_us"]) / 1000)
+                out["record_notify"].append(x["t2_us"] / 1000 - x["finished_ms"])
+                out["result"].append((x["t3_us"] - x["t2_us"]) / 1000)
+            else:  # a whole process: its start and its exit
+                out["whole"].append((x["t3_us"] - x["t0_us"]) / 1000)
+                out["submit"].append(x["created_ms"] - x["t0_us"] / 1000)  # start-up until the row is stamped
+                out["record_notify"].append(x["t3_us"] / 1000 - x["finished_ms"])  # ... until the process is gone
+            out["queue"].append(x["started_ms"] - x["created_ms"])
+            out["run"].append(x["finished_ms"] - x["started_ms"])
+        res = {}
+        for k, xs in out.items():
+            if xs:
+                res[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "mean": statistics.mean(xs), "max": max(xs), "n": len(xs)}
+        return res
+
+    def start_reference(self, c, workers):
+        procs = []
+        logf = open(os.path.join(c["dir"], "reference.log"), "w")
+        for _ in range(workers):
+            procs.append(subprocess.Popen(
+                ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                 "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
+                 "--sync", "FULL"], stdout=logf, stderr=logf))
+        deadline = time.time() + 120
+        while True:
+            try:
+                self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
+                return procs, logf
+            except RuntimeError:
+                if time.time() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("reference consumers did not all start")
+                time.sleep(0.1)
+
+    def row_times(self, store, task_id):
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+        created, started, finished = db.execute(
+            "SELECT created_at, started_at, finished_at FROM tasks WHERE id=?", (task_id,)).fetchone()
+        db.close()
+        return {"created_ms": created, "started_ms": started, "finished_ms": finished}
+
+    def latency(self):
+        a = self.a
+        n, n_whole, n_mod = a.latency_n, a.latency_whole_n, a.latency_moderate_n
+        now_us = lambda: time.time_ns() // 1000
+        res = {"workers": 4, "durability": "full", "queue_type": "quorum"}
+        # sqlq: a fleet of 4, idle between tasks.
+        c = self.conf("quorum", "full", 4)
+        self.sup(c, "start")
+        try:
+            for name, sql, count in (("trivial", TRIVIAL, n), ("moderate", MODERATE, n_mod)):
+                out = self.run(self.bin["lat"], "--config", c["path"], "--count", str(count), "--sql", sql).stdout
+                res[f"sqlq_client_{name}"] = self.split([json.loads(ln) for ln in out.splitlines()])
+                log(f"latency: sqlq long-lived client, {name}: p50 {res[f'sqlq_client_{name}']['total']['p50']:.2f} ms")
+            samples = []
+            for i in range(n_whole + 10):
+                t0 = now_us()
+                r = self.sqlq(c, "run", "--json", "--user", "bench", TRIVIAL)
+                t3 = now_us()
+                if i >= 10:
+                    samples.append(dict(self.row_times(c["store"], json.loads(r.stdout)["id"]), t0_us=t0, t3_us=t3))
+            res["sqlq_run_process"] = self.split(samples)
+            log(f"latency: sqlq run, whole process: p50 {res['sqlq_run_process']['whole']['p50']:.1f} ms")
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        # The reference: 4 pika consumers, a client that stores, publishes and polls.
+        c = self.conf("quorum", "full", 4)
+        self.sqlq(c, "list")  # the task store with sqlq's schema
+        procs, logf = self.start_reference(c, 4)
+        try:
+            client = ["/usr/bin/python3", os.path.join(HERE, "reference_client.py"), "--port", str(self.port),
+                      "--queue", c["queue"], "--store", c["store"]]
+            for name, sql, count in (("trivial", TRIVIAL, n), ("moderate", MODERATE, n_mod)):
+                out = self.run(*client, "--count", str(count), "--sql", sql).stdout
+                res[f"reference_client_{name}"] = self.split([json.loads(ln) for ln in out.splitlines()])
+                log(f"latency: reference client, {name}: p50 {res[f'reference_client_{name}']['total']['p50']:.2f} ms")
+            samples = []
+            for _ in range(n_whole):
+                t0 = now_us()
+                out = self.run(*client, "--count", "1", "--warmup", "0").stdout
+                t3 = now_us()
+                samples.append(dict(self.row_times(c["store"], json.loads(out)["id"]), t0_us=t0, t3_us=t3))
+            res["reference_process"] = self.split(samples)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+            logf.close()
+            self.drop_queue(c)
+        self.results["latency"] = res
+
 
 def machine(a):
     info = {"cores": os.cpu_count(), "kernel": platform.release(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -580,6 +684,26 @@ def report(res):
         lines += ["8. submit (durability full, quorum)",
                   f"   one `sqlq submit` process per task: {fmt(s['one_process_per_task'], ' tasks/s')}",
                   f"   `sqlq submit --batch -` ({s['batch_size']} lines): {fmt(s['batch'], ' tasks/s')}", ""]
+    if "latency" in res:
+        L = res["latency"]
+        f = lambda d, k, q: f"{d[k][q]:.2f}" if d and k in d else "-"
+        rows = []
+        for key, what in (("sqlq_client_trivial", "sqlq, long-lived client, SELECT 1"),
+                          ("reference_client_trivial", "reference, long-lived polling client, SELECT 1"),
+                          ("sqlq_client_moderate", "sqlq, long-lived client, moderate"),
+                          ("reference_client_moderate", "reference, long-lived polling client, moderate"),
+                          ("sqlq_run_process", "sqlq run, whole process, SELECT 1"),
+                          ("reference_process", "reference client, whole process, SELECT 1")):
+            d = L.get(key)
+            if not d:
+                continue
+            tot = "whole" if "whole" in d else "total"
+            rows.append([what, f(d, tot, "p50"), f(d, tot, "p99"), f(d, "submit", "p50"), f(d, "queue", "mean"),
+                         f(d, "run", "mean"), f(d, "record_notify", "p50"), f(d, "result", "p50")])
+        lines += [f"9. latency, ms ({L['workers']} idle workers, durability {L['durability']}, {L['queue_type']} queue); "
+                  "queue and run are means of the task's ms timestamps",
+                  table(["what", "p50", "p99", "submit p50", "queue (mean)", "claim+run (mean)",
+                         "record+notify p50", "result p50"], rows), ""]
     return "\n".join(lines)
 
 
@@ -645,7 +769,7 @@ def main():
     ap.add_argument("--demo")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,latency")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -659,6 +783,7 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
+        a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
     else:
         a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
@@ -667,8 +792,9 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
+        a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "latency"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run
