@@ -94,14 +94,20 @@ bool SqliteWatch::wait(int64_t timeout_ms) {
             if (mono_ms() >= deadline) return false;
             continue;  // another file of the directory, or the log's watch re-armed
         }
-        // Coalesce: a change reported less than kCoalesceMs ago waits out the rest of it, and
-        // whatever was committed meanwhile is covered by this one report.
+        // Coalesce: a change reported less than a window ago waits out the rest of it, and
+        // whatever was committed meanwhile is covered by this one report. Either way the
+        // writer gets a moment to make its commit visible (kPublishUs).
         const int64_t since = mono_ms() - last_report_;
-        if (since < kCoalesceMs) {
-            timespec ts{0, long(kCoalesceMs - since) * 1000000};
-            nanosleep(&ts, nullptr);
-            drain();
+        if (since < 2 * window_) {
+            if (++close_reports_ >= kBusyReports) window_ = kBusyCoalesceMs;
+        } else {
+            close_reports_ = 0;
+            window_ = kCoalesceMs;
         }
+        const long pause_ns = since < window_ ? long(window_ - since) * 1000000 : 0;
+        timespec ts{0, std::max(pause_ns, kPublishUs * 1000)};
+        nanosleep(&ts, nullptr);
+        drain();
         last_report_ = mono_ms();
         settle_ = true;
         return true;

@@ -28,14 +28,23 @@ public:
     bool live() const override { return true; }
     int fd() const override { return fd_; }
 
-    // After a reported change, the next wait() returns after at most this long even without an
-    // event: a commit's frames are written (the event) a moment before the WAL index in shared
-    // memory makes them visible to readers (no event), and a reader woken in between sees the
-    // old state. One more look shortly after closes that window.
-    static constexpr int64_t kSettleMs = 5;
-    // Reports at most one change per this many ms: a busy store (thousands of commits a second)
-    // wakes a waiter at most this often, each wake-up one read.
+    // A commit's frames are written (the event) a moment before the WAL index in shared memory
+    // makes them visible to readers (no event), and a reader woken in between sees the old
+    // state; on two cores the woken waiter often runs before the writer has finished. So a
+    // report waits kPublishUs first (the writer gets the CPU for its last step), and the next
+    // wait() returns after at most kSettleMs even without an event: one more look for the case
+    // where that was not enough.
+    static constexpr long kPublishUs = 200;
+    static constexpr int64_t kSettleMs = 2;
+    // Reports at most one change per kCoalesceMs, and once the store has been busy for a while
+    // (kBusyReports reports in a row, each within twice the window of the one before) at most
+    // one per kBusyCoalesceMs, until a quiet gap: a store committing thousands of times a second
+    // wakes a waiter at most ~125 times a second, each wake-up one read, while the two commits
+    // of a short task (claim, outcome) are reported as they come. Measured in
+    // docs/performance.md, "Waiting for an outcome".
     static constexpr int64_t kCoalesceMs = 1;
+    static constexpr int64_t kBusyCoalesceMs = 8;
+    static constexpr int kBusyReports = 8;
 
 private:
     // Reads every pending event; true when one of them is a change of the log (or the queue
@@ -49,6 +58,8 @@ private:
     std::string dir_, log_name_, log_path_;
     bool settle_ = false;      // a change was reported: look again within kSettleMs
     int64_t last_report_ = 0;  // mono_ms of the last change reported
+    int64_t window_ = kCoalesceMs;  // the current least spacing of reports
+    int close_reports_ = 0;         // reports in a row that came within 2 * window_ of the last
 };
 
 }  // namespace sqlq

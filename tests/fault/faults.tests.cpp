@@ -650,7 +650,7 @@ TEST_CASE("a delivery unacked past the broker's consumer_timeout: the worker rec
     closing_audit(env, "12 consumer_timeout shorter than a query", {});
 }
 
-TEST_CASE("a client waiting while the broker restarts hears of the outcome; sqlq run works after it",
+TEST_CASE("a client waiting while the broker restarts hears of the outcome, and sqlq run works after it",
           "[fault][broker][notify]") {
     Node node(5);
     Setup s = base_setup(1);

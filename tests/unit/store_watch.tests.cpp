@@ -92,6 +92,7 @@ TEST_CASE("wait hears of the outcome from the watch, not from a poll", "[service
     // A fallback look once a minute: a wait that returns within seconds was told.
     cfg.store.wait_poll_ms = 60000;
     TaskService svc(cfg, ts.open());
+    REQUIRE(svc.watch()->live());  // else the wait would poll, and this would prove nothing
     const int64_t id = svc.store().insert("SELECT 1", "alice");
     // The task ends while the wait is under way: at its first look, from another connection.
     bool finished = false;
