@@ -547,7 +547,16 @@ database = "{self.demo}"
         a = self.a
         n, n_whole, n_mod = a.latency_n, a.latency_whole_n, a.latency_moderate_n
         now_us = lambda: time.time_ns() // 1000
-        res = {"workers": 4, "durability": "full", "queue_type": "quorum"}
+        res = {"workers": 4, "durability": "full", "queue_type": "quorum", "machine": machine(a)}
+        # What the fsyncs cost (a diagnostic, not a target): the long-lived client at durability off.
+        c = self.conf("quorum", "off", 4)
+        self.sup(c, "start")
+        try:
+            out = self.run(self.bin["lat"], "--config", c["path"], "--count", str(n), "--sql", TRIVIAL).stdout
+            res["sqlq_client_trivial_off"] = self.split([json.loads(ln) for ln in out.splitlines()])
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
         # sqlq: a fleet of 4, idle between tasks.
         c = self.conf("quorum", "full", 4)
         self.sup(c, "start")
@@ -689,6 +698,7 @@ def report(res):
         f = lambda d, k, q: f"{d[k][q]:.2f}" if d and k in d else "-"
         rows = []
         for key, what in (("sqlq_client_trivial", "sqlq, long-lived client, SELECT 1"),
+                          ("sqlq_client_trivial_off", "sqlq, long-lived client, SELECT 1, durability off"),
                           ("reference_client_trivial", "reference, long-lived polling client, SELECT 1"),
                           ("sqlq_client_moderate", "sqlq, long-lived client, moderate"),
                           ("reference_client_moderate", "reference, long-lived polling client, moderate"),
@@ -700,8 +710,11 @@ def report(res):
             tot = "whole" if "whole" in d else "total"
             rows.append([what, f(d, tot, "p50"), f(d, tot, "p99"), f(d, "submit", "p50"), f(d, "queue", "mean"),
                          f(d, "run", "mean"), f(d, "record_notify", "p50"), f(d, "result", "p50")])
-        lines += [f"9. latency, ms ({L['workers']} idle workers, durability {L['durability']}, {L['queue_type']} queue); "
-                  "queue and run are means of the task's ms timestamps",
+        m = L.get("machine", {})
+        lines += [f"9. latency, ms ({L['workers']} idle workers, durability {L['durability']} unless said, "
+                  f"{L['queue_type']} queue); queue and run are means of the task's ms timestamps"
+                  + (f"; measured {m['date']}, load average {m['load_before'][0]:.1f}, fdatasync median "
+                     f"{m['fdatasync_ms']['median']:.2f} ms" if m else ""),
                   table(["what", "p50", "p99", "submit p50", "queue (mean)", "claim+run (mean)",
                          "record+notify p50", "result p50"], rows), ""]
     return "\n".join(lines)

@@ -152,6 +152,11 @@ std::unique_ptr<StoreWatch> TaskService::watch() {
     return store_->watch();
 }
 
+StoreWatch& TaskService::waiting_watch() {
+    if (!watch_) watch_ = watch();
+    return *watch_;
+}
+
 namespace {
 // How long to wait before the next look: with a live watch, until it reports a change or the
 // fallback cap passes (a lost notification costs at most that); without one, a backoff up to it.
@@ -170,9 +175,10 @@ TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms, const std:
                                       const std::function<bool()>& stop) {
     const int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
     // The watch before the first look: a commit between the two is then reported, not missed.
-    auto w = watch();
+    // (A kept watch may also report what happened before: one more look.)
+    StoreWatch& w = waiting_watch();
     const int64_t cap = cfg_.store.wait_poll_ms;
-    Pacer pace{*w, w->live() ? Backoff(cap, cap) : Backoff(std::min<int64_t>(5, cap), cap), deadline};
+    Pacer pace{w, w.live() ? Backoff(cap, cap) : Backoff(std::min<int64_t>(5, cap), cap), deadline};
     for (;;) {
         Task t = show(id);
         if (terminal(t.status)) return {std::move(t), false, false};
@@ -201,10 +207,10 @@ TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, Wa
     }
     if (wait == WaitForStop::no) return {Kind::requested, Status::running};
     const int64_t deadline = mono_ms() + cfg_.supervisor.cancel_grace_ms + cfg_.store.lease_ms + 10000;
-    auto w = watch();  // made before the first look, as in wait()
+    StoreWatch& w = waiting_watch();  // made before the first look, as in wait()
     // Without notifications, look every 10 ms as before: a cancel is over within the grace period.
-    const int64_t cap = w->live() ? cfg_.store.wait_poll_ms : 10;
-    Pacer pace{*w, Backoff(cap, cap), deadline};
+    const int64_t cap = w.live() ? cfg_.store.wait_poll_ms : 10;
+    Pacer pace{w, Backoff(cap, cap), deadline};
     for (;;) {
         Task t = show(id);
         if (t.status == Status::cancelled) {

@@ -76,8 +76,8 @@ public:
     // line.
     Waited wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled = {},
                 const std::function<bool()>& stop = {});
-    // The watch wait() uses: the store's, or a PollingWatch when [store] notify is "off". For a
-    // front end that waits on its own (an event loop: StoreWatch::fd()).
+    // A new watch of the kind wait() uses: the store's, or a PollingWatch when [store] notify is
+    // "off". For a front end that waits on its own (an event loop: StoreWatch::fd()).
     std::unique_ptr<StoreWatch> watch();
 
     // --- cancel ---
@@ -115,8 +115,14 @@ public:
 private:
     amqp::Connection& publisher();  // the kept connection, made when missing
 
+    // The watch of wait() and cancel(), made at the first wait and kept: closing an inotify
+    // instance that had a watch blocks for an RCU grace period of the kernel (~8 ms here,
+    // docs/performance.md), which a long-lived front end would otherwise pay at every wait.
+    StoreWatch& waiting_watch();
+
     Config cfg_;
     std::unique_ptr<TaskStore> store_;
+    std::unique_ptr<StoreWatch> watch_;
     std::unique_ptr<amqp::Connection> conn_;  // null until the first submit, or after a failure
     int64_t conn_used_ = 0;                   // mono_ms of its last use
 };
