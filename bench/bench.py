@@ -89,6 +89,7 @@ class Bench:
             "sup": os.path.join(a.build, "supervisor", "sqlq-supervisor"),
             "pub": os.path.join(a.build, "bench", "sqlq-bench-publisher"),
             "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
+            "lat": os.path.join(a.build, "bench", "sqlq-bench-latency"),
         }
         self.seq = 0
         self.results = {}
@@ -405,7 +406,7 @@ database = "{database or self.demo}"
             "observed_ms": {"p50": pct(wall_ms, 50), "p99": pct(wall_ms, 99), "max": max(wall_ms), "n": len(wall_ms)},
             "samples_stop_ms": stop_ms}
 
-    # --- 10. the PostgreSQL target ---
+    # --- 11. the PostgreSQL target ---
 
     def postgres(self):
         """End-to-end tasks/s on a PostgreSQL target beside the same run on the SQLite demo file
@@ -543,6 +544,118 @@ database = "{database or self.demo}"
             self.drop_queue(c)
         self.results["submit"] = {"one_process_per_task": summary(single), "batch": summary(batch),
                                   "batch_size": a.trivial, "single_count": a.submit_single}
+
+    # --- 10. latency: what one user feels, on an idle fleet ---
+
+    @staticmethod
+    def split(samples):
+        """Latency of each sample and its steps, in ms: the client's clock (µs) and the task's
+        own times (ms, the store's clock on this host)."""
+        keys = ("total", "submit", "queue", "run", "record_notify", "result", "whole")
+        out = {k: [] for k in keys}
+        for x in samples:
+            if "t2_us" in x:  # a long-lived client: submit and outcome from its own clock
+                out["total"].append((x["t2_us"] - x["t0_us"]) / 1000)
+                out["submit"].append((x["t1_us"] - x["t0_us"]) / 1000)
+                out["record_notify"].append(x["t2_us"] / 1000 - x["finished_ms"])
+                out["result"].append((x["t3_us"] - x["t2_us"]) / 1000)
+            else:  # a whole process: its start and its exit
+                out["whole"].append((x["t3_us"] - x["t0_us"]) / 1000)
+                out["submit"].append(x["created_ms"] - x["t0_us"] / 1000)  # start-up until the row is stamped
+                out["record_notify"].append(x["t3_us"] / 1000 - x["finished_ms"])  # ... until the process is gone
+            out["queue"].append(x["started_ms"] - x["created_ms"])
+            out["run"].append(x["finished_ms"] - x["started_ms"])
+        res = {}
+        for k, xs in out.items():
+            if xs:
+                res[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "mean": statistics.mean(xs), "max": max(xs), "n": len(xs)}
+        return res
+
+    def start_reference(self, c, workers):
+        procs = []
+        logf = open(os.path.join(c["dir"], "reference.log"), "w")
+        for _ in range(workers):
+            procs.append(subprocess.Popen(
+                ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                 "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
+                 "--sync", "FULL"], stdout=logf, stderr=logf))
+        deadline = time.time() + 120
+        while True:
+            try:
+                self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
+                return procs, logf
+            except RuntimeError:
+                if time.time() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("reference consumers did not all start")
+                time.sleep(0.1)
+
+    def row_times(self, store, task_id):
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+        created, started, finished = db.execute(
+            "SELECT created_at, started_at, finished_at FROM tasks WHERE id=?", (task_id,)).fetchone()
+        db.close()
+        return {"created_ms": created, "started_ms": started, "finished_ms": finished}
+
+    def latency(self):
+        a = self.a
+        n, n_whole, n_mod = a.latency_n, a.latency_whole_n, a.latency_moderate_n
+        now_us = lambda: time.time_ns() // 1000
+        res = {"workers": 4, "durability": "full", "queue_type": "quorum", "machine": machine(a)}
+        # What the fsyncs cost (a diagnostic, not a target): the long-lived client at durability off.
+        c = self.conf("quorum", "off", 4)
+        self.sup(c, "start")
+        try:
+            out = self.run(self.bin["lat"], "--config", c["path"], "--count", str(n), "--sql", TRIVIAL).stdout
+            res["sqlq_client_trivial_off"] = self.split([json.loads(ln) for ln in out.splitlines()])
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        # sqlq: a fleet of 4, idle between tasks.
+        c = self.conf("quorum", "full", 4)
+        self.sup(c, "start")
+        try:
+            for name, sql, count in (("trivial", TRIVIAL, n), ("moderate", MODERATE, n_mod)):
+                out = self.run(self.bin["lat"], "--config", c["path"], "--count", str(count), "--sql", sql).stdout
+                res[f"sqlq_client_{name}"] = self.split([json.loads(ln) for ln in out.splitlines()])
+                log(f"latency: sqlq long-lived client, {name}: p50 {res[f'sqlq_client_{name}']['total']['p50']:.2f} ms")
+            samples = []
+            for i in range(n_whole + 10):
+                t0 = now_us()
+                r = self.sqlq(c, "run", "--json", "--user", "bench", TRIVIAL)
+                t3 = now_us()
+                if i >= 10:
+                    samples.append(dict(self.row_times(c["store"], json.loads(r.stdout)["id"]), t0_us=t0, t3_us=t3))
+            res["sqlq_run_process"] = self.split(samples)
+            log(f"latency: sqlq run, whole process: p50 {res['sqlq_run_process']['whole']['p50']:.1f} ms")
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        # The reference: 4 pika consumers, a client that stores, publishes and polls.
+        c = self.conf("quorum", "full", 4)
+        self.sqlq(c, "list")  # the task store with sqlq's schema
+        procs, logf = self.start_reference(c, 4)
+        try:
+            client = ["/usr/bin/python3", os.path.join(HERE, "reference_client.py"), "--port", str(self.port),
+                      "--queue", c["queue"], "--store", c["store"]]
+            for name, sql, count in (("trivial", TRIVIAL, n), ("moderate", MODERATE, n_mod)):
+                out = self.run(*client, "--count", str(count), "--sql", sql).stdout
+                res[f"reference_client_{name}"] = self.split([json.loads(ln) for ln in out.splitlines()])
+                log(f"latency: reference client, {name}: p50 {res[f'reference_client_{name}']['total']['p50']:.2f} ms")
+            samples = []
+            for _ in range(n_whole):
+                t0 = now_us()
+                out = self.run(*client, "--count", "1", "--warmup", "0").stdout
+                t3 = now_us()
+                samples.append(dict(self.row_times(c["store"], json.loads(out)["id"]), t0_us=t0, t3_us=t3))
+            res["reference_process"] = self.split(samples)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+            logf.close()
+            self.drop_queue(c)
+        self.results["latency"] = res
 
 
     # --- 9. a metrics scrape ---
@@ -737,11 +850,35 @@ def report(res):
                   f"   body: {m['bytes']} bytes",
                   f"   trivial tasks/s, no scraper: {fmt(t['plain'], ' tasks/s')}; scraped 10/s: {fmt(t['scraped'], ' tasks/s')}; "
                   f"ratio (same round): {fmt(t['ratio'], '', 1, 3)}", ""]
+    if "latency" in res:
+        L = res["latency"]
+        f = lambda d, k, q: f"{d[k][q]:.2f}" if d and k in d else "-"
+        rows = []
+        for key, what in (("sqlq_client_trivial", "sqlq, long-lived client, SELECT 1"),
+                          ("sqlq_client_trivial_off", "sqlq, long-lived client, SELECT 1, durability off"),
+                          ("reference_client_trivial", "reference, long-lived polling client, SELECT 1"),
+                          ("sqlq_client_moderate", "sqlq, long-lived client, moderate"),
+                          ("reference_client_moderate", "reference, long-lived polling client, moderate"),
+                          ("sqlq_run_process", "sqlq run, whole process, SELECT 1"),
+                          ("reference_process", "reference client, whole process, SELECT 1")):
+            d = L.get(key)
+            if not d:
+                continue
+            tot = "whole" if "whole" in d else "total"
+            rows.append([what, f(d, tot, "p50"), f(d, tot, "p99"), f(d, "submit", "p50"), f(d, "queue", "mean"),
+                         f(d, "run", "mean"), f(d, "record_notify", "p50"), f(d, "result", "p50")])
+        m = L.get("machine", {})
+        lines += [f"10. latency, ms ({L['workers']} idle workers, durability {L['durability']} unless said, "
+                  f"{L['queue_type']} queue); queue and run are means of the task's ms timestamps"
+                  + (f"; measured {m['date']}, load average {m['load_before'][0]:.1f}, fdatasync median "
+                     f"{m['fdatasync_ms']['median']:.2f} ms" if m else ""),
+                  table(["what", "p50", "p99", "submit p50", "queue (mean)", "claim+run (mean)",
+                         "record+notify p50", "result p50"], rows), ""]
     if "postgres" in res:
         pg = res["postgres"]
         rows = [[s["workers"], s["query"], s["target"], fmt(s["rate"])] for s in pg["summary"]]
         cc = pg["cancel"]
-        lines += [f"10. PostgreSQL target (quorum, store durability normal; {pg['tasks']['trivial']} trivial / "
+        lines += [f"11. PostgreSQL target (quorum, store durability normal; {pg['tasks']['trivial']} trivial / "
                   f"{pg['tasks']['moderate']} moderate tasks), tasks/s beside the SQLite demo file",
                   table(["workers", "query", "target", "tasks/s"], rows),
                   f"   cancel of a running pg_sleep: recorded → cancelled p50 {cc['stop_ms']['p50']} ms, p99 {cc['stop_ms']['p99']} ms, "
@@ -813,7 +950,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,postgres")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -827,6 +964,7 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
+        a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
     else:
         a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
@@ -835,8 +973,9 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
+        a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "postgres"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

@@ -1,7 +1,9 @@
 #include "client/commands.h"
 
 #include <algorithm>
+#include <csignal>
 #include <ctime>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -49,6 +51,83 @@ std::string elapsed_text(const Task& t, int64_t now) {
     return e ? format_duration(*e) : "";
 }
 
+// The one SQL text of `submit` or `run`: the argument, -f FILE, or stdin, exactly one of them.
+std::string read_one_sql(const std::string& arg, const std::string& file, const char* command) {
+    if (!arg.empty() && !file.empty())
+        throw Error(std::string(command) + ": give the SQL as an argument or with -f FILE, not both", kExitUsage);
+    std::string sql = !arg.empty() ? arg : !file.empty() ? read_file(file) : read_all(std::cin);
+    if (blank(sql)) throw Error(std::string(command) + ": empty SQL", kExitUsage);
+    return sql;
+}
+
+void print_result(int64_t id, const ResultData& r, const std::string& format) {
+    json cols = json::parse(r.columns_json);
+    json rows = json::parse(r.rows_json);
+    if (format == "json") {
+        std::cout << json{{"id", id}, {"columns", cols}, {"rows", rows}}.dump() << "\n";
+    } else if (format == "csv") {
+        std::vector<std::string> header(cols.begin(), cols.end());
+        std::cout << csv_record(header);
+        for (const auto& row : rows) {
+            std::vector<std::string> f;
+            for (const auto& v : row) f.push_back(cell(v));
+            std::cout << csv_record(f);
+        }
+    } else {
+        std::vector<std::string> header(cols.begin(), cols.end());
+        std::vector<std::vector<std::string>> body;
+        for (const auto& row : rows) {
+            std::vector<std::string> f;
+            for (const auto& v : row) f.push_back(v.is_null() ? "NULL" : cell(v));
+            body.push_back(std::move(f));
+        }
+        std::cout << format_table(header, body) << "(" << rows.size() << " row" << (rows.size() == 1 ? "" : "s")
+                  << ")\n";
+    }
+}
+
+// What the task is doing while a command waits for it, on a terminal, overwritten in place.
+std::function<void(const Task&)> wait_progress(ProgressLine& line, int64_t id) {
+    return [&line, id](const Task& seen) {
+        if (!line.on()) return;
+        const int64_t at = now_ms();
+        std::string text = "task " + std::to_string(id) + " " + to_string(seen.status);
+        if (seen.status == Status::running)
+            text += " for " + elapsed_text(seen, at) + " (attempt " + std::to_string(seen.attempts) + ")";
+        else  // queued: since it was submitted
+            text += " for " + format_duration(std::max<int64_t>(0, at - seen.created_at));
+        line.show(text + "; waiting");
+    };
+}
+
+// Set by SIGINT or SIGTERM while `run` waits; read between looks (the wait's poll returns EINTR).
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
+// Installs the handler for SIGINT and SIGTERM for the lifetime of the object. One-shot
+// (SA_RESETHAND): a second Ctrl-C kills as it always did, for a user who will not wait for the
+// cancel. No SA_RESTART: a blocking wait returns at once.
+class InterruptGuard {
+public:
+    InterruptGuard() {
+        struct sigaction sa {};
+        sa.sa_handler = on_interrupt;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESETHAND;
+        sigaction(SIGINT, &sa, &old_int_);
+        sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~InterruptGuard() {
+        sigaction(SIGINT, &old_int_, nullptr);
+        sigaction(SIGTERM, &old_term_, nullptr);
+    }
+    InterruptGuard(const InterruptGuard&) = delete;
+    InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+private:
+    struct sigaction old_int_ {}, old_term_ {};
+};
+
 }  // namespace
 
 int Output::error(const std::string& what, int code) const { return report_error("sqlq", what, code, json); }
@@ -63,9 +142,7 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
             if (!blank(line)) sqls.push_back(line);
         if (sqls.empty()) throw Error("submit --batch " + o.batch + ": no SQL lines", kExitUsage);
     } else {
-        std::string sql = !o.sql.empty() ? o.sql : !o.file.empty() ? read_file(o.file) : read_all(std::cin);
-        if (blank(sql)) throw Error("submit: empty SQL", kExitUsage);
-        sqls.push_back(sql);
+        sqls.push_back(read_one_sql(o.sql, o.file, "submit"));
     }
 
     TaskService svc(cfg);
@@ -78,6 +155,7 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
                  done == total ? ProgressLine::Draw::now : ProgressLine::Draw::when_due);
     });
     bar.clear();
+    svc.close();
     const auto& ids = r.ids;
     const std::string& problem = r.problem;
     const size_t confirmed = r.published;
@@ -141,30 +219,7 @@ int cmd_show(const Config& cfg, int64_t id, const Output& out) {
 }
 
 int cmd_result(const Config& cfg, int64_t id, const std::string& format, const Output&) {
-    auto r = TaskService(cfg).result(id);
-    json cols = json::parse(r.columns_json);
-    json rows = json::parse(r.rows_json);
-    if (format == "json") {
-        std::cout << json{{"id", id}, {"columns", cols}, {"rows", rows}}.dump() << "\n";
-    } else if (format == "csv") {
-        std::vector<std::string> header(cols.begin(), cols.end());
-        std::cout << csv_record(header);
-        for (const auto& row : rows) {
-            std::vector<std::string> f;
-            for (const auto& v : row) f.push_back(cell(v));
-            std::cout << csv_record(f);
-        }
-    } else {
-        std::vector<std::string> header(cols.begin(), cols.end());
-        std::vector<std::vector<std::string>> body;
-        for (const auto& row : rows) {
-            std::vector<std::string> f;
-            for (const auto& v : row) f.push_back(v.is_null() ? "NULL" : cell(v));
-            body.push_back(std::move(f));
-        }
-        std::cout << format_table(header, body) << "(" << rows.size() << " row" << (rows.size() == 1 ? "" : "s")
-                  << ")\n";
-    }
+    print_result(id, TaskService(cfg).result(id), format);
     return kExitOk;
 }
 
@@ -195,17 +250,7 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
     // On a terminal: what the task is doing while we wait, overwritten in place.
     ProgressLine line;
     auto w = TaskService(cfg).wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0,
-                                   [&](const Task& seen) {
-                                       if (!line.on()) return;
-                                       const int64_t at = now_ms();
-                                       std::string text = "task " + std::to_string(id) + " " + to_string(seen.status);
-                                       if (seen.status == Status::running)
-                                           text += " for " + elapsed_text(seen, at) + " (attempt " +
-                                                   std::to_string(seen.attempts) + ")";
-                                       else  // queued: since it was submitted
-                                           text += " for " + format_duration(std::max<int64_t>(0, at - seen.created_at));
-                                       line.show(text + "; waiting");
-                                   });
+                                   wait_progress(line, id));
     line.clear();
     const Task& t = w.task;
     if (out.json) {
@@ -316,6 +361,89 @@ int cmd_audit(const Config& cfg, const Output& out) {
         if (!broker_error.empty()) out.error("audit: " + broker_error, kExitError);
     }
     return bad ? kExitError : kExitOk;
+}
+
+}  // namespace sqlq
+
+namespace sqlq {
+
+int cmd_run(const Config& cfg, const RunOptions& o, const Output& out) {
+    const std::string sql = read_one_sql(o.sql, o.file, "run");
+    const std::string format = out.json ? "json" : o.format;
+    // From here on, an interrupt cancels the task rather than leave it to run unseen; one that
+    // comes during the submit is acted on once the task's id is known.
+    InterruptGuard guard;
+    TaskService svc(cfg);
+    auto s = svc.submit({sql}, o.user);
+    svc.close();  // one task: the connection is not needed again
+    const int64_t id = s.ids.front();
+    const std::string task = "task " + std::to_string(id);
+
+    // How the command ends when it gives the task up (interrupt, timeout, no broker): cancel it,
+    // and say what became of it. Returns nullopt when the task had ended first: the caller goes
+    // on to print its outcome.
+    auto give_up = [&](const std::string& why, int code) -> std::optional<int> {
+        using Kind = TaskService::Cancelled::Kind;
+        auto c = svc.cancel(id, o.user, TaskService::WaitForStop::yes);
+        std::string what;
+        switch (c.kind) {
+        case Kind::cancelled_queued: what = task + " cancelled (it was queued)"; break;
+        case Kind::stopped: what = task + " cancelled; the query stopped in " + format_duration(c.stop_ms); break;
+        case Kind::already_finished:
+        case Kind::finished_first:
+            if (c.status != Status::cancelled) {
+                std::cerr << "sqlq: " << why << ", but " << task << " had " << to_string(c.status) << " first\n";
+                return std::nullopt;
+            }
+            what = task + " cancelled";
+            break;
+        case Kind::requested:
+        case Kind::still_running:
+            what = "cancel requested for " + task + ", but it is still running";
+            code = kExitTimeout;
+            break;
+        }
+        if (out.json) {  // like wait --json: the task is the answer, its exit code the verdict
+            json j = task_json(svc.show(id));
+            j["interrupted"] = true;
+            j["why"] = why + ": " + what;
+            std::cout << j.dump() << "\n";
+            return code;
+        }
+        return out.error(why + ": " + what, code);
+    };
+
+    if (!s.problem.empty()) {
+        // Stored, but the broker did not confirm its message: the sweeper would publish it later,
+        // with nobody waiting for the answer. run is all or nothing.
+        auto code = give_up("run: the broker did not take " + task + " (" + s.problem + ")", kExitError);
+        if (code) return *code;
+    }
+
+    ProgressLine line;
+    const int64_t timeout_ms = o.timeout_s > 0 ? std::max<int64_t>(1, int64_t(o.timeout_s * 1000)) : 0;
+    auto w = g_interrupted ? TaskService::Waited{svc.show(id), false, true}
+                           : svc.wait(id, timeout_ms, wait_progress(line, id), [] { return g_interrupted != 0; });
+    line.clear();
+    if (w.interrupted || w.timed_out) {
+        std::ostringstream why;
+        if (w.interrupted) why << "interrupted";
+        else why << task << " still " << to_string(w.task.status) << " after " << o.timeout_s << " s";
+        auto code = give_up(why.str(), w.interrupted ? kExitTaskCancelled : kExitTimeout);
+        if (code) return *code;
+        w.task = svc.show(id);
+    }
+
+    const Task& t = w.task;
+    if (t.status == Status::succeeded) {
+        print_result(id, svc.result(id), format);
+        return kExitOk;
+    }
+    if (out.json) {
+        std::cout << task_json(t).dump() << "\n";
+        return exit_for(t.status);
+    }
+    return out.error(task + " " + to_string(t.status) + (t.error ? ": " + *t.error : ""), exit_for(t.status));
 }
 
 }  // namespace sqlq

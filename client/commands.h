@@ -28,4 +28,13 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
 int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, const Output& out);
 int cmd_audit(const Config& cfg, const Output& out);
 
+struct RunOptions {
+    std::string sql, file, user;
+    std::string format = "table";  // of the result: table, csv or json
+    double timeout_s = 0;          // 0: no limit
+};
+// submit + wait + result: prints the result, or says how the task ended, with wait's exit
+// codes. SIGINT or SIGTERM while it runs cancels the task (and says so); so does --timeout.
+int cmd_run(const Config& cfg, const RunOptions& o, const Output& out);
+
 }  // namespace sqlq

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
 
     SubmitOptions so;
     so.user = default_user();
+    RunOptions ro;
+    ro.user = so.user;
     auto* submit = app.add_subcommand("submit", "submit a query; prints its task id");
     submit->add_option("sql", so.sql, "the SQL (default: read from stdin)");
     submit->add_option("-f,--file", so.file, "read the SQL from FILE");
@@ -73,6 +75,15 @@ int main(int argc, char** argv) {
     cancel->add_flag("--no-wait", no_wait, "do not wait for a running task to stop");
     cancel->add_option("--user", so.user, "who cancels (default: $SQLQ_USER or the login name)");
 
+    auto* run = app.add_subcommand("run", "submit a query, wait for it and print its result, with wait's exit codes; "
+                                          "Ctrl-C cancels it");
+    run->add_option("sql", ro.sql, "the SQL (default: read from stdin)");
+    run->add_option("-f,--file", ro.file, "read the SQL from FILE");
+    run->add_option("--user", ro.user, "who submits (default: $SQLQ_USER or the login name)");
+    run->add_option("--format", ro.format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}));
+    run->add_option("--timeout", ro.timeout_s, "cancel the task after S seconds (exit 12); default: no limit")
+        ->check(CLI::NonNegativeNumber);
+
     auto* audit = app.add_subcommand("audit", "reconcile the task store with the broker; non-zero when "
                                               "tasks are lost or stuck");
 
@@ -90,6 +101,7 @@ int main(int argc, char** argv) {
         if (*wait) return cmd_wait(cfg, id, timeout_s, out);
         if (*cancel) return cmd_cancel(cfg, id, so.user, !no_wait, out);
         if (*audit) return cmd_audit(cfg, out);
+        if (*run) return cmd_run(cfg, ro, out);
     } catch (const Error& e) {
         return report_error("sqlq", e.what(), e.exit_code(), json);
     } catch (const std::exception& e) {

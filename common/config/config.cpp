@@ -118,6 +118,8 @@ const std::vector<Key>& keys() {
         integer("store", "max_result_bytes_per_user", 0, 1LL << 50,
                 [](Config& c, int64_t v) { c.store.max_result_bytes_per_user = v; }),
         integer("store", "max_result_bytes", 0, 1LL << 50, [](Config& c, int64_t v) { c.store.max_result_bytes = v; }),
+        text("store", "notify", {"on", "off"}, [](Config& c, const std::string& v) { c.store.notify = v; }),
+        integer("store", "wait_poll_ms", 5, kDay, [](Config& c, int64_t v) { c.store.wait_poll_ms = v; }),
 
         path("query", "database", [](Config& c, const std::string& v) { c.query.database = v; }),
         integer("query", "timeout_ms", 1, kDay, [](Config& c, int64_t v) { c.query.timeout_ms = v; }),

@@ -33,6 +33,11 @@ struct StoreConfig {
     int64_t result_ttl_s = 7 * 24 * 3600;
     int64_t max_result_bytes_per_user = 0;  // 0: no cap; else a user's oldest results go first
     int64_t max_result_bytes = 0;           // 0: no cap; else the oldest results go first
+    // How a waiting client (wait, run, cancel) hears that a task ended: "on": the store's
+    // notification (TaskStore::watch), with a look at least every wait_poll_ms in case one is
+    // lost; "off": polling only, backing off from 5 ms to wait_poll_ms.
+    std::string notify = "on";
+    int64_t wait_poll_ms = 100;
 };
 
 struct QueryConfig {

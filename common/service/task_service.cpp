@@ -21,11 +21,6 @@ constexpr int kConfirmTimeoutMs = 10000;
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
-void sleep_for_ms(int64_t ms) {
-    timespec ts{time_t(ms / 1000), long(ms % 1000) * 1000000};
-    nanosleep(&ts, nullptr);
-}
-
 }  // namespace
 
 int exit_for(Status s) {
@@ -93,18 +88,41 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
     Submitted out;
     out.ids = store_->insert_batch(sqls, user);
     // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper.
-    try {
-        amqp::Connection conn(cfg_.broker, "sqlq submit");
-        conn.declare_topology();
-        conn.enable_confirms();
-        auto p = publish_tasks(conn, *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs, 500, progress);
-        out.published = p.confirmed.size();
-        if (!p.all()) out.problem = "the broker did not confirm every publish";
-        conn.close();
-    } catch (const amqp::AmqpError& e) {
-        out.problem = e.what();
+    for (int attempt = 0;; ++attempt) {
+        const bool kept = conn_ != nullptr;
+        try {
+            auto p = publish_tasks(publisher(), *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs, 500, progress);
+            conn_used_ = mono_ms();
+            out.published = p.confirmed.size();
+            out.problem = p.all() ? "" : "the broker did not confirm every publish";
+            if (!p.all()) conn_.reset();
+            return out;
+        } catch (const amqp::AmqpError& e) {
+            conn_.reset();
+            out.problem = e.what();
+            if (!kept || attempt > 0) return out;
+        }
     }
-    return out;
+}
+
+amqp::Connection& TaskService::publisher() {
+    // Without traffic, rabbitmq-c sends no heartbeats: past two intervals the broker has
+    // dropped the connection, so one idle that long is not worth a failed publish.
+    const int64_t idle_limit = cfg_.broker.heartbeat_s > 0 ? int64_t(cfg_.broker.heartbeat_s) * 1000 : INT64_MAX;
+    if (conn_ && (!conn_->open() || mono_ms() - conn_used_ > idle_limit)) conn_.reset();
+    if (!conn_) {
+        auto c = std::make_unique<amqp::Connection>(cfg_.broker, "sqlq submit");
+        c->declare_topology();
+        c->enable_confirms();
+        conn_ = std::move(c);
+        conn_used_ = mono_ms();
+    }
+    return *conn_;
+}
+
+void TaskService::close() noexcept {
+    if (conn_) conn_->close();
+    conn_.reset();
 }
 
 Task TaskService::show(int64_t id) {
@@ -129,16 +147,45 @@ ResultData TaskService::result(int64_t id) {
     return *r;
 }
 
-TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled) {
+std::unique_ptr<StoreWatch> TaskService::watch() {
+    if (cfg_.store.notify == "off") return std::make_unique<PollingWatch>();
+    return store_->watch();
+}
+
+StoreWatch& TaskService::waiting_watch() {
+    if (!watch_) watch_ = watch();
+    return *watch_;
+}
+
+namespace {
+// How long to wait before the next look: with a live watch, until it reports a change or the
+// fallback cap passes (a lost notification costs at most that); without one, a backoff up to it.
+struct Pacer {
+    StoreWatch& watch;
+    Backoff backoff;
+    int64_t deadline;
+    void pause() {
+        const int64_t step = watch.live() ? backoff.current() : backoff.next();
+        watch.wait(std::min<int64_t>(step, std::max<int64_t>(deadline - mono_ms(), 1)));
+    }
+};
+}  // namespace
+
+TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled,
+                                      const std::function<bool()>& stop) {
     const int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
-    Backoff pause(5, 100);
+    // The watch before the first look: a commit between the two is then reported, not missed.
+    // (A kept watch may also report what happened before: one more look.)
+    StoreWatch& w = waiting_watch();
+    const int64_t cap = cfg_.store.wait_poll_ms;
+    Pacer pace{w, w.live() ? Backoff(cap, cap) : Backoff(std::min<int64_t>(5, cap), cap), deadline};
     for (;;) {
         Task t = show(id);
-        if (terminal(t.status)) return {std::move(t), false};
-        if (mono_ms() >= deadline) return {std::move(t), true};
+        if (terminal(t.status)) return {std::move(t), false, false};
+        if (stop && stop()) return {std::move(t), false, true};
+        if (mono_ms() >= deadline) return {std::move(t), true, false};
         if (polled) polled(t);
-        // The store has no notifications: poll, quickly at first.
-        sleep_for_ms(std::min<int64_t>(pause.next(), std::max<int64_t>(deadline - mono_ms(), 1)));
+        pace.pause();
     }
 }
 
@@ -160,6 +207,10 @@ TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, Wa
     }
     if (wait == WaitForStop::no) return {Kind::requested, Status::running};
     const int64_t deadline = mono_ms() + cfg_.supervisor.cancel_grace_ms + cfg_.store.lease_ms + 10000;
+    StoreWatch& w = waiting_watch();  // made before the first look, as in wait()
+    // Without notifications, look every 10 ms as before: a cancel is over within the grace period.
+    const int64_t cap = w.live() ? cfg_.store.wait_poll_ms : 10;
+    Pacer pace{w, Backoff(cap, cap), deadline};
     for (;;) {
         Task t = show(id);
         if (t.status == Status::cancelled) {
@@ -168,7 +219,7 @@ TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, Wa
         }
         if (terminal(t.status)) return {Kind::finished_first, t.status};
         if (mono_ms() > deadline) return {Kind::still_running, t.status};
-        sleep_for_ms(10);
+        pace.pause();
     }
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.h"
+#include "amqp/connection.h"
 #include "task/publish.h"
 #include "task/store.h"
 
@@ -40,8 +41,17 @@ public:
     // `problem` says why. Throws Error(kExitUsage) for an empty list or a blank SQL text, and
     // Error(kExitTooLarge) for a text longer than [query] max_sql_bytes; then nothing is stored.
     // `progress` (optional) hears how far the publishing got, for a progress bar.
+    //
+    // The broker connection is kept for the next submit (a long-lived front end pays the
+    // connect, the declares and the confirm mode once); one found broken, or idle longer than
+    // the heartbeat interval (the broker may have dropped it), is made again, and a publish on a
+    // kept connection that fails is tried once more on a new one (a duplicate message is
+    // harmless: every decision is taken from the row).
     Submitted submit(const std::vector<std::string>& sqls, const std::string& user,
                      const PublishProgress& progress = {});
+    // Closes the kept broker connection politely (a broker round trip), if there is one. The
+    // destructor only frees it, which the broker logs as an unexpectedly closed connection.
+    void close() noexcept;
 
     // --- read ---
     Task show(int64_t id);  // Error(kExitNotFound)
@@ -56,10 +66,19 @@ public:
     struct Waited {
         Task task;
         bool timed_out = false;
+        bool interrupted = false;  // `stop` said so before the task ended
     };
-    // Until the task ends, or `timeout_ms` passes (0: no limit). `polled` (optional) sees the
-    // task at every look while it has not ended, for a progress line.
-    Waited wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled = {});
+    // Until the task ends, or `timeout_ms` passes (0: no limit), or `stop` (optional, asked
+    // after every look and whenever a signal interrupts the wait) returns true. It hears of the
+    // outcome through the store's watch (TaskStore::watch) as soon as it is committed, and looks
+    // at least every [store] wait_poll_ms all the same; with [store] notify = "off" it polls.
+    // `polled` (optional) sees the task at every look while it has not ended, for a progress
+    // line.
+    Waited wait(int64_t id, int64_t timeout_ms, const std::function<void(const Task&)>& polled = {},
+                const std::function<bool()>& stop = {});
+    // A new watch of the kind wait() uses: the store's, or a PollingWatch when [store] notify is
+    // "off". For a front end that waits on its own (an event loop: StoreWatch::fd()).
+    std::unique_ptr<StoreWatch> watch();
 
     // --- cancel ---
     struct Cancelled {
@@ -94,8 +113,18 @@ public:
     Audit audit();
 
 private:
+    amqp::Connection& publisher();  // the kept connection, made when missing
+
+    // The watch of wait() and cancel(), made at the first wait and kept: closing an inotify
+    // instance that had a watch blocks for an RCU grace period of the kernel (~8 ms here,
+    // docs/performance.md), which a long-lived front end would otherwise pay at every wait.
+    StoreWatch& waiting_watch();
+
     Config cfg_;
     std::unique_ptr<TaskStore> store_;
+    std::unique_ptr<StoreWatch> watch_;
+    std::unique_ptr<amqp::Connection> conn_;  // null until the first submit, or after a failure
+    int64_t conn_used_ = 0;                   // mono_ms of its last use
 };
 
 // A task as JSON, the same for every front end: {"id":..,"status":..,"stop_ms":..,...}.

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "task/sqlite_watch.h"
 #include "util/backoff.h"
 #include "util/clock.h"
 #include "util/files.h"
@@ -179,6 +180,14 @@ bool SqliteStore::owner_gone(const Owner& owner, int64_t lease_until, int64_t no
 std::string SqliteStore::warning() const {
     if (gate_error_.empty()) return {};
     return gate_error_ + "; writes wait in SQLite's busy handler instead (slower with many workers)";
+}
+
+std::unique_ptr<StoreWatch> SqliteStore::watch() {
+    try {
+        return std::make_unique<SqliteWatch>(cfg_.path);
+    } catch (const Error&) {
+        return std::make_unique<PollingWatch>();  // out of inotify instances: the caller polls
+    }
 }
 
 void SqliteStore::persist() {

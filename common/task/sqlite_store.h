@@ -40,6 +40,8 @@ public:
     int64_t expire_results(const Retention& r) override;
     using TaskStore::expire_results;
     AuditFigures audit() override;
+    // inotify on the write-ahead log (task/sqlite_watch.h); polling when that cannot be set up.
+    std::unique_ptr<StoreWatch> watch() override;
     std::string where() const override { return db_.path(); }
     // Writes go without the writer gate: a slower store, not a broken one.
     std::string warning() const override;

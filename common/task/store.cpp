@@ -1,5 +1,6 @@
 #include "task/store.h"
 
+#include <ctime>
 #include <unistd.h>
 
 #include "task/sqlite_store.h"
@@ -7,6 +8,13 @@
 #include "util/process.h"
 
 namespace sqlq {
+
+bool PollingWatch::wait(int64_t timeout_ms) {
+    if (timeout_ms <= 0) return false;
+    timespec ts{time_t(timeout_ms / 1000), long(timeout_ms % 1000) * 1000000};
+    nanosleep(&ts, nullptr);  // a signal ends it early: the caller looks at its flag
+    return false;
+}
 
 const char* to_string(Status s) {
     switch (s) {

@@ -54,6 +54,30 @@ struct StoreDeps {
     static Liveness local_process(const Owner& o);
 };
 
+// Tells a waiter that the store may have changed, so that it need not poll (TaskStore::watch).
+// One watch belongs to one thread. Spurious wake-ups are allowed: a caller re-reads what it
+// waits for after every return, and keeps a fallback timeout (a notification can be lost).
+class StoreWatch {
+public:
+    virtual ~StoreWatch() = default;
+    // Returns when the store may have changed since the watch was made or the last call returned
+    // (true), or after `timeout_ms` (false; 0: only looks). A signal that interrupts it also ends
+    // it (false).
+    virtual bool wait(int64_t timeout_ms) = 0;
+    // Whether changes are reported at all (false: wait() only sleeps, the caller polls).
+    virtual bool live() const = 0;
+    // A descriptor that becomes readable when the store may have changed, for an event loop
+    // (call wait(0) once it is readable); -1 when there is none.
+    virtual int fd() const { return -1; }
+};
+
+// A watch that reports nothing: wait() sleeps its timeout (interruptible by a signal).
+class PollingWatch final : public StoreWatch {
+public:
+    bool wait(int64_t timeout_ms) override;
+    bool live() const override { return false; }
+};
+
 class TaskStore {
 public:
     virtual ~TaskStore() = default;
@@ -197,6 +221,13 @@ public:
         std::vector<int64_t> stuck_ids;
     };
     virtual AuditFigures audit() = 0;
+
+    // --- waiting ---
+    // A watch that wakes its owner when something in the store may have changed (any task; no
+    // ids). Made before the first read of what the caller waits for, so that no change is
+    // missed between the two. Default: PollingWatch. Never throws: an engine that cannot watch
+    // returns a PollingWatch.
+    virtual std::unique_ptr<StoreWatch> watch() { return std::make_unique<PollingWatch>(); }
 
     // Where the store is, fit to print (a path, or a URL without its password).
     virtual std::string where() const = 0;

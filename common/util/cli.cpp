@@ -21,9 +21,10 @@ std::string exit_codes_help() {
            "   4  no such task (or its result has expired)\n"
            "   5  the state forbids it (the task already finished; a supervisor already runs)\n"
            "   6  submit: a query is longer than [query] max_sql_bytes; nothing was stored\n"
-           "  10  wait: the task failed\n"
-           "  11  wait: the task was cancelled\n"
-           "  12  wait: timed out; cancel: still running after the grace period\n"
+           "  10  wait, run: the task failed\n"
+           "  11  wait, run: the task was cancelled (run: by its Ctrl-C)\n"
+           "  12  wait: timed out; run: timed out, the task cancelled; cancel: still running after the grace\n"
+           "      period\n"
            "With --json, an error is one JSON object on stderr: {\"error\":\"...\",\"exit_code\":N}.";
 }
 

@@ -649,3 +649,32 @@ TEST_CASE("a delivery unacked past the broker's consumer_timeout: the worker rec
     CHECK(eventually([&] { return fleet.status()["ready"] == 2; }, 15000));
     closing_audit(env, "12 consumer_timeout shorter than a query", {});
 }
+
+TEST_CASE("a client waiting while the broker restarts hears of the outcome, and sqlq run works after it",
+          "[fault][broker][notify]") {
+    Node node(5);
+    Setup s = base_setup(1);
+    s.broker_url = node.url();
+    // Without a notification the waiter would look only after a minute.
+    s.sections["store"] += "wait_poll_ms = 60000\n";
+    Env env(s);
+    Fleet fleet(env);
+    // A task that ends while the broker is down: its outcome is committed all the same, and the
+    // waiter, which never talks to the broker, hears of it.
+    const int64_t id = submit(env, slow_query(3000));
+    REQUIRE(eventually([&] { return fleet.worker_of(id) != 0; }, 30000));
+    test::Process waiter({test::bin("sqlq"), "-c", env.config(), "wait", std::to_string(id)});
+    node.stop();
+    auto code = waiter.wait(60000);
+    INFO(waiter.log());
+    REQUIRE(code);
+    CHECK(*code == 0);
+    node.start();
+    // The worker reconnects; a whole run (submit, wait, result) goes through.
+    auto r = fault::cli(env, {"run", "--format", "csv", "SELECT 5 AS n"});
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out == "n\r\n5\r\n");
+    REQUIRE(drained(env, 60000));
+    closing_audit(env, "13 broker restarted while a client waits", {});
+}
