@@ -436,7 +436,7 @@ database = "{database or self.demo}"
         stop_ms, wall_ms = [], []
         try:
             db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
-            for _ in range(a.cancels):
+            for _ in range(max(a.cancels, 60)):  # n >= 50 even in --quick mode
                 tid = int(self.sqlq(c, "submit", "--user", "bench", "SELECT pg_sleep(600)").stdout.strip())
                 while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] != "running":
                     time.sleep(0.005)

@@ -47,7 +47,8 @@ TEST_CASE("a fleet on a PostgreSQL target runs queries, and never shows the pass
     Env env(on_postgres());
     Fleet fleet(env);
     auto ids = submit_batch(env, {"SELECT count(*) AS n FROM orders", "SELECT name FROM customers WHERE id = 7",
-                                  "SELECT 1/0", "INSERT INTO customers VALUES (9999, 'x', 'DE')"});
+                                  "SELECT 1/0", "INSERT INTO customers VALUES (9999, 'x', 'DE')",
+                                  R"(SELECT '{"a": 1}'::json AS j, ARRAY[1, 2] AS a, true AS b, 'x,"y"' AS t, NULL AS n)"});
     REQUIRE(wait_code(env, ids[0]) == 0);
     REQUIRE(wait_code(env, ids[1]) == 0);
     CHECK(wait_code(env, ids[2]) == 10);
@@ -57,6 +58,10 @@ TEST_CASE("a fleet on a PostgreSQL target runs queries, and never shows the pass
     CHECK(json::parse(r.out)["rows"] == json::parse("[[200000]]"));
     r = cli(env, {"result", std::to_string(ids[1]), "--format", "csv"});
     CHECK(r.out == "name\r\ncustomer 7\r\n");
+    // CSV stays RFC 4180 with typed values: JSON as its text, quoted where it must be.
+    REQUIRE(wait_code(env, ids[4]) == 0);
+    r = cli(env, {"result", std::to_string(ids[4]), "--format", "csv"});
+    CHECK(r.out == "j,a,b,t,n\r\n\"{\"\"a\"\":1}\",\"[1,2]\",true,\"x,\"\"y\"\"\",\r\n");
     CHECK_THAT(show(env, ids[2])["error"].get<std::string>(), Catch::Contains("division by zero (SQLSTATE 22012)"));
     CHECK_THAT(show(env, ids[3])["error"].get<std::string>(), Catch::Contains("only queries run here"));
 
