@@ -95,11 +95,4 @@ void RateWindow::add(const std::string& key, int64_t now) {
     events_[key].push_back(now);
 }
 
-bool RateWindow::take(const std::string& key, int64_t now, int64_t limit) {
-    std::lock_guard lock(mu_);
-    if (count_locked(key, now) >= limit) return false;
-    events_[key].push_back(now);
-    return true;
-}
-
 }  // namespace sqlq::web

@@ -46,8 +46,6 @@ public:
     // How many events `key` had within the minute before `now`.
     int64_t count(const std::string& key, int64_t now);
     void add(const std::string& key, int64_t now);
-    // count() < limit, and if so add(): one step, so two threads cannot both take the last one.
-    bool take(const std::string& key, int64_t now, int64_t limit);
 
 private:
     int64_t count_locked(const std::string& key, int64_t now);

@@ -519,6 +519,7 @@ WebResponse Handler::fleet() {
             j["queue"] = {{"name", cfg_.broker.queue}, {"error", e.what()}};
         }
         j["tasks"] = borrow()->store().counts();
+        if (live_stats_) j["live"] = live_stats_();
         j["at"] = now_ms();
         fleet_cache_ = j.dump(-1, ' ', false, json::error_handler_t::replace);
         fleet_at_ = now;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "service/task_service.h"
@@ -47,6 +48,8 @@ public:
     WebResponse handle(const WebRequest& req);
 
     Sessions& sessions() { return sessions_; }
+    // What GET /api/fleet reports as "live" (the event streams: how many, store queries so far).
+    void set_live_stats(std::function<nlohmann::json()> f) { live_stats_ = std::move(f); }
 
 private:
     struct Who {
@@ -73,6 +76,7 @@ private:
     std::mutex fleet_mu_;
     int64_t fleet_at_ = 0;
     std::string fleet_cache_;
+    std::function<nlohmann::json()> live_stats_;
 };
 
 // The HTTP status for an sqlq::Error's exit code (util/error.h).

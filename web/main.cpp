@@ -40,6 +40,9 @@ int serve(const Config& cfg) {
     web::Handler handler(cfg);
     web::Hub hub(cfg);
     hub.start();
+    handler.set_live_stats([&hub] {
+        return nlohmann::json{{"streams", hub.streams()}, {"store_queries", hub.store_queries()}};
+    });
     web::Server server(cfg, handler, hub);
     spdlog::info("listening on {} (users: {}, store: {})", server.address(), cfg.web.users_file, cfg.store.path);
     server.run();

@@ -114,7 +114,7 @@ class WebEnv:
     USERS = {"alice": ("alice-pw", False), "bob": ("bob-pw", False), "root": ("root-pw", True)}
 
     def __init__(self, workers=2, web_extra="", query_extra=""):
-        self.dir = tempfile.mkdtemp(prefix="sqlq-test-web-")
+        self.dir = tempfile.mkdtemp(prefix="sqlq-web-test-")
         port = int(open(broker_dir() + "/port").read())
         self.config = self.dir + "/sqlq.conf"
         with open(self.config, "w") as f:
