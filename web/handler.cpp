@@ -231,7 +231,13 @@ Handler::Lease Handler::borrow() {
 std::string Handler::cookie(const std::string& token, const WebRequest& req, bool clear) const {
     std::string c = std::string(kCookie) + "=" + (clear ? "" : token) + "; Path=/; HttpOnly; SameSite=Strict";
     if (clear) c += "; Max-Age=0";
-    if (req.tls) c += "; Secure";
+    // Secure when the browser reached us over TLS: directly, or through the trusted proxy.
+    bool tls = req.tls;
+    if (!tls && !cfg_.web.trusted_proxy.empty() && req.remote == cfg_.web.trusted_proxy) {
+        auto proto = req.msg.find("X-Forwarded-Proto");
+        tls = proto != req.msg.end() && str(proto->value()) == "https";
+    }
+    if (tls) c += "; Secure";
     return c;
 }
 

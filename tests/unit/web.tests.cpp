@@ -349,6 +349,16 @@ TEST_CASE("a trusted proxy's user header is believed only from the proxy's addre
         return c.handler->handle(req);
     };
     CHECK(int(with_header("127.0.0.1").msg.result()) == 401);
+    {
+        WebRequest req;
+        req.msg = http::request<http::string_body>{http::verb::get, "/api/me", 11};
+        req.msg.set("X-Remote-User", "alice");
+        req.msg.set("X-Forwarded-Proto", "https");
+        req.remote = "10.1.1.1";
+        auto r = c.handler->handle(req);
+        auto cookie = r.msg[http::field::set_cookie];
+        CHECK(std::string(cookie.data(), cookie.size()).find("; Secure") != std::string::npos);
+    }
     auto r = with_header("10.1.1.1");
     REQUIRE(int(r.msg.result()) == 200);
     auto j = json::parse(r.msg.body());
