@@ -4,7 +4,7 @@
 (function () {
   const PAGE = 100;
   const $ = (id) => document.getElementById(id);
-  const state = { me: null, tasks: new Map(), selected: null, offset: 0, total: 0, skew: 0, events: null, fleetTimer: null };
+  const state = { me: null, tasks: new Map(), selected: null, offset: 0, want: 0, total: 0, skew: 0, events: null, fleetTimer: null };
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -217,7 +217,10 @@
     return JSON.stringify(v);
   }
 
+  // Pages asked for in a row (Next, Next, Next) count from the last one asked for, and only
+  // the answer to the last one is shown.
   async function loadPage(id, offset) {
+    state.want = offset;
     let page;
     try {
       page = await api('GET', '/api/tasks/' + id + '/result?offset=' + offset + '&limit=' + PAGE);
@@ -225,7 +228,7 @@
       if (state.selected === id) { $('detail-error').hidden = false; $('detail-error').textContent = e.message; }
       return;
     }
-    if (state.selected !== id) return;
+    if (state.selected !== id || state.want !== offset) return;
     state.offset = offset; state.total = page.total;
     const head = el('tr');
     for (const c of page.columns) head.append(el('th', null, c));
@@ -247,8 +250,8 @@
     $('csv-link').href = '/api/tasks/' + id + '/result.csv';
     $('result').hidden = false;
   }
-  $('page-prev').addEventListener('click', () => loadPage(state.selected, Math.max(0, state.offset - PAGE)));
-  $('page-next').addEventListener('click', () => loadPage(state.selected, state.offset + PAGE));
+  $('page-prev').addEventListener('click', () => { if (state.want > 0) loadPage(state.selected, Math.max(0, state.want - PAGE)); });
+  $('page-next').addEventListener('click', () => { if (state.want + PAGE < state.total) loadPage(state.selected, state.want + PAGE); });
 
   // --- run ---
   async function run() {
