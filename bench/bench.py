@@ -492,6 +492,99 @@ database = "{self.demo}"
                                   "batch_size": a.trivial, "single_count": a.submit_single}
 
 
+    # --- 9. a metrics scrape ---
+
+    def metrics(self):
+        """What GET /metrics costs: its latency on an idle fleet with an empty store and again with
+        a store of a.trivial * 10 finished tasks (a scrape reads no store, so the two should match),
+        and the trivial-task throughput of 8 workers without a scraper and with one scraping 10
+        times a second (Prometheus scrapes every 15-60 s), back to back in each round, in
+        alternating order."""
+        import http.client
+        import socket
+        import threading
+        a = self.a
+        with socket.socket() as s_:
+            s_.bind(("127.0.0.1", 0))
+            mport = s_.getsockname()[1]
+        c = self.conf("quorum", "full", 8, metrics_listen=f"127.0.0.1:{mport}", start_timeout_ms=120000)
+
+        def scrapes(k):
+            conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=10)
+            out, size = [], 0
+            for _ in range(k):
+                t0 = time.perf_counter()
+                conn.request("GET", "/metrics")
+                r = conn.getresponse()
+                body = r.read()
+                out.append(time.perf_counter() - t0)
+                if r.status != 200:
+                    raise RuntimeError(f"/metrics: HTTP {r.status}")
+                size = len(body)
+            conn.close()
+            return out, size
+
+        def batch(n, scraping):
+            stop = threading.Event()
+            count = [0]
+
+            def scraper():
+                conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=10)
+                while not stop.wait(0.1):
+                    conn.request("GET", "/metrics")
+                    conn.getresponse().read()
+                    count[0] += 1
+                conn.close()
+            th = threading.Thread(target=scraper) if scraping else None
+            db = sqlite3.connect(c["store"], timeout=30)
+            (before,) = db.execute("SELECT count(*) FROM tasks").fetchone()
+            db.close()
+            if th:
+                th.start()
+            t0 = time.time()
+            try:
+                self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+                last, _ = self.wait_done(c["store"], before + n)
+            finally:
+                stop.set()
+                if th:
+                    th.join()
+            return n / (last - t0), count[0]
+
+        self.sup(c, "start")
+        try:
+            idle, size = scrapes(300)
+            rows = []
+            for rnd in range(a.rounds + 1):
+                # Alternating which goes first (ABBA): the store grows and the machine drifts.
+                if rnd % 2 == 0:
+                    plain, _ = batch(a.trivial * 3, False)
+                    scraped, k = batch(a.trivial * 3, True)
+                else:
+                    scraped, k = batch(a.trivial * 3, True)
+                    plain, _ = batch(a.trivial * 3, False)
+                rows.append({"round": rnd, "plain": plain, "scraped": scraped, "scrapes": k, "ratio": scraped / plain})
+                log(f"metrics: round {rnd + 1}/{a.rounds + 1}: {plain:.0f} tasks/s, {scraped:.0f} with {k} scrapes")
+            while True:  # the store at a.trivial * 10 finished tasks or more
+                db = sqlite3.connect(c["store"], timeout=30)
+                (n,) = db.execute("SELECT count(*) FROM tasks").fetchone()
+                db.close()
+                if n >= a.trivial * 10:
+                    break
+                batch(a.trivial, False)
+            full, _ = scrapes(300)
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        self.results["metrics"] = {
+            "bytes": size, "stored_tasks": n,
+            "idle_empty_store_ms": {"p50": pct(idle, 50) * 1000, "p99": pct(idle, 99) * 1000},
+            "idle_full_store_ms": {"p50": pct(full, 50) * 1000, "p99": pct(full, 99) * 1000},
+            "throughput": {"plain": summary([r["plain"] for r in rows]), "scraped": summary([r["scraped"] for r in rows]),
+                           "ratio": summary([r["ratio"] for r in rows])},
+            "samples": rows}
+
+
 def machine(a):
     info = {"cores": os.cpu_count(), "kernel": platform.release(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
     try:
@@ -580,6 +673,17 @@ def report(res):
         lines += ["8. submit (durability full, quorum)",
                   f"   one `sqlq submit` process per task: {fmt(s['one_process_per_task'], ' tasks/s')}",
                   f"   `sqlq submit --batch -` ({s['batch_size']} lines): {fmt(s['batch'], ' tasks/s')}", ""]
+    if "metrics" in res:
+        m = res["metrics"]
+        t = m["throughput"]
+        lines += ["9. GET /metrics (8 workers, quorum; a scrape reads no store)",
+                  table(["what", "p50", "p99"],
+                        [["scrape, empty store", f"{m['idle_empty_store_ms']['p50']:.2f} ms", f"{m['idle_empty_store_ms']['p99']:.2f} ms"],
+                         [f"scrape, {m['stored_tasks']} tasks stored", f"{m['idle_full_store_ms']['p50']:.2f} ms",
+                          f"{m['idle_full_store_ms']['p99']:.2f} ms"]]),
+                  f"   body: {m['bytes']} bytes",
+                  f"   trivial tasks/s, no scraper: {fmt(t['plain'], ' tasks/s')}; scraped 10/s: {fmt(t['scraped'], ' tasks/s')}; "
+                  f"ratio (same round): {fmt(t['ratio'], '', 1, 3)}", ""]
     return "\n".join(lines)
 
 
@@ -645,7 +749,7 @@ def main():
     ap.add_argument("--demo")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -668,7 +772,7 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

@@ -321,6 +321,7 @@ int cmd_status(const std::string& config_opt, StatusFormat format) {
     auto dur = [](const json& v) { return format_duration(v.get<int64_t>()); };
     for (const json& w : st["workers"]) {
         std::string state = w["state"].get<std::string>();
+        if (w.contains("waiting_on")) state += " on the " + w["waiting_on"].get<std::string>();
         if (w.contains("waiting_for")) state += " for task " + num(w["waiting_for"]);
         if (w.value("retiring", false)) state += " (retiring)";
         std::string exit = dash_or(w["last_exit"], [](const json& v) { return v.get<std::string>(); });

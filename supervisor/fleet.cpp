@@ -41,6 +41,15 @@ const char* to_string(SlotEvent e) {
     return "?";
 }
 
+const char* failed_start_reason(int status) {
+    if (WIFEXITED(status)) {
+        // 126/127: the worker binary could not be executed (launch.cpp), the usual exec codes.
+        int code = WEXITSTATUS(status);
+        return code == 126 || code == 127 ? "exec" : "exit";
+    }
+    return WIFSIGNALED(status) ? "signal" : "exit";
+}
+
 std::string describe_wait_status(int status) {
     if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
     if (WIFSIGNALED(status)) {
@@ -94,6 +103,7 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
     s.deadline = 0;
     s.kill_reason.clear();
     s.fail_task = false;
+    s.stop_cause = nullptr;
     try {
         Spawned p = spawner_.spawn(s.number, s.generation);
         s.pid = p.pid;
@@ -101,6 +111,7 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
     } catch (const Error& e) {
         // No process at all (fork or pipe failed, e.g. out of pids): as good as a failed start.
         ++s.failed_starts;
+        ++counters_.failed_starts["spawn"];
         s.state = SlotState::backoff;
         int64_t wait = backoff_ms(s.failed_starts);
         s.deadline = now + wait;
@@ -157,6 +168,7 @@ void Fleet::task_done(Slot& s, const ReportLine*, int) {
     }
     if (!why.empty()) {
         spdlog::info("slot {} pid {}: recycling {}", s.number, s.pid, why);
+        s.stop_cause = "recycled";
         terminate(s, nullptr, 0);
     }
 }
@@ -223,6 +235,9 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     const bool failed = !s.exit_expected && !healthy;
     if (failed) ++s.failed_starts;
     else if (healthy) s.failed_starts = 0;
+
+    if (failed) ++counters_.failed_starts[failed_start_reason(wait_status)];
+    if (s.wanted && !stopping_all_) ++counters_.restarts[s.stop_cause ? s.stop_cause : failed ? "failed_start" : "crash"];
 
     std::string detail = lost ? ", task " + std::to_string(lost) + " lost" : "";
     if (failed)
@@ -357,7 +372,10 @@ void Fleet::advance_restart() {
             break;
         case SlotState::starting:
         case SlotState::ready:
-        case SlotState::busy: dispatch(*s, SlotEvent::term); break;
+        case SlotState::busy:
+            s->stop_cause = "requested";
+            dispatch(*s, SlotEvent::term);
+            break;
         case SlotState::stopping:
         case SlotState::exited: break;
         }
@@ -408,9 +426,15 @@ void Fleet::report(int slot, uint64_t generation, const ReportLine& r) {
     case Report::busy: e = SlotEvent::busy; break;
     case Report::alive: e = SlotEvent::alive; break;
     case Report::stopping: e = SlotEvent::stopping; break;
-    case Report::waiting: e = SlotEvent::alive; break;  // no state of its own: a ready slot, shown as waiting
+    case Report::waiting:  // no state of its own: a ready slot, shown as waiting
+    case Report::target: e = SlotEvent::alive; break;
+    case Report::done: e = SlotEvent::alive; break;  // for the metrics; the "ready" after it frees the slot
     }
-    if (r.what != Report::alive) s->waiting_for = r.what == Report::waiting ? r.task_id : 0;
+    if (r.what != Report::alive && r.what != Report::done) {
+        const bool holding = r.what == Report::waiting || r.what == Report::target;
+        s->waiting_for = holding ? r.task_id : 0;
+        s->waiting_on_target = r.what == Report::target;
+    }
     dispatch(*s, e, &r);
     advance_restart();
 }
@@ -435,6 +459,7 @@ void Fleet::tick() {
                 spdlog::warn("slot {} pid {}: task {} still running {} ms after its cancel: SIGKILL", s.number, s.pid,
                              task, policy_.cancel_grace_ms);
                 s.exit_expected = true;  // the slot refills at once; this is no failed start
+                s.stop_cause = "cancel";
                 s.kill_reason = "killed by its supervisor: still running " + std::to_string(policy_.cancel_grace_ms) +
                                 " ms after its cancel";
                 dispatch(s, SlotEvent::kill);
@@ -451,6 +476,7 @@ void Fleet::tick() {
             s.kill_reason =
                 hard_deadline_error(policy_.task_deadline_ms - policy_.deadline_grace_ms, policy_.deadline_grace_ms);
             s.fail_task = true;
+            s.stop_cause = "deadline";
             dispatch(s, SlotEvent::kill);
         }
         bool live = s.state == SlotState::starting || s.state == SlotState::ready || s.state == SlotState::busy;
@@ -459,6 +485,7 @@ void Fleet::tick() {
                          now - s.last_heard, policy_.watchdog_ms);
             s.kill_reason = "killed by its supervisor: no sign of life for " + std::to_string(now - s.last_heard) +
                             " ms (watchdog_ms " + std::to_string(policy_.watchdog_ms) + ")";
+            s.stop_cause = "watchdog";
             dispatch(s, SlotEvent::kill);
         }
     }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -108,7 +109,8 @@ struct Slot {
                                 // killed at stop_timeout_ms, its task was not lost to a death
     int64_t task = 0;           // busy with this task (0: none)
     int64_t waiting_for = 0;    // ready, but holding a delivery of this task it cannot run yet
-                                // (report "waiting"); cleared by the process's next report
+                                // (report "waiting" or "target"); cleared by the process's next report
+    bool waiting_on_target = false;  // ... because the query target cannot be reached (report "target")
     int64_t task_since = 0;
     int64_t tasks_done = 0;     // by this process, for max_tasks_per_worker
     int64_t cancel_task = 0;    // a cancel is pending for this task...
@@ -120,12 +122,29 @@ struct Slot {
     std::string last_words;     // the last stderr line of a worker (set by the event loop)
     std::string kill_reason;    // why the supervisor killed this process ("" when it did not)
     bool fail_task = false;     // ...and its task is to be failed, not run again (hard deadline)
+    // Why the supervisor ended this process, for the restart counter: "watchdog", "cancel",
+    // "deadline", "recycled", "requested"; nullptr when it did not (a crash or a failed start).
+    const char* stop_cause = nullptr;
 
     bool has_process() const { return pid > 0; }
 };
 
 // Decoded wait status: "exit 3" or "signal 9 (KILL)".
 std::string describe_wait_status(int status);
+// The label of a failed start ended by this wait status: "exec" (exit 126 or 127: the binary
+// could not be run), "exit" or "signal".
+const char* failed_start_reason(int status);
+
+// Counts kept as events happen, for the metrics (never reset; a reload keeps them).
+struct FleetCounters {
+    // Workers that ended while their slot was still wanted (so it respawns, at once or after a
+    // backoff), by why: "crash" (it died on its own), "failed_start", or the supervisor's
+    // Slot::stop_cause.
+    std::map<std::string, uint64_t> restarts;
+    // Failed starts by how they ended: "exec", "exit", "signal", or "spawn" (no process could be
+    // started: fork or pipe failed).
+    std::map<std::string, uint64_t> failed_starts;
+};
 
 class Fleet {
 public:
@@ -181,6 +200,7 @@ public:
     bool all_ready() const { return ready() == target_; }
     bool done() const;   // stop() was called and every process has been reaped
     const Policy& policy() const { return policy_; }
+    const FleetCounters& counters() const { return counters_; }
 
     // Drives one event through the table: the only place a slot changes state.
     void dispatch(Slot& s, SlotEvent e, const ReportLine* r = nullptr, int wait_status = 0);
@@ -213,6 +233,7 @@ private:
     Spawner& spawner_;
     Clock& clock_;
     TaskLost task_lost_;
+    FleetCounters counters_;
     std::vector<Slot> slots_;    // slots_[i].number == i + 1
     int target_ = 0;
     bool stopping_all_ = false;

@@ -18,6 +18,7 @@ json status_json(const Identity& id, const Fleet& fleet, int64_t now) {
         const bool waiting = s.state == SlotState::ready && s.waiting_for;
         w["state"] = waiting ? "waiting" : to_string(s.state);
         if (waiting) w["waiting_for"] = s.waiting_for;
+        if (waiting && s.waiting_on_target) w["waiting_on"] = "target";
         w["task"] = s.task ? json(s.task) : json(nullptr);
         w["task_ms"] = s.task ? json(now - s.task_since) : json(nullptr);
         w["uptime_ms"] = s.has_process() ? json(now - s.spawned_at) : json(nullptr);

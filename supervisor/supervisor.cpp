@@ -68,7 +68,8 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
                    return reply;
                }),
       fleet_(policy_from(cfg), *this, *this),
-      sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }) {
+      sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }),
+      metrics_(io_, [this] { return render_metrics(); }) {
     pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
     // Worker output is logged as the worker wrote it (it carries its own time and name). Its
     // own sink: a pattern belongs to a sink, and the supervisor's lines keep theirs. Both flush
@@ -87,6 +88,11 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
         o.start = static_cast<int64_t>(t.start_time);
         sweeper_.owner_lost(t.task, o, t.why, t.fail ? Sweeper::Lost::fail_task : Sweeper::Lost::may_rerun);
     });
+    sweeper_.on_swept([this](const Sweeper::Swept& s) {
+        sweep_figures_ = s.figures;
+        task_metrics_.finished_by_sweeper(Status::failed, s.failed);
+        task_metrics_.finished_by_sweeper(Status::cancelled, s.cancelled);
+    });
 }
 
 Supervisor::~Supervisor() = default;
@@ -95,6 +101,14 @@ int64_t Supervisor::now_ms() { return mono_ms(); }
 
 int Supervisor::run() {
     started_ms_ = mono_ms();
+    started_wall_s_ = double(StoreDeps::wall_clock()) / 1000.0;
+    // First: a metrics address that cannot be bound fails the start before anything else exists.
+    if (!cfg_.supervisor.metrics_listen.empty()) {
+        std::string problem;
+        auto where = parse_listen_address(cfg_.supervisor.metrics_listen, problem);
+        if (!where) throw Error("[supervisor] metrics_listen: " + problem, kExitUsage);
+        metrics_.listen(*where);
+    }
     // Before the first fork: a SIGCHLD must never arrive before we listen for it.
     signals_.add(SIGCHLD);
     signals_.add(SIGTERM);
@@ -222,8 +236,11 @@ void Supervisor::feed_status(Child& c) {
     while ((nl = c.status_buf.find('\n')) != std::string::npos) {
         std::string line = c.status_buf.substr(0, nl);
         c.status_buf.erase(0, nl + 1);
-        if (auto r = parse_report(line)) fleet_.report(c.slot, c.generation, *r);
-        else spdlog::warn("slot {} pid {}: unknown status line \"{}\"", c.slot, c.pid, line.substr(0, 80));
+        if (auto r = parse_report(line)) {
+            // Counted whatever the generation: a dead worker's last outcome is still an outcome.
+            if (r->what == Report::done) task_metrics_.finished(*r);
+            fleet_.report(c.slot, c.generation, *r);
+        } else spdlog::warn("slot {} pid {}: unknown status line \"{}\"", c.slot, c.pid, line.substr(0, 80));
     }
     if (c.status_buf.size() > 4096) c.status_buf.clear();  // no newline in sight: garbage
 }
@@ -337,6 +354,7 @@ void Supervisor::begin_stop(const std::string& why) {
 void Supervisor::finish() {
     spdlog::info("stopped");
     control_.close();
+    metrics_.close();
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     timer_.cancel();
@@ -355,6 +373,10 @@ std::string Supervisor::reload() {
     if (fresh.supervisor.run_dir != cfg_.supervisor.run_dir)
         spdlog::warn("reload: run_dir changed to {}; this needs a stop and a start", fresh.supervisor.run_dir);
     fresh.supervisor.run_dir = cfg_.supervisor.run_dir;
+    if (fresh.supervisor.metrics_listen != cfg_.supervisor.metrics_listen)
+        spdlog::warn("reload: metrics_listen changed to \"{}\"; this needs a stop and a start (still serving \"{}\")",
+                     fresh.supervisor.metrics_listen, cfg_.supervisor.metrics_listen);
+    fresh.supervisor.metrics_listen = cfg_.supervisor.metrics_listen;
     const int before = fleet_.target();
     cfg_ = fresh;
     fleet_.set_policy(policy_from(cfg_));
@@ -362,6 +384,18 @@ std::string Supervisor::reload() {
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
     if (phase_ != Phase::stopping) fleet_.set_target(cfg_.supervisor.workers);
     return "";
+}
+
+// --- metrics ---
+
+std::string Supervisor::render_metrics() {
+    metrics::Info info;
+    info.version = metrics::build_version();
+    info.commit = metrics::build_commit();
+    info.queue = cfg_.broker.queue;
+    info.start_time_s = started_wall_s_;
+    info.now_ms = mono_ms();
+    return metrics::exposition(metrics::collect(fleet_, task_metrics_, sweep_figures_, info));
 }
 
 // --- control requests ---

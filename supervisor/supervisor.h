@@ -4,6 +4,7 @@
 //     kills), SIGHUP → reload, SIGPIPE → nothing (writes fail with EPIPE instead);
 //   - each worker's status pipe (→ Fleet::report) and output pipe (→ the log);
 //   - the control socket (control_server.h; requests in control/protocol.h);
+//   - GET /metrics when [supervisor] metrics_listen is set (metrics_server.h, metrics.h);
 //   - one timer, always armed at Fleet::next_deadline().
 // The Fleet decides; this class only carries events to it and its decisions to processes.
 #include <csignal>
@@ -20,6 +21,8 @@
 #include "control/protocol.h"
 #include "supervisor/control_server.h"
 #include "supervisor/fleet.h"
+#include "supervisor/metrics.h"
+#include "supervisor/metrics_server.h"
 #include "supervisor/phase.h"
 #include "supervisor/sweeper.h"
 
@@ -72,6 +75,8 @@ private:
 
     // A control request, answered with one reply line (control/protocol.h).
     std::string handle(const control::Request& r);
+    // The body of GET /metrics.
+    std::string render_metrics();
 
     Config cfg_;
     RunOptions opts_;
@@ -83,6 +88,10 @@ private:
     ControlServer control_;
     Fleet fleet_;
     Sweeper sweeper_;
+    metrics::TaskMetrics task_metrics_;      // from the workers' "done" lines and the sweeper
+    metrics::SweepFigures sweep_figures_;    // the last sweep's, posted by the sweeper
+    MetricsServer metrics_;
+    double started_wall_s_ = 0;
     std::map<pid_t, std::shared_ptr<Child>> children_;  // live workers (erased when reaped)
     std::shared_ptr<spdlog::logger> raw_;               // worker output, as written
     Phase phase_ = Phase::starting;                     // changed only by enter()

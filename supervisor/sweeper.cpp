@@ -68,8 +68,10 @@ void Sweeper::run() {
                     store_ = open_store(cfg_.store);
                 }
                 if (how == Lost::fail_task) {
-                    if (store_->fail_abandoned(task, owner, why))
+                    if (store_->fail_abandoned(task, owner, why)) {
+                        ++failed_;
                         log(spdlog::level::warn, "task " + std::to_string(task) + ": failed: " + why);
+                    }
                 } else {
                     store_->owner_lost(task, owner, why);
                 }
@@ -78,12 +80,21 @@ void Sweeper::run() {
                 log(spdlog::level::err, "task " + std::to_string(task) + ": cannot record its lost worker: " + e.what());
             }
         }
+        if (failed_ || cancelled_) tell();
         if (mono_ms() >= next_sweep) {
             sweep();
+            tell();
             std::lock_guard lock(mu_);
             next_sweep = mono_ms() + cfg_.supervisor.sweep_interval_ms;
         }
     }
+}
+
+void Sweeper::tell() {
+    if (!on_swept_) return;
+    Swept s{figures_, failed_, cancelled_};
+    failed_ = cancelled_ = 0;
+    post_([f = on_swept_, s] { f(s); });
 }
 
 void Sweeper::sweep() {
@@ -103,9 +114,20 @@ void Sweeper::sweep() {
         }
         // "Idle" means no message waits: a queued task whose message went missing is then
         // certainly not just behind others in the queue.
-        const bool idle = conn_->inspect(cfg.broker.queue).messages == 0;
+        const amqp::QueueInfo queue = conn_->inspect(cfg.broker.queue);
+        const bool idle = queue.messages == 0;
+        figures_.swept = true;
+        figures_.at_ms = started;
+        figures_.broker_up = true;
+        figures_.queue_known = true;
+        figures_.queue_messages = queue.messages;
+        figures_.queue_consumers = queue.consumers;
+        figures_.dead_letters = conn_->inspect(cfg.broker.dead_letter_queue()).messages;
         const int64_t after = cfg.supervisor.republish_after_ms;
-        for (int64_t id : store_->give_up_stale(after, cfg.query.max_attempts))
+        const std::vector<int64_t> given_up = store_->give_up_stale(after, cfg.query.max_attempts);
+        figures_.store_up = true;
+        failed_ += int64_t(given_up.size());
+        for (int64_t id : given_up)
             log(spdlog::level::warn, "sweep: task " + std::to_string(id) + " failed: gave up after " +
                                          std::to_string(cfg.query.max_attempts) +
                                          " attempts (query.max_attempts), not republished");
@@ -134,10 +156,17 @@ void Sweeper::sweep() {
         if (!last_error_.empty()) log(spdlog::level::info, "sweep: working again");
         last_error_.clear();
     } catch (const amqp::AmqpError& e) {
+        figures_.swept = true;
+        figures_.at_ms = started;
+        figures_.broker_up = false;
+        figures_.queue_known = false;
         conn_.reset();
         if (e.what() != last_error_) log(spdlog::level::err, std::string("sweep: ") + e.what());
         last_error_ = e.what();
     } catch (const std::exception& e) {
+        figures_.swept = true;
+        figures_.at_ms = started;
+        figures_.store_up = false;
         store_.reset();
         if (e.what() != last_error_) log(spdlog::level::err, std::string("sweep: ") + e.what());
         last_error_ = e.what();
@@ -173,6 +202,8 @@ std::vector<int64_t> Sweeper::drop_dead_lettered(const Config& cfg, std::vector<
                      std::to_string(cfg.broker.delivery_limit) + " times without an outcome)";
         auto kind = store_->fail_unowned(*id, error, Owner{});
         ended.insert(*id);  // failed now, or it moved on (finished, or a worker holds it): not republished
+        if (kind == TaskStore::FailKind::failed) ++failed_;
+        if (kind == TaskStore::FailKind::cancelled) ++cancelled_;
         if (kind == TaskStore::FailKind::failed)
             log(spdlog::level::warn, "sweep: task " + std::to_string(*id) + " failed: " + error);
     }

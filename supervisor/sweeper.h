@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "config/config.h"
+#include "supervisor/metrics.h"
 #include "task/store.h"
 
 namespace sqlq::amqp {
@@ -42,6 +43,16 @@ public:
     enum class Lost { may_rerun, fail_task };
     void owner_lost(int64_t task, const Owner& owner, std::string why, Lost how);
 
+    // For the metrics: after every sweep, what it learned of the store, the broker and the
+    // queue, and the outcomes the sweeper itself wrote since the last call (failed, cancelled).
+    // Runs on the event loop (through `post`). Set before start().
+    struct Swept {
+        metrics::SweepFigures figures;
+        int64_t failed = 0;
+        int64_t cancelled = 0;
+    };
+    void on_swept(std::function<void(const Swept&)> f) { on_swept_ = std::move(f); }
+
 private:
     void run();
     void sweep();
@@ -50,7 +61,10 @@ private:
     std::vector<int64_t> drop_dead_lettered(const Config& cfg, std::vector<int64_t> ids);
     void log(int level, std::string line);
 
+    void tell();  // posts figures_ and the outcomes counted since the last time to on_swept_
+
     Post post_;
+    std::function<void(const Swept&)> on_swept_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool stop_ = false;
@@ -69,6 +83,8 @@ private:
     std::unique_ptr<amqp::Connection> conn_;
     int64_t next_expire_ms_ = 0;
     std::string last_error_;  // logs a repeated failure once
+    metrics::SweepFigures figures_;
+    int64_t failed_ = 0, cancelled_ = 0;  // outcomes written since the last tell()
 };
 
 }  // namespace sqlq::supervisor

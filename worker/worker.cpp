@@ -107,12 +107,17 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         return;
     }
     const int64_t id = std::get<int64_t>(decoded);
+    // Claim only what can run now: while the target cannot be reached the task stays queued
+    // (unclaimed, its message held here), instead of failing for want of a server.
+    if (!await_target(conn, id)) return;  // stopping: the message goes back with the channel
     std::optional<TaskStore::Claim> claimed = claim(conn, id);
     if (!claimed) {
+        report_done(id, Status::failed);  // claim() failed it for want of memory
         conn.ack(d.tag);
         return;
     }
     const TaskStore::Claim& c = *claimed;
+    const int64_t t0 = mono_ms();
     switch (c.kind) {
     case TaskStore::ClaimKind::unknown:
         spdlog::warn("task {}: no such task in {}; the message goes to {}", id, cfg_.store.path,
@@ -125,20 +130,25 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         return;
     case TaskStore::ClaimKind::gave_up:
         spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
+        report_done(id, Status::failed);
         conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::past_deadline:
         spdlog::warn("task {}: failed: its worker ran past query.timeout_ms + deadline_grace_ms and was killed; not "
                      "run again", id);
+        report_done(id, Status::failed);
         conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::refused:
         spdlog::warn("task {}: failed: its SQL is longer than query.max_sql_bytes ({}), not run", id,
                      cfg_.query.max_sql_bytes);
+        report_done(id, Status::failed);
         conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::cancelled_now:
         spdlog::info("task {}: cancelled (its worker was gone), not run", id);
+        report_done(id, Status::cancelled, -1, -1,
+                    c.cancel_requested_at > 0 ? std::max<int64_t>(0, c.claimed_at - c.cancel_requested_at) : -1);
         conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::held:
@@ -148,8 +158,8 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     }
 
     reporter_.send(Report::busy, id);
-    const int64_t t0 = mono_ms();
     bool fenced = false, cancelled = false;
+    cancel_requested_at_ = 0;
     QueryOutcome q = execute(conn, id, c.token, c.sql, fenced, cancelled);
     if (fenced) {
         spdlog::warn("task {}: attempt {} lost its claim (another worker took the task over); outcome discarded",
@@ -170,10 +180,43 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         o.status = Status::failed;
         o.error = q.error;
     }
-    if (!record(conn, id, c.token, o)) return;  // stopping with the write still failing: not acked
-    spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), mono_ms() - t0, c.token);
+    bool written = false;
+    if (!record(conn, id, c.token, o, written)) return;  // stopping with the write still failing: not acked
+    const int64_t run_ms = mono_ms() - t0;
+    spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), run_ms, c.token);
+    if (written) {
+        // Wait: submit → the first claim only; a take-over's wait would measure a recovery.
+        const int64_t wait_ms = c.token == 1 && c.created_at > 0 ? std::max<int64_t>(0, c.claimed_at - c.created_at) : -1;
+        const int64_t cancel_ms = o.status == Status::cancelled && cancel_requested_at_ > 0
+                                      ? std::max<int64_t>(0, StoreDeps::wall_clock() - cancel_requested_at_)
+                                      : -1;
+        report_done(id, o.status, wait_ms, run_ms, cancel_ms);
+    }
     conn.ack(d.tag);
     ++tasks_done_;
+}
+
+bool Worker::await_target(amqp::Connection& conn, int64_t id) {
+    Backoff backoff(100, cfg_.broker.reconnect_max_ms);
+    bool said = false;
+    for (;;) {
+        const std::string why = target_->ready([&] {
+            reporter_.alive();
+            conn.pump();
+            return stop_.load();
+        });
+        if (why.empty()) {
+            if (said) spdlog::info("the query target {} answers again", target_->describe());
+            return true;
+        }
+        if (!said) {
+            spdlog::warn("task {}: {}; not claimed, waiting for the target (retrying with backoff)", id, why);
+            reporter_.send(Report::target, id);  // the supervisor shows this slot waiting on the target
+            said = true;
+        }
+        if (stop_) return false;
+        pause(&conn, backoff.next());
+    }
 }
 
 std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id) {
@@ -253,7 +296,10 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
             auto t = store_->tick(id, token, renew ? TaskStore::Renew::yes : TaskStore::Renew::no);
             if (renew) last_renew = now;
             if (!t.still_owner) return fenced = true;
-            if (t.cancel_requested) return cancelled = true;
+            if (t.cancel_requested) {
+                cancel_requested_at_ = t.cancel_requested_at;
+                return cancelled = true;
+            }
         } catch (const StoreError& e) {
             spdlog::warn("task {}: cannot renew the lease: {}", id, e.what());
         }
@@ -273,13 +319,25 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
     }
 }
 
-bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& o) {
+void Worker::report_done(int64_t id, Status status, int64_t wait_ms, int64_t run_ms, int64_t cancel_ms) {
+    ReportLine r;
+    r.what = Report::done;
+    r.task_id = id;
+    r.status = status;
+    r.wait_ms = wait_ms;
+    r.run_ms = run_ms;
+    r.cancel_ms = cancel_ms;
+    reporter_.send(r);
+}
+
+bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& o, bool& written) {
     Backoff backoff(50, 2000);
     const int64_t started = mono_ms();
     for (;;) {
         std::string refused;  // why the store will never take this outcome
         try {
-            if (!store_->finish(id, token, o)) {
+            written = store_->finish(id, token, o);
+            if (!written) {
                 // The claim was lost (another attempt took over) or a cancel won the race.
                 auto t = store_->get(id);
                 spdlog::warn("task {}: outcome {} of attempt {} not recorded: the task is {} (attempt {})", id,
@@ -306,6 +364,7 @@ bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& 
                     auto t = store_->tick(id, token, TaskStore::Renew::yes);
                     if (!t.still_owner) return true;
                     if (t.cancel_requested && o.status != Status::cancelled) {
+                        cancel_requested_at_ = t.cancel_requested_at;
                         // A cancel asked while the outcome could not be written wins the race, as
                         // it would have during the query; and a cancel without a result is the
                         // smallest write there is.

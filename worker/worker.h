@@ -28,13 +28,21 @@ private:
     // nullopt: the task could not be claimed for want of memory and was failed here (logged);
     // ack it.
     std::optional<TaskStore::Claim> claim(amqp::Connection& conn, int64_t id);
+    // Until the query target can take a query (a server target: connected). False when asked to
+    // stop meanwhile.
+    bool await_target(amqp::Connection& conn, int64_t id);
     QueryOutcome execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
                          bool& fenced, bool& cancelled);
     // False only when stopping with the write still failing (not acked). May change `outcome`:
     // a result the store refuses becomes a failure saying so, and a cancel requested while the
     // write kept failing becomes the outcome. Throws Error when the store could not record for
     // [store] record_timeout_ms: the worker exits and its message is redelivered.
-    bool record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& outcome);
+    // `written`: the outcome is in the store (false when this attempt was fenced out or a
+    // cancel won the race).
+    bool record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& outcome, bool& written);
+    // Tells the supervisor this worker wrote task `id`'s outcome (report.h "done"), for the
+    // metrics; -1: does not apply.
+    void report_done(int64_t id, Status status, int64_t wait_ms = -1, int64_t run_ms = -1, int64_t cancel_ms = -1);
     // Waits `ms` while keeping the broker connection and the supervisor's watchdog fed.
     void pause(amqp::Connection* conn, int64_t ms);
 
@@ -45,6 +53,7 @@ private:
     std::unique_ptr<Target> target_;
     Reporter reporter_;
     int64_t tasks_done_ = 0;
+    int64_t cancel_requested_at_ = 0;  // of the running task, once its cancel was seen (store clock)
 };
 
 }  // namespace sqlq

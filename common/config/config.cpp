@@ -10,6 +10,9 @@
 #include <sstream>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <toml++/toml.h>
 
 #include "task/report.h"
@@ -125,6 +128,7 @@ const std::vector<Key>& keys() {
         integer("query", "memory_limit_mb", 1, 1 << 20,
                 [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),
         integer("query", "temp_limit_mb", 1, 1 << 20, [](Config& c, int64_t v) { c.query.temp_limit_mb = v; }),
+        boolean("query", "allow_superuser", [](Config& c, bool v) { c.query.allow_superuser = v; }),
 
         integer("supervisor", "workers", 0, 4096, [](Config& c, int64_t v) { c.supervisor.workers = int(v); }),
         path("supervisor", "run_dir", [](Config& c, const std::string& v) { c.supervisor.run_dir = v; }),
@@ -170,6 +174,14 @@ const std::vector<Key>& keys() {
         integer("web", "max_page_rows", 1, 1000000, [](Config& c, int64_t v) { c.web.max_page_rows = v; }),
         path("web", "trusted_proxy", [](Config& c, const std::string& v) { c.web.trusted_proxy = v; }),
         text("web", "proxy_user_header", {}, [](Config& c, const std::string& v) { c.web.proxy_user_header = v; }),
+        {"supervisor", "metrics_listen", [](Config& c, const toml::node& n) -> std::string {
+             auto v = n.value_exact<std::string>();
+             if (!v) return "must be a string";
+             std::string problem;
+             if (!v->empty() && !parse_listen_address(*v, problem)) return problem;
+             c.supervisor.metrics_listen = *v;
+             return "";
+         }},
     };
     return all;
 }
@@ -351,17 +363,60 @@ std::string listen_problem(const std::string& listen) {
     return "";
 }
 
+std::optional<ListenAddress> parse_listen_address(const std::string& s, std::string& problem) {
+    const std::string shape = "must be HOST:PORT (\"127.0.0.1:9464\", \"[::1]:9464\"), not \"" + s + "\"";
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        problem = shape;
+        return std::nullopt;
+    }
+    std::string host = s.substr(0, colon);
+    const std::string port = s.substr(colon + 1);
+    const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed) host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    unsigned char buf[sizeof(in6_addr)];
+    const bool v4 = !bracketed && inet_pton(AF_INET, host.c_str(), buf) == 1;
+    const bool v6 = bracketed && inet_pton(AF_INET6, host.c_str(), buf) == 1;
+    if (!v4 && !v6) {
+        problem = shape + ": the host must be an IPv4 address, an IPv6 address in brackets, or localhost";
+        return std::nullopt;
+    }
+    int n = 0;
+    bool digits = !port.empty() && port.size() <= 5;
+    for (char ch : port) {
+        digits = digits && std::isdigit(static_cast<unsigned char>(ch));
+        if (digits) n = n * 10 + (ch - '0');
+    }
+    if (!digits || n < 1 || n > 65535) {
+        problem = shape + ": the port must be a number from 1 to 65535";
+        return std::nullopt;
+    }
+    return ListenAddress{host, n};
+}
+
 std::string redact_url(const std::string& url) {
     // amqp://user:password@host...: hide what lies between the first ':' after the scheme and
     // the last '@', since a password may hold a raw '@' or '/' (not a valid URL, but its error
     // message must show none of it). Hiding too much (an '@' in the vhost) is harmless.
     auto scheme = url.find("://");
     if (scheme == std::string::npos) return url;
-    auto at = url.rfind('@');
-    if (at == std::string::npos || at < scheme + 3) return url;
-    auto colon = url.find(':', scheme + 3);
-    if (colon == std::string::npos || colon > at) return url;
-    return url.substr(0, colon + 1) + "***" + url.substr(at);
+    std::string out = url;
+    auto at = out.rfind('@');
+    if (at != std::string::npos && at >= scheme + 3) {
+        auto colon = out.find(':', scheme + 3);
+        if (colon != std::string::npos && colon < at) out = out.substr(0, colon + 1) + "***" + out.substr(at);
+    }
+    // libpq's URLs may carry it as a parameter too: ...?password=SECRET&...
+    auto query = out.find('?');
+    for (size_t p = query; p != std::string::npos && p < out.size(); p = out.find('&', p + 1)) {
+        if (out.compare(p + 1, 9, "password=") != 0) continue;
+        const size_t v = p + 10;
+        size_t e = out.find('&', v);
+        if (e == std::string::npos) e = out.size();
+        out.replace(v, e - v, "***");
+    }
+    return out;
 }
 
 std::string url_scheme(const std::string& s) {

@@ -45,6 +45,7 @@ struct QueryConfig {
     int max_attempts = 3;
     int64_t memory_limit_mb = 256;
     int64_t temp_limit_mb = 128;          // temporary files of one query (sorts, DISTINCT, big subqueries)
+    bool allow_superuser = false;         // PostgreSQL: may the workers' role be a superuser or bypass RLS?
 };
 
 struct SupervisorConfig {
@@ -65,6 +66,8 @@ struct SupervisorConfig {
     int64_t backoff_max_ms = 30000;
     std::string worker_path;            // empty: sqlq-worker next to sqlq-supervisor
     std::string log_file;               // empty: <run_dir>/supervisor.log when in the background
+    // Where GET /metrics (Prometheus text format) is served, "HOST:PORT"; empty: not served.
+    std::string metrics_listen;
 };
 
 // The web console, sqlq-web (docs/api.md).
@@ -114,9 +117,18 @@ std::optional<std::string> best_effort_run_dir(const std::string& file);
 Config parse_config(const std::string& text, const std::string& name, const std::string& dir);
 
 // [web] listen split into host and port (the host without IPv6 brackets); nullopt when it is not
-// HOST:PORT with a port 0-65535. listen_problem() says what is wrong with it ("" when nothing).
+// HOST:PORT with a port 0-65535 (0: any free port, which the tests use; parse_listen_address
+// below, for [supervisor] metrics_listen, refuses 0; the two could become one). listen_problem() says what is wrong with it ("" when nothing).
 std::optional<std::pair<std::string, int>> split_listen(const std::string& listen);
 std::string listen_problem(const std::string& listen);
+
+// A listening address "HOST:PORT": HOST an IPv4 address, an IPv6 address in brackets
+// ("[::1]:9464") or "localhost"; PORT 1-65535. nullopt and `problem` set when it is none.
+struct ListenAddress {
+    std::string host;  // the address as inet_pton reads it ("127.0.0.1", "::1")
+    int port = 0;
+};
+std::optional<ListenAddress> parse_listen_address(const std::string& s, std::string& problem);
 
 // The URL with its password replaced by "***": the only form that may be printed.
 std::string redact_url(const std::string& url);

@@ -69,6 +69,18 @@ void RowEncoder::blob(const void* data, size_t size) {
     ++row_values_;
 }
 
+void RowEncoder::boolean(bool v) {
+    row_.push_back(v);
+    row_bytes_ += v ? 4 : 5;
+    ++row_values_;
+}
+
+void RowEncoder::json(nlohmann::json v) {
+    row_bytes_ += int64_t(dump(v).size());
+    row_.push_back(std::move(v));
+    ++row_values_;
+}
+
 void RowEncoder::end_row() {
     if (rows_) rows_json_ += ',';
     rows_json_ += dump(row_);

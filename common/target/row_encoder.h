@@ -1,8 +1,8 @@
 #pragma once
 // Rows → the JSON text that the task store keeps and every front end reads:
 // columns ["a","b"], rows [[1,"x"],[2,null]], a blob as {"blob_hex":"00ff"}. Engines hand it
-// neutral values (null, integer, double, text, blob), so every target stores the same bytes
-// for the same values.
+// neutral values (null, integer, double, text, blob; boolean and JSON values for engines that
+// have them), so every target stores the same bytes for the same values.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,6 +27,9 @@ public:
     void real(double v);
     void text(std::string_view v);  // UTF-8; invalid sequences are stored as U+FFFD
     void blob(const void* data, size_t size);
+    void boolean(bool v);
+    // A value that is itself JSON (a PostgreSQL json/jsonb value, an array): stored as is.
+    void json(nlohmann::json v);
 
     // What the row given since the last end_row() will take in the stored JSON, separators
     // included, counted before it is encoded (a text of control characters grows sixfold as

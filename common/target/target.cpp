@@ -2,20 +2,18 @@
 #include "target/target.h"
 
 #include "sqlite/db.h"
+#include "target/postgres/pg_target.h"
 #include "target/sqlite/sqlite_target.h"
 
 namespace sqlq {
 
 std::unique_ptr<Target> open_target(const QueryConfig& cfg) {
     const std::string scheme = url_scheme(cfg.database);
-    if (scheme == "postgresql" || scheme == "postgres")
-        // Only the scheme is named: the rest of the URL may hold a password.
-        throw TargetError("[query] database: " + scheme +
-                              ":// targets are not built yet; only a SQLite database file can be queried",
-                          kExitUsage);
+    if (scheme == "postgresql" || scheme == "postgres") return std::make_unique<pg::PgTarget>(cfg);
     if (!scheme.empty())
+        // Only the scheme is named: the rest of the URL may hold a password.
         throw TargetError("[query] database: unknown kind of target " + scheme +
-                              "://; give the path of a SQLite database file",
+                              "://; give the path of a SQLite database file or a postgresql:// URL",
                           kExitUsage);
     try {
         return std::make_unique<sqlite::SqliteTarget>(cfg);

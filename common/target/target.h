@@ -57,14 +57,25 @@ public:
     // made while no query runs is dropped when the next run() starts.
     virtual void cancel() noexcept = 0;
 
+    // Makes sure the target can take a query now: a server target connects when it has no
+    // connection (calling `poll` about every 20 ms meanwhile; true gives up). Returns why it
+    // cannot ("" when it can), for the worker to wait on and show. A file target always can.
+    virtual std::string ready(const PollFn& poll) {
+        (void)poll;
+        return "";
+    }
+
+    // The target as it may be shown: a path, or a URL without its password.
+    virtual std::string describe() const = 0;
+
     // Called when the worker falls idle after work: gives back the memory the engine kept for
     // later queries (caches), so an idle worker stays small. The next run() works as before.
     virtual void release_memory() noexcept {}
 };
 
-// Opens the target that `[query] database` names: a path is a SQLite database file. A
-// postgresql:// URL is recognised, but that target is not built yet (TargetError, kExitUsage).
-// Throws TargetError when the target cannot be opened.
+// Opens the target that `[query] database` names: a path is a SQLite database file, a
+// postgresql:// (or postgres://) URL a PostgreSQL database. Throws TargetError when the target
+// cannot be opened (a server that cannot be reached yet is not an error: see ready()).
 std::unique_ptr<Target> open_target(const QueryConfig& cfg);
 
 }  // namespace sqlq

@@ -279,7 +279,8 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         auto& sel = cached(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
             "sql_bytes, lost_reason, started_at, "
-            "CASE WHEN status IN ('queued','running') AND sql_bytes <= ?2 THEN sql END FROM tasks WHERE id=?1");
+            "CASE WHEN status IN ('queued','running') AND sql_bytes <= ?2 THEN sql END, created_at "
+            "FROM tasks WHERE id=?1");
         sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
         Status status = parse_status(sel.text(0)).value_or(Status::failed);
@@ -288,11 +289,19 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         int64_t owner_pid = sel.i64(3), owner_start = sel.i64(4);
         int64_t lease = sel.opt_i64(5).value_or(0);
         bool cancel_pending = !sel.is_null(6);
+        const int64_t cancel_requested_at = sel.opt_i64(6).value_or(0);
         int64_t sql_bytes = sel.i64(7);
         std::optional<std::string> lost_reason = sel.opt_text(8);
         const int64_t started_at = sel.opt_i64(9).value_or(now);
         std::string sql = sel.is_null(10) ? std::string() : sel.text(10);
+        const int64_t created_at = sel.i64(11);
         sel.reset();
+        auto claimed = [&] {
+            Claim c{ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
+            c.created_at = created_at;
+            c.claimed_at = now;
+            return c;
+        };
 
         if (terminal(status)) return {ClaimKind::finished, 0, status};
         const bool too_long = sql_bytes > rules.max_sql_bytes;
@@ -326,7 +335,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                 "WHERE id=? AND status='queued' AND attempts=?");
             st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                 .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts);
-            if (st.run()) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
+            if (st.run()) return claimed();
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
             if (!owner_gone({owner_host(owner), owner_pid, owner_start}, lease, now)) return {ClaimKind::held, 0, status, lease};
@@ -335,7 +344,13 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                 changed = cached(std::string("UPDATE tasks SET status='cancelled', finished_at=?, "
                                                   "outcomes=outcomes+1, lease_until=NULL") + guard)
                               .bind(1, now).bind(2, id).bind(3, attempts).run();
-                if (changed) return {ClaimKind::cancelled_now, 0, Status::cancelled};
+                if (changed) {
+                    Claim c{ClaimKind::cancelled_now, 0, Status::cancelled};
+                    c.created_at = created_at;
+                    c.claimed_at = now;
+                    c.cancel_requested_at = cancel_requested_at;
+                    return c;
+                }
             } else if (rules.timeout_ms > 0 && now - started_at >= rules.timeout_ms + rules.deadline_grace_ms) {
                 // Its worker ran past the hard deadline and was killed for it (the supervisor
                 // fails the task too; whoever comes first): another attempt would be as stuck.
@@ -356,7 +371,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
-                if (st.run()) return {ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
+                if (st.run()) return claimed();
             }
         }
         // Someone else moved the task between our read and our write: look again.
@@ -378,11 +393,12 @@ TaskStore::Tick SqliteStore::tick(int64_t id, int64_t token, Renew renew) {
             return t;
         }
         t.cancel_requested = !s.is_null(0);
+        t.cancel_requested_at = s.opt_i64(0).value_or(0);
         while (s.step()) {
         }
         return t;
     }
-    auto& s = cached("SELECT status='running' AND attempts=?, cancel_requested_at IS NOT NULL FROM tasks WHERE id=?");
+    auto& s = cached("SELECT status='running' AND attempts=?, cancel_requested_at FROM tasks WHERE id=?");
     s.bind(1, token).bind(2, id);
     ResetGuard g{s};
     if (!s.step()) {
@@ -390,7 +406,8 @@ TaskStore::Tick SqliteStore::tick(int64_t id, int64_t token, Renew renew) {
         return t;
     }
     t.still_owner = s.i64(0) != 0;
-    t.cancel_requested = s.i64(1) != 0;
+    t.cancel_requested = !s.is_null(1);
+    t.cancel_requested_at = s.opt_i64(1).value_or(0);
     return t;
 }
 

@@ -84,6 +84,12 @@ public:
         Status status = Status::queued;
         int64_t lease_until = 0;
         std::string sql{};  // claimed: the query to run
+        // For the metrics (store clock, ms since the epoch; 0 when unknown): when the task was
+        // submitted, when this claim took it (claimed), and when its cancel was requested
+        // (cancelled_now).
+        int64_t created_at = 0;
+        int64_t claimed_at = 0;
+        int64_t cancel_requested_at = 0;
     };
     struct ClaimRules {
         int max_attempts = 3;                  // claims before a task whose workers die is failed
@@ -106,6 +112,7 @@ public:
     struct Tick {
         bool still_owner = true;
         bool cancel_requested = false;
+        int64_t cancel_requested_at = 0;  // when (store clock), if requested
     };
     virtual Tick tick(int64_t id, int64_t token, Renew renew) = 0;
 

@@ -20,10 +20,11 @@ DESTDIR=$dest cmake --install "$build" --prefix /usr ${config:+--config "$config
     { cat "$dest.log" >&2; rm -f "$dest.log"; echo "install.sh: FAIL: cmake --install" >&2; exit 1; }
 rm -f "$dest.log"
 
-# Exactly these files: the binaries, the config, the unit, the docs.
+# Exactly these files: the binaries, the config, the unit, the docs and the metrics examples.
 expected=$(
     printf '%s\n' usr/bin/sqlq usr/bin/sqlq-supervisor usr/bin/sqlq-worker usr/bin/sqlq-web etc/sqlq/sqlq.conf \
-        usr/lib/systemd/system/sqlq-supervisor.service usr/share/doc/sqlq/README.md
+        usr/lib/systemd/system/sqlq-supervisor.service usr/share/doc/sqlq/README.md \
+        usr/share/doc/sqlq/examples/prometheus-alerts.yml usr/share/doc/sqlq/examples/grafana-dashboard.json
     for d in "$(dirname "$0")"/../../docs/*.md; do echo "usr/share/doc/sqlq/$(basename "$d")"; done
 )
 actual=$(cd "$dest" && find . -type f -o -type l | sed 's|^\./||')

@@ -92,7 +92,8 @@ void Env::write(const Setup& s) {
         << "\n";
     out << "[store]\npath = \"" << s.store_path << "\"\n"
         << (sec["store"].find("lease_ms") == std::string::npos ? "lease_ms = 1500\n" : "") << sec["store"] << "\n";
-    out << "[query]\ndatabase = \"" << broker_dir() << "/demo.db\"\n" << sec["query"] << "\n";
+    out << "[query]\ndatabase = \"" << (s.database.empty() ? broker_dir() + "/demo.db" : s.database) << "\"\n"
+        << sec["query"] << "\n";
     out << "[supervisor]\nworkers = " << s.workers << "\nrun_dir = \"run\"\nworker_path = \"" << bin("sqlq-test-worker")
         << "\"\n" << sec["supervisor"] << "\n";
     out.close();

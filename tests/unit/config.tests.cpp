@@ -198,4 +198,33 @@ TEST_CASE("the [web] section: defaults, the shipped values, and a bad listen add
     CHECK(message_of("[web]\nenabled = 1\n") == "test.conf:2: [web] enabled: must be true or false");
     CHECK(message_of("[web]\ntick_ms = 5\n") == "test.conf:2: [web] tick_ms: must be between 10 and 60000, not 5");
     CHECK(message_of("[web]\nenabled = true\nmax_page_rows = 10\n") == "");
+TEST_CASE("[supervisor] metrics_listen is off by default and takes HOST:PORT", "[config][metrics]") {
+    CHECK(parse_config("", "test.conf", "/etc/x").supervisor.metrics_listen.empty());
+    CHECK(load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf").supervisor.metrics_listen.empty());
+    SECTION("accepted") {
+        for (const char* ok : {"127.0.0.1:9464", "0.0.0.0:1", "[::1]:65535", "[::]:9464", "localhost:9464"}) {
+            INFO(ok);
+            auto c = parse_config(std::string("[supervisor]\nmetrics_listen = \"") + ok + "\"\n", "test.conf", "/etc/x");
+            CHECK(c.supervisor.metrics_listen == ok);
+        }
+        std::string problem;
+        auto a = parse_listen_address("localhost:9464", problem);
+        REQUIRE(a);
+        CHECK(a->host == "127.0.0.1");
+        CHECK(a->port == 9464);
+        a = parse_listen_address("[::1]:80", problem);
+        REQUIRE(a);
+        CHECK(a->host == "::1");
+    }
+    SECTION("refused, naming the line, the key and the shape") {
+        for (const char* bad : {"9464", ":9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                                "127.0.0.1:94x4", "example.com:9464", "::1:9464", "[127.0.0.1]:9464", "[::1]"}) {
+            INFO(bad);
+            std::string m = message_of(std::string("[supervisor]\n\nmetrics_listen = \"") + bad + "\"\n");
+            CHECK(m.rfind("test.conf:3: [supervisor] metrics_listen: must be HOST:PORT", 0) == 0);
+            CHECK(m.find(std::string("not \"") + bad + "\"") != std::string::npos);
+        }
+        CHECK(message_of("[supervisor]\nmetrics_listen = 9464\n") ==
+              "test.conf:2: [supervisor] metrics_listen: must be a string");
+    }
 }

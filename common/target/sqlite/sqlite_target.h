@@ -33,6 +33,7 @@ public:
     // Closes the connection: its page cache, schema and virtual tables go (and glibc is asked to
     // hand the freed pages back). The next run() opens a new one.
     void release_memory() noexcept override;
+    std::string describe() const override { return cfg_.database; }
 
 private:
     // One task's connection, locked down.
