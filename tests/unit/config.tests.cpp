@@ -198,6 +198,8 @@ TEST_CASE("the [web] section: defaults, the shipped values, and a bad listen add
     CHECK(message_of("[web]\nenabled = 1\n") == "test.conf:2: [web] enabled: must be true or false");
     CHECK(message_of("[web]\ntick_ms = 5\n") == "test.conf:2: [web] tick_ms: must be between 10 and 60000, not 5");
     CHECK(message_of("[web]\nenabled = true\nmax_page_rows = 10\n") == "");
+}
+
 TEST_CASE("[supervisor] metrics_listen is off by default and takes HOST:PORT", "[config][metrics]") {
     CHECK(parse_config("", "test.conf", "/etc/x").supervisor.metrics_listen.empty());
     CHECK(load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf").supervisor.metrics_listen.empty());
