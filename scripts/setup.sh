@@ -7,12 +7,15 @@
 # dpkg-dev: the .deb's Depends (dpkg-shlibdeps); systemd: systemd-analyze for the install test.
 # python3-prometheus-client: its parser reads the supervisor's /metrics in the integration test;
 # prometheus: promtool checks etc/prometheus-alerts.yml (its service is not started).
+# libcrypt-dev: the console's password hashes (yescrypt); chromium, chromium-driver and
+# python3-selenium: the console's browser tests (tests/web/browser_test.py).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       librabbitmq-dev libboost-dev libsqlite3-dev sqlite3 libpq-dev postgresql-15 nlohmann-json3-dev catch2
       libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
       rabbitmq-server iproute2 util-linux procps
       dpkg-dev systemd python3-prometheus-client prometheus
+      libcrypt-dev chromium chromium-driver python3-selenium
       clang libclang-rt-14-dev)
 if [ "${1:-}" = bench ]; then pkgs+=(python3-pika gnuplot-nox); fi
 missing=()

@@ -161,6 +161,21 @@ const std::vector<Key>& keys() {
                 [](Config& c, int64_t v) { c.supervisor.backoff_max_ms = v; }),
         path("supervisor", "worker_path", [](Config& c, const std::string& v) { c.supervisor.worker_path = v; }),
         path("supervisor", "log_file", [](Config& c, const std::string& v) { c.supervisor.log_file = v; }),
+
+        boolean("web", "enabled", [](Config& c, bool v) { c.web.enabled = v; }),
+        text("web", "listen", {}, [](Config& c, const std::string& v) { c.web.listen = v; }),
+        text("web", "users_file", {}, [](Config& c, const std::string& v) { c.web.users_file = v; }),
+        integer("web", "session_ttl_s", 60, 365LL * 24 * 3600, [](Config& c, int64_t v) { c.web.session_ttl_s = v; }),
+        integer("web", "max_body_bytes", 1024, 1LL << 30, [](Config& c, int64_t v) { c.web.max_body_bytes = v; }),
+        integer("web", "request_timeout_ms", 100, 3600000,
+                [](Config& c, int64_t v) { c.web.request_timeout_ms = v; }),
+        integer("web", "submits_per_minute", 1, 1000000, [](Config& c, int64_t v) { c.web.submits_per_minute = v; }),
+        integer("web", "login_failures_per_minute", 1, 1000000,
+                [](Config& c, int64_t v) { c.web.login_failures_per_minute = v; }),
+        integer("web", "tick_ms", 10, 60000, [](Config& c, int64_t v) { c.web.tick_ms = v; }),
+        integer("web", "max_page_rows", 1, 1000000, [](Config& c, int64_t v) { c.web.max_page_rows = v; }),
+        path("web", "trusted_proxy", [](Config& c, const std::string& v) { c.web.trusted_proxy = v; }),
+        text("web", "proxy_user_header", {}, [](Config& c, const std::string& v) { c.web.proxy_user_header = v; }),
         {"supervisor", "metrics_listen", [](Config& c, const toml::node& n) -> std::string {
              auto v = n.value_exact<std::string>();
              if (!v) return "must be a string";
@@ -272,12 +287,15 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
     // timeout_ms against RabbitMQ's consumer_timeout, a broker setting sqlq cannot read (see
     // docs/operations.md, "Timeouts that must fit together").
 
+    if (auto why = listen_problem(c.web.listen); !why.empty()) fail("web", "listen", why);
+
     c.store.path = relative_to(dir, c.store.path);
     // A URL names a server, not a file: it stays as written.
     if (url_scheme(c.query.database).empty()) c.query.database = relative_to(dir, c.query.database);
     c.supervisor.run_dir = relative_to(dir, c.supervisor.run_dir);
     c.supervisor.worker_path = relative_to(dir, c.supervisor.worker_path);
     c.supervisor.log_file = relative_to(dir, c.supervisor.log_file);
+    c.web.users_file = relative_to(dir, c.web.users_file);
     return c;
 }
 
@@ -326,6 +344,25 @@ std::optional<std::string> best_effort_run_dir(const std::string& file) {
         }
     }
     return relative_to(fs::absolute(file).lexically_normal().parent_path().string(), run_dir);
+}
+
+std::optional<std::pair<std::string, int>> split_listen(const std::string& listen) {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) return std::nullopt;
+    std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
+    if (host.front() == '[') {
+        if (host.back() != ']' || host.size() < 3) return std::nullopt;
+        host = host.substr(1, host.size() - 2);
+    }
+    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    int p = std::stoi(port);
+    if (p > 65535) return std::nullopt;
+    return std::make_pair(host, p);
+}
+
+std::string listen_problem(const std::string& listen) {
+    if (!split_listen(listen)) return "must be HOST:PORT (e.g. \"127.0.0.1:8080\", \"[::1]:8080\"), not \"" + listen + "\"";
+    return "";
 }
 
 std::optional<ListenAddress> parse_listen_address(const std::string& s, std::string& problem) {

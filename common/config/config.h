@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace sqlq {
 
@@ -74,12 +75,29 @@ struct SupervisorConfig {
     std::string metrics_listen;
 };
 
+// The web console, sqlq-web (docs/api.md).
+struct WebConfig {
+    bool enabled = false;                  // the supervisor keeps sqlq-web running (not yet: run it yourself)
+    std::string listen = "127.0.0.1:8080"; // HOST:PORT; an IPv4 or IPv6 ([::1]:8080) address
+    std::string users_file = "../var/users";
+    int64_t session_ttl_s = 12 * 3600;     // a session unused this long is signed out
+    int64_t max_body_bytes = 2 * 1024 * 1024;  // a bigger request body is refused (413)
+    int64_t request_timeout_ms = 10000;    // a request not read whole in this time: the connection is closed
+    int64_t submits_per_minute = 60;       // per user; more are refused (429)
+    int64_t login_failures_per_minute = 5; // per user name and per address; more are refused (429)
+    int64_t tick_ms = 200;                 // how often the live updates look at the store (one query for all pages)
+    int64_t max_page_rows = 1000;          // the most rows one result page holds
+    std::string trusted_proxy;             // an address whose proxy_user_header is believed ("": none)
+    std::string proxy_user_header = "X-Forwarded-User";
+};
+
 struct Config {
     std::string file;  // absolute path of the file it was read from
     BrokerConfig broker;
     StoreConfig store;
     QueryConfig query;
     SupervisorConfig supervisor;
+    WebConfig web;
 };
 
 // Which file to read: the -c option if given, else $SQLQ_CONFIG, else ./etc/sqlq.conf,
@@ -102,6 +120,12 @@ std::optional<std::string> best_effort_run_dir(const std::string& file);
 
 // Parses config text (for tests and fuzzing); `name` is used in messages, `dir` for paths.
 Config parse_config(const std::string& text, const std::string& name, const std::string& dir);
+
+// [web] listen split into host and port (the host without IPv6 brackets); nullopt when it is not
+// HOST:PORT with a port 0-65535 (0: any free port, which the tests use; parse_listen_address
+// below, for [supervisor] metrics_listen, refuses 0; the two could become one). listen_problem() says what is wrong with it ("" when nothing).
+std::optional<std::pair<std::string, int>> split_listen(const std::string& listen);
+std::string listen_problem(const std::string& listen);
 
 // A listening address "HOST:PORT": HOST an IPv4 address, an IPv6 address in brackets
 // ("[::1]:9464") or "localhost"; PORT 1-65535. nullopt and `problem` set when it is none.

@@ -135,15 +135,30 @@ std::vector<Task> TaskService::list(const TaskStore::ListFilter& filter) {
     return store_->list(filter);
 }
 
+namespace {
+void require_result(const Task& t) {
+    if (t.status == Status::succeeded) return;
+    std::string why = "task " + std::to_string(t.id) + " is " + to_string(t.status);
+    if (t.error) why += ": " + *t.error;
+    throw Error(why + "; it has no result", terminal(t.status) ? exit_for(t.status) : kExitConflict);
+}
+Error expired(int64_t id) {
+    return Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s)", kExitNotFound);
+}
+}  // namespace
+
 ResultData TaskService::result(int64_t id) {
-    Task t = show(id);
-    if (t.status != Status::succeeded) {
-        std::string why = "task " + std::to_string(id) + " is " + to_string(t.status);
-        if (t.error) why += ": " + *t.error;
-        throw Error(why + "; it has no result", terminal(t.status) ? exit_for(t.status) : kExitConflict);
-    }
+    require_result(show(id));
     auto r = store_->result(id);
-    if (!r) throw Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s)", kExitNotFound);
+    if (!r) throw expired(id);
+    return *r;
+}
+
+TaskStore::ResultPage TaskService::result_page(int64_t id, int64_t offset, int64_t limit) {
+    if (offset < 0 || limit < 0) throw Error("offset and limit must not be negative", kExitUsage);
+    require_result(show(id));
+    auto r = store_->result_page(id, offset, limit);
+    if (!r) throw expired(id);
     return *r;
 }
 

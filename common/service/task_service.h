@@ -61,6 +61,9 @@ public:
     // own exit code (kExitTaskFailed, kExitTaskCancelled) when it ended otherwise, kExitConflict
     // while it has not ended.
     ResultData result(int64_t id);
+    // Rows [offset, offset + limit) of it and the total, with result()'s errors. The one rule of
+    // what a page holds, for every front end that pages.
+    TaskStore::ResultPage result_page(int64_t id, int64_t offset, int64_t limit);
 
     // --- wait ---
     struct Waited {

@@ -559,6 +559,32 @@ std::optional<ResultData> SqliteStore::result(int64_t id) {
     return ResultData{s.text(0), s.text(1)};
 }
 
+std::optional<TaskStore::ResultPage> SqliteStore::result_page(int64_t id, int64_t offset, int64_t limit) {
+    // json_each walks the stored text in C; only the page's rows come out of SQLite.
+    auto s = db_.prepare(
+        "SELECT columns, json_array_length(rows),"
+        " (SELECT json_group_array(json(value)) FROM"
+        "   (SELECT value FROM json_each(results.rows) ORDER BY key LIMIT ?2 OFFSET ?3))"
+        " FROM results WHERE task_id=?1");
+    s.bind(1, id).bind(2, std::max<int64_t>(limit, 0)).bind(3, std::max<int64_t>(offset, 0));
+    if (!s.step()) return std::nullopt;
+    return ResultPage{s.text(0), s.text(2), s.i64(1)};
+}
+
+std::vector<Task> SqliteStore::watch(int64_t after_id, const std::vector<int64_t>& ids) {
+    std::string list = "[";
+    for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
+    list += "]";
+    // Three index lookups (tasks_status, then the primary key twice), never a scan of ended tasks.
+    auto s = db_.prepare("SELECT " + kListColumns +
+                         " FROM tasks WHERE status IN ('queued','running') OR id > ?1"
+                         " OR id IN (SELECT value FROM json_each(?2)) ORDER BY id");
+    s.bind(1, after_id).bind(2, list);
+    std::vector<Task> out;
+    while (s.step()) out.push_back(task_from_row(s));
+    return out;
+}
+
 std::map<std::string, int64_t> SqliteStore::counts() {
     std::map<std::string, int64_t> out;
     for (Status st : {Status::queued, Status::running, Status::succeeded, Status::failed, Status::cancelled})

@@ -173,6 +173,20 @@ public:
     virtual std::vector<Task> list(const ListFilter& filter) = 0;
     std::vector<Task> list(std::optional<Status> status, int64_t limit) { return list(ListFilter{status, {}, limit}); }
     virtual std::optional<ResultData> result(int64_t id) = 0;
+    // Rows [offset, offset + limit) of a task's result, and how many rows it has in all; the
+    // engine slices it, so a page of a huge result never travels whole. nullopt when the task
+    // has no result (none, or expired).
+    struct ResultPage {
+        std::string columns_json;  // ["a","b"]
+        std::string rows_json;     // the page: [[1,"x"],[2,null]]
+        int64_t total = 0;
+    };
+    virtual std::optional<ResultPage> result_page(int64_t id, int64_t offset, int64_t limit) = 0;
+    // For live views (the web console's event stream): in one statement, the tasks not ended
+    // yet, those with an id above `after_id` (new since the last look) and those in `ids` (seen
+    // unended at the last look, so that their end is seen), in id order, with list()'s SQL
+    // preview. What one look costs does not depend on how many pages watch.
+    virtual std::vector<Task> watch(int64_t after_id, const std::vector<int64_t>& ids) = 0;
     // Tasks by status, every status present (0 when none).
     virtual std::map<std::string, int64_t> counts() = 0;
 

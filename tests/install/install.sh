@@ -22,7 +22,7 @@ rm -f "$dest.log"
 
 # Exactly these files: the binaries, the config, the unit, the docs and the metrics examples.
 expected=$(
-    printf '%s\n' usr/bin/sqlq usr/bin/sqlq-supervisor usr/bin/sqlq-worker etc/sqlq/sqlq.conf \
+    printf '%s\n' usr/bin/sqlq usr/bin/sqlq-supervisor usr/bin/sqlq-worker usr/bin/sqlq-web etc/sqlq/sqlq.conf \
         usr/lib/systemd/system/sqlq-supervisor.service usr/share/doc/sqlq/README.md \
         usr/share/doc/sqlq/examples/prometheus-alerts.yml usr/share/doc/sqlq/examples/grafana-dashboard.json
     for d in "$(dirname "$0")"/../../docs/*.md; do echo "usr/share/doc/sqlq/$(basename "$d")"; done
@@ -32,7 +32,7 @@ if [ "$(sort <<<"$expected")" != "$(sort <<<"$actual")" ]; then
     fail "installed files differ from the expected layout:"
     diff <(sort <<<"$expected") <(sort <<<"$actual") | sed -n 's/^[<>]/  &/p' >&2
 fi
-for b in sqlq sqlq-supervisor sqlq-worker; do
+for b in sqlq sqlq-supervisor sqlq-worker sqlq-web; do
     [ -x "$dest/usr/bin/$b" ] || fail "/usr/bin/$b is not an executable"
 done
 # The supervisor finds the worker beside itself.

@@ -182,6 +182,24 @@ TEST_CASE("[query] database is a file relative to the config, or a URL kept as w
     CHECK(url_scheme("://x") == "");
 }
 
+TEST_CASE("the [web] section: defaults, the shipped values, and a bad listen address named", "[config][web]") {
+    Config c = load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf");
+    CHECK_FALSE(c.web.enabled);
+    CHECK(c.web.listen == "127.0.0.1:8080");
+    CHECK(c.web.users_file == std::filesystem::path(SQLQ_SOURCE_DIR).lexically_normal().string() + "/var/users");
+    CHECK(c.web.tick_ms == 200);
+    CHECK(split_listen("[::1]:0") == std::make_pair(std::string("::1"), 0));
+    CHECK(split_listen("0.0.0.0:65535") == std::make_pair(std::string("0.0.0.0"), 65535));
+    CHECK_FALSE(split_listen("localhost"));
+    CHECK_FALSE(split_listen("127.0.0.1:65536"));
+    CHECK_FALSE(split_listen(":80"));
+    CHECK(message_of("[web]\nlisten = \"127.0.0.1\"\n") ==
+          "test.conf:2: [web] listen: must be HOST:PORT (e.g. \"127.0.0.1:8080\", \"[::1]:8080\"), not \"127.0.0.1\"");
+    CHECK(message_of("[web]\nenabled = 1\n") == "test.conf:2: [web] enabled: must be true or false");
+    CHECK(message_of("[web]\ntick_ms = 5\n") == "test.conf:2: [web] tick_ms: must be between 10 and 60000, not 5");
+    CHECK(message_of("[web]\nenabled = true\nmax_page_rows = 10\n") == "");
+}
+
 TEST_CASE("[supervisor] metrics_listen is off by default and takes HOST:PORT", "[config][metrics]") {
     CHECK(parse_config("", "test.conf", "/etc/x").supervisor.metrics_listen.empty());
     CHECK(load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf").supervisor.metrics_listen.empty());

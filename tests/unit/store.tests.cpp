@@ -656,3 +656,49 @@ TEST_CASE("a task whose gone owner held it past the hard deadline is failed at t
         CHECK(t->executions == 1);
     }
 }
+
+TEST_CASE("a result is read a page at a time, with the total beside it", "[store][result][page]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT x", "alice");
+    auto c = store->claim(id, w.alive(800), 3);
+    Outcome o;
+    o.row_count = 5;
+    o.result = ResultData{R"(["n","s"])", R"([[1,"a"],[2,null],[3,"<b>"],[4,[1]],[5,"e"]])"};
+    REQUIRE(store->finish(id, c.token, o));
+
+    auto p = store->result_page(id, 1, 2);
+    REQUIRE(p);
+    CHECK(p->columns_json == R"(["n","s"])");
+    CHECK(p->rows_json == R"([[2,null],[3,"<b>"]])");
+    CHECK(p->total == 5);
+    CHECK(store->result_page(id, 3, 100)->rows_json == R"([[4,[1]],[5,"e"]])");
+    CHECK(store->result_page(id, 5, 10)->rows_json == "[]");
+    CHECK(store->result_page(id, 0, 0)->rows_json == "[]");
+    CHECK_FALSE(store->result_page(id + 1, 0, 10));
+    w.now += 3601 * 1000;
+    store->expire_results(3600);
+    CHECK_FALSE(store->result_page(id, 0, 10));
+}
+
+TEST_CASE("watch: unended tasks, new ones and those named, nothing else", "[store][watch]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    auto ids = store->insert_batch({"SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"}, "alice");
+    auto c = store->claim(ids[0], w.alive(900), 3);
+    REQUIRE(store->finish(ids[0], c.token, ok_outcome()));
+    store->request_cancel(ids[1], "alice");
+    auto seen = [](const std::vector<Task>& ts) {
+        std::vector<int64_t> v;
+        for (const auto& t : ts) v.push_back(t.id);
+        return v;
+    };
+    // ids[0] and ids[1] ended: only the two queued ones.
+    CHECK(seen(store->watch(ids[3], {})) == std::vector<int64_t>{ids[2], ids[3]});
+    // Named ended tasks come too (their end is news), and so does everything past after_id.
+    CHECK(seen(store->watch(ids[3], {ids[1]})) == std::vector<int64_t>{ids[1], ids[2], ids[3]});
+    CHECK(seen(store->watch(ids[0] - 1, {})) == std::vector<int64_t>{ids[0], ids[1], ids[2], ids[3]});
+    auto t = store->watch(ids[3], {ids[1]});
+    CHECK(t[0].status == Status::cancelled);
+    CHECK(t[0].submitter == "alice");
+}
