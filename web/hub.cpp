@@ -27,7 +27,7 @@ void Hub::start() {
     // Start from now: what ended before the hub started is not news.
     auto newest = store_->list(TaskStore::ListFilter{std::nullopt, std::nullopt, 1});
     after_id_ = newest.empty() ? 0 : newest.front().id;
-    for (const auto& t : store_->watch(after_id_, {})) unended_[t.id] = "";
+    for (const auto& t : store_->changes(after_id_, {})) unended_[t.id] = "";
     last_ping_ = mono_ms();
     thread_ = std::thread([this] { loop(); });
 }
@@ -73,7 +73,7 @@ void Hub::loop() {
 void Hub::tick() {
     std::vector<int64_t> ids;
     for (auto& [id, _] : unended_) ids.push_back(id);
-    auto tasks = store_->watch(after_id_, ids);
+    auto tasks = store_->changes(after_id_, ids);
     ++queries_;
     const int64_t now = now_ms();
     struct Event {

@@ -571,7 +571,7 @@ std::optional<TaskStore::ResultPage> SqliteStore::result_page(int64_t id, int64_
     return ResultPage{s.text(0), s.text(2), s.i64(1)};
 }
 
-std::vector<Task> SqliteStore::watch(int64_t after_id, const std::vector<int64_t>& ids) {
+std::vector<Task> SqliteStore::changes(int64_t after_id, const std::vector<int64_t>& ids) {
     std::string list = "[";
     for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
     list += "]";

@@ -186,7 +186,7 @@ public:
     // yet, those with an id above `after_id` (new since the last look) and those in `ids` (seen
     // unended at the last look, so that their end is seen), in id order, with list()'s SQL
     // preview. What one look costs does not depend on how many pages watch.
-    virtual std::vector<Task> watch(int64_t after_id, const std::vector<int64_t>& ids) = 0;
+    virtual std::vector<Task> changes(int64_t after_id, const std::vector<int64_t>& ids) = 0;
     // Tasks by status, every status present (0 when none).
     virtual std::map<std::string, int64_t> counts() = 0;
 

@@ -694,11 +694,11 @@ TEST_CASE("watch: unended tasks, new ones and those named, nothing else", "[stor
         return v;
     };
     // ids[0] and ids[1] ended: only the two queued ones.
-    CHECK(seen(store->watch(ids[3], {})) == std::vector<int64_t>{ids[2], ids[3]});
+    CHECK(seen(store->changes(ids[3], {})) == std::vector<int64_t>{ids[2], ids[3]});
     // Named ended tasks come too (their end is news), and so does everything past after_id.
-    CHECK(seen(store->watch(ids[3], {ids[1]})) == std::vector<int64_t>{ids[1], ids[2], ids[3]});
-    CHECK(seen(store->watch(ids[0] - 1, {})) == std::vector<int64_t>{ids[0], ids[1], ids[2], ids[3]});
-    auto t = store->watch(ids[3], {ids[1]});
+    CHECK(seen(store->changes(ids[3], {ids[1]})) == std::vector<int64_t>{ids[1], ids[2], ids[3]});
+    CHECK(seen(store->changes(ids[0] - 1, {})) == std::vector<int64_t>{ids[0], ids[1], ids[2], ids[3]});
+    auto t = store->changes(ids[3], {ids[1]});
     CHECK(t[0].status == Status::cancelled);
     CHECK(t[0].submitter == "alice");
 }
