@@ -19,13 +19,16 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 echo "fuzz: building with $cxx"
 "$cxx" "${flags[@]}" "$root/tests/fuzz/message.fuzz.cpp" "$root/common/task/message.cpp" -o "$out/message_fuzz"
 "$cxx" "${flags[@]}" "$root/tests/fuzz/config.fuzz.cpp" "$root/common/config/config.cpp" -o "$out/config_fuzz"
-# The SQLite query target as a worker runs it; SQLite itself is Debian's library (not
+# The SQLite query target as a worker runs it (the factory links the PostgreSQL target too; the
+# fuzzer never opens one); SQLite itself is Debian's library (not
 # instrumented: the coverage that guides the fuzzer is sqlq's, the dictionary gives it SQL).
 "$cxx" "${flags[@]}" "$root/tests/fuzz/target.fuzz.cpp" "$root/common/target/target.cpp" \
     "$root/common/target/row_encoder.cpp" "$root/common/target/limit_guard.cpp" \
     "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
     "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
-    -lsqlite3 -o "$out/target_fuzz"
+    "$root/common/target/postgres/pg_target.cpp" "$root/common/target/postgres/statement.cpp" \
+    "$root/common/target/postgres/values.cpp" $(pkg-config --cflags libpq) \
+    -lsqlite3 $(pkg-config --libs libpq) -o "$out/target_fuzz"
 
 status=0
 for target in message config target; do

@@ -267,7 +267,11 @@ TEST_CASE("stop while queries run: every task ends terminal after the next start
     std::vector<int64_t> ids;
     {
         Fleet f(env);
-        for (int i = 0; i < 6; ++i) ids.push_back(submit(env, slow_query(1500)));
+        // The two that run first: when they must outlast stop_timeout_ms, a hang of fixed length
+        // (slow_query is calibrated once per process, and one calibrated while the machine was busy
+        // runs shorter than asked once it is not: the sanitizer CI saw both end inside the 300 ms).
+        for (int i = 0; i < 6; ++i)
+            ids.push_back(submit(env, kill_them && i < 2 ? "SELECT sqlq_test_hang(4000)" : slow_query(1500)));
         REQUIRE(eventually([&] { return f.status()["tasks"]["running"] == 2; }, kReady));
         auto r = f.stop();
         REQUIRE(r.code == 0);
