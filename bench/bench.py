@@ -376,15 +376,15 @@ database = "{database or self.demo}"
 
     # --- 5. cancel ---
 
-    def cancel(self):
-        a = self.a
-        c = self.conf("quorum", "full", 2)
-        self.sup(c, "start")
+    def cancel_samples(self, c, sql, n):
+        """Submits `sql` n times to the running fleet of `c`, cancels each once it runs: the stop
+        times the store recorded (cancel requested → cancelled, ms) and the times from the start
+        of `sqlq cancel` until the task is seen ended (ms)."""
         stop_ms, wall_ms = [], []
+        db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
         try:
-            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
-            for _ in range(a.cancels):
-                tid = int(self.sqlq(c, "submit", "--user", "bench", LONG).stdout.strip())
+            for _ in range(n):
+                tid = int(self.sqlq(c, "submit", "--user", "bench", sql).stdout.strip())
                 while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] != "running":
                     time.sleep(0.005)
                 time.sleep(0.1)  # well inside the query
@@ -397,7 +397,16 @@ database = "{database or self.demo}"
                 if row[0] != "cancelled":
                     log(f"warning: cancel: task {tid} ended {row[0]}")
                 stop_ms.append(row[1])
+        finally:
             db.close()
+        return stop_ms, wall_ms
+
+    def cancel(self):
+        a = self.a
+        c = self.conf("quorum", "full", 2)
+        self.sup(c, "start")
+        try:
+            stop_ms, wall_ms = self.cancel_samples(c, LONG, a.cancels)
         finally:
             self.sup(c, "stop", check=False)
             self.drop_queue(c)
@@ -433,22 +442,8 @@ database = "{database or self.demo}"
         # after the server has ended the statement (or after closing the connection).
         c = self.conf("quorum", "normal", 2, database=a.pg_url)
         self.sup(c, "start")
-        stop_ms, wall_ms = [], []
         try:
-            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
-            for _ in range(max(a.cancels, 60)):  # n >= 50 even in --quick mode
-                tid = int(self.sqlq(c, "submit", "--user", "bench", "SELECT pg_sleep(600)").stdout.strip())
-                while db.execute("SELECT status FROM tasks WHERE id=?", (tid,)).fetchone()[0] != "running":
-                    time.sleep(0.005)
-                time.sleep(0.1)  # well inside the query
-                t = time.time()
-                self.sqlq(c, "cancel", "--user", "bench", str(tid), check=False)
-                wall_ms.append((time.time() - t) * 1000.0)
-                row = db.execute("SELECT status, finished_at - cancel_requested_at FROM tasks WHERE id=?", (tid,)).fetchone()
-                if row[0] != "cancelled":
-                    log(f"warning: postgres cancel: task {tid} ended {row[0]}")
-                stop_ms.append(row[1])
-            db.close()
+            stop_ms, wall_ms = self.cancel_samples(c, "SELECT pg_sleep(600)", max(a.cancels, 60))  # n >= 50 even in --quick
         finally:
             self.sup(c, "stop", check=False)
             self.drop_queue(c)
