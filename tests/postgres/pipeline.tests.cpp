@@ -41,6 +41,19 @@ void audit_clean(const Env& env) {
     CHECK(a["queue_left"] == 0);
     CHECK(a["exit_code"] == 0);
 }
+
+// The app name a worker's backend has on the server.
+std::string app_of(pid_t worker) { return "sqlq-worker " + std::to_string(worker); }
+
+// Submits `sql` (into `id`) and waits until a worker runs it and the server shows that worker's
+// statement running: that worker's pid.
+pid_t running_on_server(const Env& env, const Fleet& fleet, PgAdmin& admin, const std::string& sql, int64_t& id) {
+    id = submit(env, sql);
+    pid_t w = 0;
+    REQUIRE(eventually([&] { return (w = fleet.worker_of(id)) != 0; }, kReady));
+    REQUIRE(eventually([&] { return admin.active_backends(app_of(w)) == 1; }, kReady));
+    return w;
+}
 }  // namespace
 
 TEST_CASE("a fleet on a PostgreSQL target runs queries, and never shows the password", "[postgres][pipeline]") {
@@ -112,14 +125,12 @@ TEST_CASE("a worker killed mid-query leaves no statement running on the PostgreS
         Env env(s);
         Fleet fleet(env);
         PgAdmin admin;
-        int64_t id = submit(env, "SELECT pg_sleep(60), 'killed-mid-query'");
-        pid_t w = 0;
-        REQUIRE(eventually([&] { return (w = fleet.worker_of(id)) != 0; }, kReady));
-        REQUIRE(eventually([&] { return admin.active_backends("sqlq-worker " + std::to_string(w)) == 1; }, kReady));
+        int64_t id = 0;
+        const pid_t w = running_on_server(env, fleet, admin, "SELECT pg_sleep(60), 'killed-mid-query'", id);
         const int64_t t0 = mono_ms();
         REQUIRE(::kill(w, SIGKILL) == 0);
         // client_connection_check_interval (1 s) ends a statement whose client is gone.
-        CHECK(eventually([&] { return admin.active_backends("sqlq-worker " + std::to_string(w)) == 0; }, 10000));
+        CHECK(eventually([&] { return admin.active_backends(app_of(w)) == 0; }, 10000));
         std::printf("postgres: worker SIGKILLed → its statement gone on the server in %lld ms\n",
                     (long long)(mono_ms() - t0));
         CHECK(wait_code(env, id) == 10);  // max_attempts = 1: failed, not run again
@@ -130,15 +141,13 @@ TEST_CASE("a worker killed mid-query leaves no statement running on the PostgreS
         Env env(s);
         Fleet fleet(env);
         PgAdmin admin;
-        int64_t id = submit(env, "SELECT pg_sleep(60), 'stopped-worker'");
-        pid_t w = 0;
-        REQUIRE(eventually([&] { return (w = fleet.worker_of(id)) != 0; }, kReady));
-        REQUIRE(eventually([&] { return admin.active_backends("sqlq-worker " + std::to_string(w)) == 1; }, kReady));
+        int64_t id = 0;
+        const pid_t w = running_on_server(env, fleet, admin, "SELECT pg_sleep(60), 'stopped-worker'", id);
         REQUIRE(::kill(w, SIGSTOP) == 0);  // it cannot see the cancel: the supervisor kills it
         auto r = cli(env, {"cancel", std::to_string(id)});
         CHECK(r.code == 0);
         CHECK(::kill(w, 0) != 0);
-        CHECK(eventually([&] { return admin.active_backends("sqlq-worker " + std::to_string(w)) == 0; }, 10000));
+        CHECK(eventually([&] { return admin.active_backends(app_of(w)) == 0; }, 10000));
         CHECK(show(env, id)["status"] == "cancelled");
     }
 }
