@@ -2,8 +2,8 @@
 # CTest fixture: starts one private RabbitMQ node for the integration tests on a free port,
 # writes the port to DIR/port, and builds the demo database in DIR; `stop` stops it.
 set -euo pipefail
-cmd=${1:?usage: broker-fixture.sh start|stop DIR}
-dir=${2:?usage: broker-fixture.sh start|stop DIR}
+cmd=${1:?usage: broker-fixture.sh start|stop DIR [SUPERVISOR]}
+dir=${2:?usage: broker-fixture.sh start|stop DIR [SUPERVISOR]}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 case "$cmd" in
@@ -18,8 +18,11 @@ start)
     ;;
 stop)
     # A test that was killed (a ctest timeout) never ran its Fleet's destructor: end any
-    # supervisor it left behind (its workers die with it), then the node.
-    pkill -KILL -f 'sqlq-supervisor .*-c /tmp/sqlq-test-' 2>/dev/null || true
+    # supervisor it left behind (its workers die with it), then the node. Only this build's
+    # supervisors (SUPERVISOR: its binary's path): other builds on the machine may be testing.
+    if [ -n "${3:-}" ]; then
+        pkill -KILL -f "^$3 .*-c /tmp/sqlq-test-" 2>/dev/null || true
+    fi
     "$root/scripts/broker.sh" stop "$dir/node"
     ;;
 esac
