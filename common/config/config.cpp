@@ -106,6 +106,7 @@ const std::vector<Key>& keys() {
                 [](Config& c, int64_t v) { c.broker.connect_timeout_ms = int(v); }),
 
         path("store", "path", [](Config& c, const std::string& v) { c.store.path = v; }),
+        text("store", "url", {}, [](Config& c, const std::string& v) { c.store.url = v; }),
         text("store", "durability", {"full", "normal", "off"},
              [](Config& c, const std::string& v) { c.store.durability = v; }),
         integer("store", "busy_timeout_ms", 0, 600000,
@@ -259,6 +260,13 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
     if (c.broker.url.rfind("amqp://", 0) != 0)
         fail("broker", "url", "must start with amqp:// (amqps is not supported)");
     if (c.store.path.empty()) fail("store", "path", "must not be empty");
+    if (!c.store.url.empty()) {
+        const std::string scheme = url_scheme(c.store.url);
+        if (scheme != "postgresql" && scheme != "postgres")
+            fail("store", "url", "must start with postgresql:// (a PostgreSQL task store; [store] path names a SQLite one)");
+        if (root["store"]["path"].node())
+            fail("store", "url", "set either [store] path (SQLite, one host) or [store] url (PostgreSQL), not both");
+    }
     if (c.query.database.empty()) fail("query", "database", "must not be empty");
     if (c.supervisor.run_dir.empty()) fail("supervisor", "run_dir", "must not be empty");
     if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms)

@@ -24,7 +24,8 @@ struct BrokerConfig {
 };
 
 struct StoreConfig {
-    std::string path = "../var/sqlq.db";
+    std::string path = "../var/sqlq.db";  // SQLite: one file, for the processes of one host
+    std::string url;                      // PostgreSQL (postgresql://...): shared by hosts; replaces path
     std::string durability = "full";    // "full", "normal" or "off"
     int busy_timeout_ms = 10000;
     int lease_ms = 3000;

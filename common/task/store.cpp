@@ -3,6 +3,7 @@
 #include <ctime>
 #include <unistd.h>
 
+#include "task/pg_store.h"
 #include "task/sqlite_store.h"
 #include "util/clock.h"
 #include "util/process.h"
@@ -56,6 +57,7 @@ StoreDeps::Liveness StoreDeps::local_process(const Owner& o) {
 
 std::unique_ptr<TaskStore> open_store(const StoreConfig& cfg, StoreDeps deps) {
     // The store fills in what `deps` leaves empty.
+    if (!cfg.url.empty()) return std::make_unique<PgStore>(cfg, std::move(deps));
     return std::make_unique<SqliteStore>(cfg, std::move(deps));
 }
 

@@ -90,7 +90,7 @@ void Env::write(const Setup& s) {
         << s.queue_type << "\"\n"
         << (sec["broker"].find("heartbeat_s") == std::string::npos ? "heartbeat_s = 5\n" : "") << sec["broker"]
         << "\n";
-    out << "[store]\npath = \"" << s.store_path << "\"\n"
+    out << "[store]\n" << (s.store_url.empty() ? "path = \"" + s.store_path + "\"\n" : "url = \"" + s.store_url + "\"\n")
         << (sec["store"].find("lease_ms") == std::string::npos ? "lease_ms = 1500\n" : "") << sec["store"] << "\n";
     out << "[query]\ndatabase = \"" << (s.database.empty() ? broker_dir() + "/demo.db" : s.database) << "\"\n"
         << sec["query"] << "\n";

@@ -40,6 +40,7 @@ struct Setup {
     std::map<std::string, std::string> sections;  // section → extra lines
     std::string broker_url;  // empty: the fixture's node as guest
     std::string store_path = "sqlq.db";  // relative to the env's directory, or absolute
+    std::string store_url;  // [store] url (a PostgreSQL store) instead of store_path when set
     std::string database;  // [query] database; empty: the broker fixture's SQLite demo database
 };
 

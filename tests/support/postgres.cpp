@@ -1,5 +1,7 @@
 #include "support/postgres.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
@@ -72,6 +74,21 @@ int64_t PgAdmin::active_with(const std::string& text) {
 
 int64_t PgAdmin::backends(const std::string& app) {
     return count("SELECT count(*) FROM pg_stat_activity WHERE application_name = " + literal(app));
+}
+
+ScratchDatabase::ScratchDatabase() {
+    static int n = 0;
+    name = "sqlq_scratch_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+    PgAdmin().query("CREATE DATABASE " + name + " OWNER sqlq_super");
+    const std::string admin = postgres_url_as("sqlq_super");
+    url = admin.substr(0, admin.rfind('/') + 1) + name;
+}
+
+ScratchDatabase::~ScratchDatabase() {
+    try {
+        PgAdmin().query("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+    } catch (...) {
+    }
 }
 
 }  // namespace sqlq::test

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "target/postgres/handles.h"
+#include "pg/handles.h"
 
 namespace sqlq::test {
 
@@ -32,6 +32,17 @@ public:
 
 private:
     pg::Conn conn_;
+};
+
+// A database of its own on the fixture's server, empty, owned by sqlq_super; dropped (with any
+// connection left to it) at the end. For a PostgreSQL task store under test.
+struct ScratchDatabase {
+    ScratchDatabase();
+    ~ScratchDatabase();
+    ScratchDatabase(const ScratchDatabase&) = delete;
+    ScratchDatabase& operator=(const ScratchDatabase&) = delete;
+    std::string name;
+    std::string url;  // as sqlq_super
 };
 
 }  // namespace sqlq::test

@@ -182,6 +182,18 @@ TEST_CASE("[query] database is a file relative to the config, or a URL kept as w
     CHECK(url_scheme("://x") == "");
 }
 
+TEST_CASE("[store] url names a PostgreSQL store instead of path, and only one of the two", "[config][store]") {
+    auto c = parse_config("[store]\nurl = \"postgresql://sqlq:pw@db:5432/sqlq\"\n", "test.conf", "/etc/x");
+    CHECK(c.store.url == "postgresql://sqlq:pw@db:5432/sqlq");
+    CHECK(parse_config("[store]\nurl = \"postgres://db/sqlq\"\n", "test.conf", "/etc/x").store.url == "postgres://db/sqlq");
+    CHECK(parse_config("", "test.conf", "/etc/x").store.url.empty());
+    CHECK(message_of("[store]\nurl = \"mysql://db/sqlq\"\n") ==
+          "test.conf:2: [store] url: must start with postgresql:// (a PostgreSQL task store; [store] path names a "
+          "SQLite one)");
+    CHECK(message_of("[store]\npath = \"t.db\"\nurl = \"postgresql://db/sqlq\"\n") ==
+          "test.conf:3: [store] url: set either [store] path (SQLite, one host) or [store] url (PostgreSQL), not both");
+}
+
 TEST_CASE("the [web] section: defaults, the shipped values, and a bad listen address named", "[config][web]") {
     Config c = load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf");
     CHECK_FALSE(c.web.enabled);

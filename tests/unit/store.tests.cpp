@@ -10,14 +10,23 @@
 
 #include "task/store.h"
 #include "util/process.h"
+#ifdef SQLQ_STORE_TESTS_POSTGRES
+#include "support/postgres.h"
+#endif
 
 using namespace sqlq;
 using Liveness = StoreDeps::Liveness;
 
 namespace {
 
-// The engines under test. A new engine adds its name here and its set-up in StoreUnderTest.
+// The engines under test. A new engine adds its name here and its set-up in StoreUnderTest. The
+// unit tests run SQLite; the same file, built into the postgres suite (which has a private
+// server, the CTest fixture "postgres"), runs PostgreSQL.
+#ifdef SQLQ_STORE_TESTS_POSTGRES
+std::vector<std::string> store_engines() { return {"postgres"}; }
+#else
 std::vector<std::string> store_engines() { return {"sqlite"}; }
+#endif
 
 // One fresh, empty store of an engine, with the world it sees under the test's control: a
 // clock that moves only when told, and owners declared alive or dead (any other owner is
@@ -35,8 +44,17 @@ struct StoreUnderTest {
         cfg.path = dir + "/tasks.db";
         cfg.lease_ms = 1000;
         cfg.durability = "normal";
+#ifdef SQLQ_STORE_TESTS_POSTGRES
+        if (engine == "postgres") {
+            database = std::make_unique<test::ScratchDatabase>();
+            cfg.url = database->url;
+        }
+#endif
     }
     ~StoreUnderTest() { std::filesystem::remove_all(dir); }
+#ifdef SQLQ_STORE_TESTS_POSTGRES
+    std::unique_ptr<test::ScratchDatabase> database;  // PostgreSQL: the test's own database
+#endif
 
     StoreDeps deps() {
         StoreDeps d;

@@ -23,28 +23,6 @@ constexpr const char* kSessionOptions =
     "-c default_transaction_read_only=on -c client_connection_check_interval=1000 -c DateStyle=ISO "
     "-c IntervalStyle=iso_8601 -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=1";
 
-// libpq's messages end with a newline, and a connection failure can hold several lines.
-std::string tidy(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    for (char& c : s)
-        if (c == '\n') c = ' ';
-    return s;
-}
-
-// The password of a URL (what redact_url hides), to scrub it from libpq's messages.
-std::string secret_of(const std::string& url) {
-    const std::string shown = redact_url(url);
-    if (shown == url) return "";
-    auto star = shown.find("***");
-    return url.substr(star, url.size() - (shown.size() - 3));
-}
-
-std::string scrub(std::string msg, const std::string& secret) {
-    if (secret.empty()) return msg;
-    for (size_t at; (at = msg.find(secret)) != std::string::npos;) msg.replace(at, secret.size(), "***");
-    return msg;
-}
-
 bool wait_socket(PGconn* c, short events, int ms) {
     pollfd p{PQsocket(c), events, 0};
     if (p.fd < 0) return false;
@@ -77,47 +55,12 @@ std::string server_error(const PGresult* r, const LimitGuard& guard, QueryOutcom
 PgTarget::PgTarget(const QueryConfig& cfg) : cfg_(cfg), where_(redact_url(cfg.database)) {
     // Every parameter the URL gives (libpq's URI syntax), then ours: the session options after
     // the URL's (so that the URL cannot turn read-only off), our application_name (the tag a
-    // backend is found by), keepalives unless the URL sets them.
-    char* err = nullptr;
-    Conninfo given(PQconninfoParse(cfg.database.c_str(), &err));
-    if (!given) {
-        std::string why = err ? tidy(err) : "out of memory";
-        PQfreemem(err);
-        throw TargetError("[query] database: not a PostgreSQL URL libpq can read: " +
-                              scrub(why, secret_of(cfg.database)) + " (" + where_ + ")",
-                          kExitUsage);
-    }
-    std::string options;
-    bool keepalives_given = false;
-    for (const PQconninfoOption* o = given.get(); o->keyword; ++o) {
-        if (!o->val) continue;
-        const std::string key = o->keyword;
-        if (key == "options") {
-            options = o->val;
-            continue;
-        }
-        if (key == "application_name" || key == "fallback_application_name" || key == "client_encoding") continue;
-        if (key.rfind("keepalives", 0) == 0) keepalives_given = true;
-        if (key == "connect_timeout") {
-            connect_timeout_ms_ = std::max<int64_t>(1, std::atoll(o->val)) * 1000;
-            continue;
-        }
-        keys_.push_back(key);
-        values_.push_back(o->val);
-    }
-    keys_.push_back("options");
-    values_.push_back(options.empty() ? kSessionOptions : options + " " + kSessionOptions);
-    keys_.push_back("application_name");
-    values_.push_back("sqlq-worker " + std::to_string(::getpid()));
-    keys_.push_back("client_encoding");
-    values_.push_back("UTF8");
-    if (!keepalives_given) {
-        // A server host that vanishes is noticed in about 25 s instead of the kernel's 2 hours.
-        for (auto [k, v] : {std::pair{"keepalives", "1"}, {"keepalives_idle", "10"}, {"keepalives_interval", "5"},
-                            {"keepalives_count", "3"}}) {
-            keys_.push_back(k);
-            values_.push_back(v);
-        }
+    // backend is found by).
+    try {
+        params_ = ConnParams::from_url(cfg.database, "[query] database", kSessionOptions,
+                                       "sqlq-worker " + std::to_string(::getpid()));
+    } catch (const Error& e) {
+        throw TargetError(e.what(), kExitUsage);
     }
     // Now, so that a refused role stops the worker at its start, not at its first task.
     connect([] { return false; });
@@ -142,26 +85,19 @@ std::string PgTarget::ready(const PollFn& poll) {
 
 std::string PgTarget::connect(const PollFn& poll) {
     drop();
-    std::vector<const char*> k, v;
-    for (size_t i = 0; i < keys_.size(); ++i) {
-        k.push_back(keys_[i].c_str());
-        v.push_back(values_[i].c_str());
-    }
-    k.push_back(nullptr);
-    v.push_back(nullptr);
-    Conn c(PQconnectStartParams(k.data(), v.data(), /*expand_dbname=*/0));
+    Conn c = params_.start();
     auto failed = [&](std::string why) {
-        last_connect_error_ = "cannot connect to " + where_ + ": " + scrub(tidy(std::move(why)), secret_of(cfg_.database));
+        last_connect_error_ = "cannot connect to " + where_ + ": " + scrub(tidy(std::move(why)), cfg_.database);
         return last_connect_error_;
     };
     if (!c) return failed("out of memory");
-    const int64_t deadline = mono_ms() + connect_timeout_ms_;
+    const int64_t deadline = mono_ms() + params_.connect_timeout_ms;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(c.get()) != CONNECTION_BAD) {
         st = PQconnectPoll(c.get());
         if (st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED) break;
         if (mono_ms() >= deadline)
-            return failed("no answer within " + std::to_string(connect_timeout_ms_) + " ms (connect_timeout)");
+            return failed("no answer within " + std::to_string(params_.connect_timeout_ms) + " ms (connect_timeout)");
         if (poll()) return failed("stopped while connecting");
         wait_socket(c.get(), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, kWaitMs);
     }

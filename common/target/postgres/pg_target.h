@@ -19,7 +19,7 @@
 
 #include "config/config.h"
 #include "target/limit_guard.h"
-#include "target/postgres/handles.h"
+#include "pg/conninfo.h"
 #include "target/target.h"
 
 namespace sqlq::pg {
@@ -51,8 +51,7 @@ private:
 
     const QueryConfig cfg_;
     std::string where_;                   // the URL without its password
-    std::vector<std::string> keys_, values_;
-    int64_t connect_timeout_ms_ = 10000;
+    ConnParams params_;
     Conn conn_;
     Cancel canceller_;
     std::string last_connect_error_;

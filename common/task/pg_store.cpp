@@ -1,0 +1,684 @@
+#include "task/pg_store.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+
+#include "task/pg_watch.h"
+#include "util/process.h"
+
+namespace sqlq {
+
+namespace pgstore {
+
+// Text parameters of one statement; std::nullopt is SQL NULL.
+class Params {
+public:
+    Params& operator<<(int64_t v) { return add(std::to_string(v)); }
+    Params& operator<<(int v) { return add(std::to_string(v)); }
+    Params& operator<<(bool v) { return add(v ? "true" : "false"); }
+    Params& operator<<(const std::string& v) { return add(v); }
+    Params& operator<<(const char* v) { return add(v); }
+    Params& operator<<(std::nullopt_t) {
+        values_.emplace_back();
+        return *this;
+    }
+    template <class T>
+    Params& operator<<(const std::optional<T>& v) {
+        return v ? (*this << *v) : (*this << std::nullopt);
+    }
+    int size() const { return int(values_.size()); }
+    std::vector<const char*> pointers() const {
+        std::vector<const char*> out;
+        for (const auto& v : values_) out.push_back(v ? v->c_str() : nullptr);
+        return out;
+    }
+
+private:
+    Params& add(std::string v) {
+        // libpq's text parameters end at a NUL byte: refuse one rather than store a cut text.
+        if (v.find('\0') != std::string::npos)
+            throw StoreError("a text holds a NUL byte, which a PostgreSQL text cannot", false);
+        values_.emplace_back(std::move(v));
+        return *this;
+    }
+    std::vector<std::optional<std::string>> values_;
+};
+
+}  // namespace pgstore
+
+using pgstore::Params;
+
+namespace {
+
+// The database's clock in ms since the epoch (clock_timestamp: the time of the statement, not of
+// its transaction's start). Every time the store compares or records is this, unless a test
+// injects its own clock (then the statements are given it and do not call this).
+constexpr const char* kSchemaV1 = R"SQL(
+CREATE FUNCTION sqlq_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+CREATE TABLE sqlq_tasks (
+    id                  bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sql                 text    NOT NULL,
+    submitter           text    NOT NULL,
+    status              text    NOT NULL DEFAULT 'queued'
+                        CHECK (status IN ('queued','running','succeeded','failed','cancelled')),
+    published           boolean NOT NULL DEFAULT false,  -- the broker confirmed a message for it
+    published_at        bigint,                          -- ms since the epoch, like every time here
+    attempts            integer NOT NULL DEFAULT 0,      -- claims so far; the current one fences writes
+    executions          integer NOT NULL DEFAULT 0,      -- times the query was started
+    owner               text,                            -- "host:pid" of the worker of the current attempt
+    owner_pid           bigint,
+    owner_start         bigint,                          -- that process's start time, against pid reuse
+    owner_lost_at       bigint,                          -- when its supervisor saw that worker die
+    lost_reason         text,
+    lease_until         bigint,                          -- the owner renews it while it works
+    created_at          bigint  NOT NULL,
+    started_at          bigint,
+    finished_at         bigint,
+    error               text,
+    row_count           bigint,
+    result_bytes        bigint,
+    result_ref          text,                            -- 'results/<id>'; NULL when none or expired
+    cancel_requested_at bigint,
+    cancelled_by        text,
+    outcomes            integer NOT NULL DEFAULT 0,      -- terminal writes; never above 1
+    recovery_ms         bigint,                          -- owner's death -> the task running again
+    sql_bytes           bigint  NOT NULL
+);
+-- The tasks not ended yet, which every claim, sweep and live view looks at: a small index
+-- whatever the history's size.
+CREATE INDEX sqlq_tasks_active ON sqlq_tasks (status, id) WHERE status IN ('queued', 'running');
+CREATE INDEX sqlq_tasks_submitter ON sqlq_tasks (submitter, id);
+CREATE TABLE sqlq_results (
+    task_id    bigint PRIMARY KEY REFERENCES sqlq_tasks(id),
+    columns    text   NOT NULL,
+    rows       text   NOT NULL,
+    created_at bigint NOT NULL
+);
+-- Waiters (sqlq wait, run, cancel; the web console's live view) LISTEN on sqlq_tasks: a status
+-- change or a cancel request wakes them. One notification per statement, with no payload.
+CREATE FUNCTION sqlq_tasks_notify() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_notify('sqlq_tasks', ''); RETURN NULL; END $$;
+CREATE TRIGGER sqlq_tasks_notify AFTER INSERT OR UPDATE OF status, cancel_requested_at ON sqlq_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION sqlq_tasks_notify();
+)SQL";
+
+// "coalesce($N::bigint, sqlq_now_ms())": the injected clock when there is one, else the server's.
+std::string now_sql(int n) { return "coalesce($" + std::to_string(n) + "::bigint, sqlq_now_ms())"; }
+
+std::string task_columns(int64_t sql_chars) {
+    return "id, substr(sql, 1, " + std::to_string(sql_chars) +
+           "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
+           "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
+           "cancelled_by, outcomes, recovery_ms, sql_bytes";
+}
+const std::string kTaskColumns = task_columns(1 << 20);  // get()
+const std::string kListColumns = task_columns(1000);     // list(): a preview per task
+
+// One row of a result.
+struct Row {
+    const PGresult* r;
+    int i;
+    bool null(int c) const { return PQgetisnull(r, i, c) != 0; }
+    std::string text(int c) const { return std::string(PQgetvalue(r, i, c), size_t(PQgetlength(r, i, c))); }
+    int64_t i64(int c) const { return null(c) ? 0 : std::strtoll(PQgetvalue(r, i, c), nullptr, 10); }
+    bool boolean(int c) const { return !null(c) && PQgetvalue(r, i, c)[0] == 't'; }
+    std::optional<std::string> opt_text(int c) const { return null(c) ? std::nullopt : std::optional(text(c)); }
+    std::optional<int64_t> opt_i64(int c) const { return null(c) ? std::nullopt : std::optional(i64(c)); }
+};
+
+Task task_from_row(const Row& s) {
+    Task t;
+    t.id = s.i64(0);
+    t.sql = s.text(1);
+    t.submitter = s.text(2);
+    t.status = parse_status(s.text(3)).value_or(Status::queued);
+    t.published = s.boolean(4);
+    t.attempts = s.i64(5);
+    t.executions = s.i64(6);
+    t.owner = s.opt_text(7);
+    t.owner_pid = s.i64(8);
+    t.owner_start = s.i64(9);
+    t.lease_until = s.opt_i64(10);
+    t.created_at = s.i64(11);
+    t.started_at = s.opt_i64(12);
+    t.finished_at = s.opt_i64(13);
+    t.error = s.opt_text(14);
+    t.row_count = s.opt_i64(15);
+    t.result_bytes = s.opt_i64(16);
+    t.result_ref = s.opt_text(17);
+    t.cancel_requested_at = s.opt_i64(18);
+    t.cancelled_by = s.opt_text(19);
+    t.outcomes = s.i64(20);
+    t.recovery_ms = s.opt_i64(21);
+    t.sql_bytes = s.i64(22);
+    // substr counts characters, sql_bytes bytes: the text is whole when its bytes are all there.
+    t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
+    return t;
+}
+
+std::vector<Task> tasks_of(const PGresult* r) {
+    std::vector<Task> out;
+    for (int i = 0; i < PQntuples(r); ++i) out.push_back(task_from_row(Row{r, i}));
+    return out;
+}
+
+std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
+    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
+    if (last_loss) err += " (last: " + *last_loss + ")";
+    return err;
+}
+
+std::string owner_host(const std::string& owner) {
+    auto colon = owner.rfind(':');
+    return colon == std::string::npos ? owner : owner.substr(0, colon);
+}
+
+// A PostgreSQL array literal of bigints: {1,2,3}.
+std::string int_array(const std::vector<int64_t>& ids) {
+    std::string out = "{";
+    for (size_t i = 0; i < ids.size(); ++i) out += (i ? "," : "") + std::to_string(ids[i]);
+    return out + "}";
+}
+
+// A PostgreSQL array literal of texts: {"a","b\"c"}.
+std::string text_array(const std::vector<std::string>& texts) {
+    std::string out = "{";
+    for (size_t i = 0; i < texts.size(); ++i) {
+        if (i) out += ',';
+        out += '"';
+        for (char c : texts[i]) {
+            if (c == '"' || c == '\\') out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
+}
+
+// The session of the store's connections: commits wait for the disk at durability "full" only;
+// a row lock is waited for at most busy_timeout_ms; times are UTC.
+std::string session_options(const StoreConfig& cfg) {
+    return std::string("-c synchronous_commit=") + (cfg.durability == "full" ? "on" : "off") +
+           " -c lock_timeout=" + std::to_string(std::max(cfg.busy_timeout_ms, 1)) + " -c TimeZone=UTC";
+}
+
+}  // namespace
+
+PgStore::PgStore(const StoreConfig& cfg, StoreDeps deps)
+    : cfg_(cfg), deps_(std::move(deps)), where_(redact_url(cfg.url)),
+      params_(pg::ConnParams::from_url(cfg.url, "[store] url", session_options(cfg),
+                                       std::string(program_invocation_short_name) + " " + std::to_string(::getpid()))) {
+    // No clock given: the database's (see now_sql). Owners: this host's processes are looked up,
+    // the others' leases say.
+    if (!deps_.owner_alive) deps_.owner_alive = StoreDeps::local_process;
+    migrate();
+}
+
+std::optional<int64_t> PgStore::clock() const {
+    if (deps_.clock) return deps_.clock();
+    return std::nullopt;
+}
+
+void PgStore::drop() noexcept {
+    conn_.reset();
+    prepared_.clear();
+}
+
+PGconn* PgStore::connection() {
+    if (conn_ && PQstatus(conn_.get()) == CONNECTION_OK) return conn_.get();
+    drop();
+    std::string why;
+    conn_ = params_.connect(cfg_.url, why);
+    if (!conn_) throw StoreError("cannot connect to the task store " + where_ + ": " + why, true);
+    return conn_.get();
+}
+
+void PgStore::fail(const PGresult* r, const std::string& doing) {
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    const std::string code = state ? state : "";
+    std::string msg = pg::scrub(pg::tidy(r ? PQresultErrorMessage(r) : PQerrorMessage(conn_.get())), cfg_.url);
+    if (msg.empty() && conn_) msg = pg::scrub(pg::tidy(PQerrorMessage(conn_.get())), cfg_.url);
+    const bool broken = !conn_ || PQstatus(conn_.get()) != CONNECTION_OK;
+    if (broken) drop();
+    // Transient: the connection or the server (08, 57P0x: shut down, restarting), a conflict
+    // (40001, 40P01), insufficient resources (53: disk full, too many connections), a lock not
+    // had in time (55P03). Out of memory (53200) is the task's (Cause::resource).
+    const bool transient = broken || code.rfind("08", 0) == 0 || code.rfind("57P0", 0) == 0 || code == "40001" ||
+                           code == "40P01" || code.rfind("53", 0) == 0 || code == "55P03";
+    const auto cause = code == "53200" ? StoreError::Cause::resource : StoreError::Cause::other;
+    throw StoreError("task store " + where_ + ": " + doing + ": " + msg + (code.empty() ? "" : " (SQLSTATE " + code + ")"),
+                     transient && cause != StoreError::Cause::resource, cause);
+}
+
+pg::Result PgStore::exec(const std::string& sql, const Params& params) {
+    PGconn* c = connection();
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end()) {
+        std::string name = "sqlq_" + std::to_string(prepared_.size());
+        pg::Result r(PQprepare(c, name.c_str(), sql.c_str(), params.size(), nullptr));
+        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) fail(r.get(), "preparing a statement");
+        it = prepared_.emplace(sql, std::move(name)).first;
+    }
+    const auto values = params.pointers();
+    pg::Result r(PQexecPrepared(c, it->second.c_str(), params.size(), values.data(), nullptr, nullptr, 0));
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r.get(), "a statement failed");
+    return r;
+}
+
+pg::Result PgStore::exec(const std::string& sql) {
+    pg::Result r(PQexec(connection(), sql.c_str()));
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r.get(), "a statement failed");
+    return r;
+}
+
+void PgStore::migrate() {
+    auto version = [&] {
+        // The name is only looked up once the table exists (a statement naming a table that does
+        // not exist fails at parse time, whatever branch would run).
+        if (Row{exec("SELECT to_regclass('sqlq_schema') IS NOT NULL").get(), 0}.boolean(0) == false) return int64_t(0);
+        return Row{exec("SELECT coalesce(max(version), 0) FROM sqlq_schema").get(), 0}.i64(0);
+    };
+    auto newer = [&](int64_t v) {
+        return Error(where_ + ": task store schema version " + std::to_string(v) + " is newer than this sqlq (" +
+                     std::to_string(kSchemaVersion) + ")");
+    };
+    if (int64_t v = version(); v >= kSchemaVersion) {
+        if (v > kSchemaVersion) throw newer(v);
+        return;
+    }
+    // One migrator at a time (the fleets of every host may start at once): the others wait for
+    // this transaction, then find the schema made.
+    exec("BEGIN");
+    try {
+        exec("SELECT pg_advisory_xact_lock(7466315600000001)");
+        exec("CREATE TABLE IF NOT EXISTS sqlq_schema (version integer NOT NULL)");
+        int64_t v = version();
+        if (v > kSchemaVersion) throw newer(v);
+        if (v < 1) {
+            exec(kSchemaV1);
+            exec("INSERT INTO sqlq_schema(version) VALUES (1)");
+        }
+        exec("COMMIT");
+    } catch (...) {
+        if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
+        throw;
+    }
+}
+
+std::vector<int64_t> PgStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
+    // One statement: all of them are stored, or none. Identities are drawn in the order of the
+    // rows inserted (ORDER BY n), so the ids sorted are the texts' ids in order.
+    auto r = exec("INSERT INTO sqlq_tasks(sql, submitter, status, created_at, sql_bytes) "
+                  "SELECT s, $2, 'queued', " + now_sql(3) + ", octet_length(s) "
+                  "FROM unnest($1::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n RETURNING id",
+                  Params() << text_array(sqls) << submitter << clock());
+    std::vector<int64_t> ids;
+    for (int i = 0; i < PQntuples(r.get()); ++i) ids.push_back(Row{r.get(), i}.i64(0));
+    std::sort(ids.begin(), ids.end());
+    return ids;
+}
+
+void PgStore::mark_published(const std::vector<int64_t>& ids) {
+    exec("UPDATE sqlq_tasks SET published=true, published_at=" + now_sql(2) + " WHERE id = ANY($1::bigint[])",
+         Params() << int_array(ids) << clock());
+}
+
+bool PgStore::owner_gone(const Owner& owner, int64_t lease_until, bool lost, int64_t now) const {
+    if (lost) return true;  // its supervisor saw it die
+    switch (deps_.owner_alive(owner)) {
+    case StoreDeps::Liveness::dead: return true;
+    case StoreDeps::Liveness::alive: return false;
+    case StoreDeps::Liveness::unknown: break;
+    }
+    return lease_until < now;
+}
+
+TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {
+    for (int round = 0;; ++round) {
+        // The SQL text is read only when the task may be ours to run and is within max_sql_bytes.
+        auto sel = exec("SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
+                        "sql_bytes, lost_reason, started_at, "
+                        "CASE WHEN status IN ('queued','running') AND sql_bytes <= $2 THEN sql END, created_at, "
+                        "owner_lost_at IS NOT NULL, " + now_sql(3) + " FROM sqlq_tasks WHERE id=$1",
+                        Params() << id << rules.max_sql_bytes << clock());
+        if (PQntuples(sel.get()) == 0) return {ClaimKind::unknown};
+        const Row row{sel.get(), 0};
+        const Status status = parse_status(row.text(0)).value_or(Status::failed);
+        const int64_t attempts = row.i64(1);
+        const Owner owner{owner_host(row.text(2)), row.i64(3), row.i64(4)};
+        const int64_t lease = row.i64(5);
+        const bool cancel_pending = !row.null(6);
+        const int64_t cancel_requested_at = row.i64(6);
+        const int64_t sql_bytes = row.i64(7);
+        const std::optional<std::string> lost_reason = row.opt_text(8);
+        const int64_t now = row.i64(13);
+        const int64_t started_at = row.opt_i64(9).value_or(now);
+        std::string sql = row.null(10) ? std::string() : row.text(10);
+        const int64_t created_at = row.i64(11);
+        const bool lost = row.boolean(12);
+        sel.reset();
+
+        if (terminal(status)) return {ClaimKind::finished, 0, status};
+        const bool too_long = sql_bytes > rules.max_sql_bytes;
+        // Each arrow: one conditional statement, fenced by the status and attempt read above.
+        auto fail_now = [&](const char* from, const std::string& err) {
+            return PQntuples(exec(std::string("UPDATE sqlq_tasks SET status='failed', finished_at=") + now_sql(1) +
+                                      ", error=$2, outcomes=outcomes+1, lease_until=NULL "
+                                      "WHERE id=$3 AND status=" + from + " AND attempts=$4 RETURNING 1",
+                                  Params() << clock() << err << id << attempts)
+                                 .get()) > 0;
+        };
+        auto refuse = [&](const char* from) {
+            return fail_now(from, "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
+                                      std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run");
+        };
+        // Ours: returns the claim with the times the update wrote.
+        auto take = [&](const std::string& update) -> std::optional<Claim> {
+            auto r = exec(update, Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << id
+                                           << attempts);
+            if (PQntuples(r.get()) == 0) return std::nullopt;
+            Claim c{ClaimKind::claimed, attempts + 1, Status::running, Row{r.get(), 0}.i64(1), std::move(sql)};
+            c.created_at = created_at;
+            c.claimed_at = Row{r.get(), 0}.i64(0);
+            c.lease_until = 0;
+            return c;
+        };
+
+        if (status == Status::queued) {
+            if (too_long) {
+                if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
+            } else if (auto c = take("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
+                                     "executions=executions+1, owner=$2, owner_pid=$3, owner_start=$4, "
+                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5 "
+                                     "WHERE id=$6 AND status='queued' AND attempts=$7 "
+                                     "RETURNING started_at, lease_until")) {
+                return *c;
+            }
+        } else {
+            // running: is its owner gone? On this host we can tell at once; elsewhere its
+            // supervisor's record or the lease says.
+            if (!owner_gone(owner, lease, lost, now)) return {ClaimKind::held, 0, status, lease};
+            if (cancel_pending) {
+                auto r = exec("UPDATE sqlq_tasks SET status='cancelled', finished_at=" + now_sql(1) +
+                                  ", outcomes=outcomes+1, lease_until=NULL "
+                                  "WHERE id=$2 AND status='running' AND attempts=$3 RETURNING finished_at",
+                              Params() << clock() << id << attempts);
+                if (PQntuples(r.get()) > 0) {
+                    Claim c{ClaimKind::cancelled_now, 0, Status::cancelled};
+                    c.created_at = created_at;
+                    c.claimed_at = Row{r.get(), 0}.i64(0);
+                    c.cancel_requested_at = cancel_requested_at;
+                    return c;
+                }
+            } else if (rules.timeout_ms > 0 && now - started_at >= rules.timeout_ms + rules.deadline_grace_ms) {
+                if (fail_now("'running'", hard_deadline_error(rules.timeout_ms, rules.deadline_grace_ms)))
+                    return {ClaimKind::past_deadline, 0, Status::failed};
+            } else if (attempts >= rules.max_attempts) {
+                if (fail_now("'running'", gave_up_error(attempts, lost_reason)))
+                    return {ClaimKind::gave_up, 0, Status::failed};
+            } else if (too_long) {
+                if (refuse("'running'")) return {ClaimKind::refused, 0, Status::failed};
+            } else if (auto c = take("UPDATE sqlq_tasks SET attempts=attempts+1, executions=executions+1, "
+                                     "owner=$2, owner_pid=$3, owner_start=$4, started_at=" + now_sql(1) +
+                                     ", lease_until=" + now_sql(1) + " + $5, "
+                                     "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
+                                     "ELSE greatest(0, " + now_sql(1) + " - owner_lost_at) END, "
+                                     "owner_lost_at=NULL, lost_reason=NULL "
+                                     "WHERE id=$6 AND status='running' AND attempts=$7 "
+                                     "RETURNING started_at, lease_until")) {
+                return *c;
+            }
+        }
+        // Someone else moved the task between our read and our write: look again.
+        if (round > 100) throw Error("task " + std::to_string(id) + ": claim keeps losing races");
+    }
+}
+
+TaskStore::Tick PgStore::tick(int64_t id, int64_t token, Renew renew) {
+    Tick t;
+    auto r = renew == Renew::yes
+                 ? exec("UPDATE sqlq_tasks SET lease_until=" + now_sql(1) + " + $2 "
+                        "WHERE id=$3 AND status='running' AND attempts=$4 RETURNING true, cancel_requested_at",
+                        Params() << clock() << cfg_.lease_ms << id << token)
+                 : exec("SELECT status='running' AND attempts=$2, cancel_requested_at FROM sqlq_tasks WHERE id=$1",
+                        Params() << id << token);
+    if (PQntuples(r.get()) == 0) {
+        t.still_owner = false;
+        return t;
+    }
+    const Row row{r.get(), 0};
+    t.still_owner = row.boolean(0);
+    t.cancel_requested = !row.null(1);
+    t.cancel_requested_at = row.i64(1);
+    return t;
+}
+
+bool PgStore::finish(int64_t id, int64_t token, const Outcome& o) {
+    // One statement: the status and the result together, or neither (fenced out).
+    auto r = exec("WITH done AS (UPDATE sqlq_tasks SET status=$3, finished_at=" + now_sql(1) +
+                      ", error=$4, row_count=$5, result_bytes=$6, "
+                      "result_ref=CASE WHEN $7::boolean THEN 'results/' || id END, outcomes=outcomes+1, "
+                      "lease_until=NULL WHERE id=$2 AND status='running' AND attempts=$10 RETURNING id, finished_at), "
+                      "kept AS (INSERT INTO sqlq_results(task_id, columns, rows, created_at) "
+                      "SELECT id, $8, $9, finished_at FROM done WHERE $7::boolean "
+                      "ON CONFLICT (task_id) DO UPDATE SET columns=excluded.columns, rows=excluded.rows, "
+                      "created_at=excluded.created_at) "
+                      "SELECT count(*) FROM done",
+                  Params() << clock() << id << to_string(o.status) << o.error << o.row_count << o.result_bytes
+                           << bool(o.result) << (o.result ? o.result->columns_json : std::string())
+                           << (o.result ? o.result->rows_json : std::string()) << token);
+    return Row{r.get(), 0}.i64(0) > 0;
+}
+
+TaskStore::FailKind PgStore::fail_unowned(int64_t id, const std::string& error, const Owner& me) {
+    for (int round = 0;; ++round) {
+        auto sel = exec("SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
+                        "owner_lost_at IS NOT NULL, " + now_sql(2) + " FROM sqlq_tasks WHERE id=$1",
+                        Params() << id << clock());
+        if (PQntuples(sel.get()) == 0) return FailKind::unknown;
+        const Row row{sel.get(), 0};
+        const Status status = parse_status(row.text(0)).value_or(Status::failed);
+        const int64_t attempts = row.i64(1);
+        const Owner owner{owner_host(row.text(2)), row.i64(3), row.i64(4)};
+        const int64_t lease = row.i64(5);
+        const bool cancel_pending = !row.null(6);
+        const bool lost = row.boolean(7);
+        const int64_t now = row.i64(8);
+        if (terminal(status)) return FailKind::finished;
+        if (status == Status::running) {
+            const bool mine = me.pid != 0 && owner.pid == me.pid && owner.start == me.start && owner.host == me.host;
+            if (!mine && !owner_gone(owner, lease, lost, now)) return FailKind::held;
+        }
+        const bool cancel = status == Status::running && cancel_pending;
+        auto r = exec("UPDATE sqlq_tasks SET status=$2, finished_at=" + now_sql(1) +
+                          ", error=$3, outcomes=outcomes+1, lease_until=NULL "
+                          "WHERE id=$4 AND status=$5 AND attempts=$6 RETURNING 1",
+                      Params() << clock() << (cancel ? "cancelled" : "failed")
+                               << (cancel ? std::optional<std::string>() : std::optional<std::string>(error)) << id
+                               << to_string(status) << attempts);
+        if (PQntuples(r.get()) > 0) return cancel ? FailKind::cancelled : FailKind::failed;
+        if (round > 100) throw Error("task " + std::to_string(id) + ": failing it keeps losing races");
+    }
+}
+
+std::vector<int64_t> PgStore::give_up_stale(int64_t stale_ms, int max_attempts) {
+    auto r = exec("SELECT id, attempts FROM sqlq_tasks WHERE status='running' AND attempts >= $1 "
+                  "AND lease_until < " + now_sql(3) + " - $2 ORDER BY id LIMIT 1000",
+                  Params() << max_attempts << stale_ms << clock());
+    std::vector<int64_t> failed;
+    for (int i = 0; i < PQntuples(r.get()); ++i) {
+        const Row row{r.get(), i};
+        if (fail_unowned(row.i64(0), gave_up_error(row.i64(1), std::nullopt), Owner{}) == FailKind::failed)
+            failed.push_back(row.i64(0));
+    }
+    return failed;
+}
+
+TaskStore::CancelResult PgStore::request_cancel(int64_t id, const std::string& by) {
+    // Queued: cancelled at once, its message will be skipped.
+    if (PQntuples(exec("UPDATE sqlq_tasks SET status='cancelled', cancel_requested_at=" + now_sql(1) +
+                           ", cancelled_by=$2, finished_at=" + now_sql(1) +
+                           ", outcomes=outcomes+1 WHERE id=$3 AND status='queued' RETURNING 1",
+                       Params() << clock() << by << id)
+                      .get()) > 0)
+        return {CancelKind::cancelled, Status::cancelled};
+    // Running: ask its worker, which stops the query and records the cancel.
+    if (PQntuples(exec("UPDATE sqlq_tasks SET cancel_requested_at=coalesce(cancel_requested_at, " + now_sql(1) +
+                           "), cancelled_by=coalesce(cancelled_by, $2) WHERE id=$3 AND status='running' RETURNING 1",
+                       Params() << clock() << by << id)
+                      .get()) > 0)
+        return {CancelKind::requested, Status::running};
+    auto t = get(id);
+    if (!t) return {CancelKind::unknown};
+    return {CancelKind::already_finished, t->status};  // states only move forward
+}
+
+std::optional<Task> PgStore::get(int64_t id) {
+    auto r = exec("SELECT " + kTaskColumns + " FROM sqlq_tasks WHERE id=$1", Params() << id);
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    return task_from_row(Row{r.get(), 0});
+}
+
+std::vector<Task> PgStore::list(const ListFilter& f) {
+    auto r = exec("SELECT " + kListColumns +
+                      " FROM sqlq_tasks WHERE ($1::text IS NULL OR status=$1) AND ($3::text IS NULL OR submitter=$3)"
+                      " ORDER BY id DESC LIMIT $2",
+                  Params() << (f.status ? std::optional<std::string>(to_string(*f.status)) : std::nullopt) << f.limit
+                           << f.submitter);
+    return tasks_of(r.get());
+}
+
+std::optional<ResultData> PgStore::result(int64_t id) {
+    auto r = exec("SELECT columns, rows FROM sqlq_results WHERE task_id=$1", Params() << id);
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    const Row row{r.get(), 0};
+    return ResultData{row.text(0), row.text(1)};
+}
+
+std::optional<TaskStore::ResultPage> PgStore::result_page(int64_t id, int64_t offset, int64_t limit) {
+    // The server walks the stored text; only the page's rows travel, each as it was stored.
+    auto r = exec("SELECT columns, json_array_length(rows::json), "
+                  " '[' || coalesce((SELECT string_agg(e.v::text, ',' ORDER BY e.n) FROM "
+                  "   json_array_elements(rows::json) WITH ORDINALITY AS e(v, n) WHERE e.n > $3 AND e.n <= $3 + $2), "
+                  "   '') || ']' "
+                  "FROM sqlq_results WHERE task_id=$1",
+                  Params() << id << std::max<int64_t>(limit, 0) << std::max<int64_t>(offset, 0));
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    const Row row{r.get(), 0};
+    return ResultPage{row.text(0), row.text(2), row.i64(1)};
+}
+
+std::vector<Task> PgStore::changes(int64_t after_id, const std::vector<int64_t>& ids) {
+    auto r = exec("SELECT " + kListColumns +
+                      " FROM sqlq_tasks WHERE status IN ('queued','running') OR id > $1 OR id = ANY($2::bigint[])"
+                      " ORDER BY id",
+                  Params() << after_id << int_array(ids));
+    return tasks_of(r.get());
+}
+
+std::map<std::string, int64_t> PgStore::counts() {
+    std::map<std::string, int64_t> out;
+    for (Status st : {Status::queued, Status::running, Status::succeeded, Status::failed, Status::cancelled})
+        out[to_string(st)] = 0;
+    auto r = exec("SELECT status, count(*) FROM sqlq_tasks GROUP BY status");
+    for (int i = 0; i < PQntuples(r.get()); ++i) out[Row{r.get(), i}.text(0)] = Row{r.get(), i}.i64(1);
+    return out;
+}
+
+std::vector<int64_t> PgStore::to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,
+                                           int max_attempts) {
+    auto r = exec("WITH now AS (SELECT " + now_sql(5) + " AS ms) SELECT id FROM sqlq_tasks, now WHERE "
+                  " (status='queued' AND NOT published AND created_at < now.ms - $1)"
+                  " OR ($3 AND status='queued' AND published AND published_at < now.ms - $2)"
+                  " OR (status='running' AND attempts < $4 AND lease_until < now.ms - $2"
+                  "     AND (published_at IS NULL OR published_at < now.ms - $2))"
+                  " ORDER BY id LIMIT 1000",
+                  Params() << unpublished_ms << stale_ms << (idle == QueueIdle::yes) << max_attempts << clock());
+    std::vector<int64_t> ids;
+    for (int i = 0; i < PQntuples(r.get()); ++i) ids.push_back(Row{r.get(), i}.i64(0));
+    return ids;
+}
+
+void PgStore::owner_lost(int64_t id, const Owner& owner, const std::string& why) {
+    exec("UPDATE sqlq_tasks SET owner_lost_at=" + now_sql(1) + ", lost_reason=$2 "
+         "WHERE id=$3 AND status='running' AND owner=$4 AND owner_pid=$5 AND owner_start=$6",
+         Params() << clock() << why << id << owner.name() << owner.pid << owner.start);
+}
+
+bool PgStore::fail_abandoned(int64_t id, const Owner& owner, const std::string& error) {
+    auto r = exec("UPDATE sqlq_tasks SET status='failed', finished_at=" + now_sql(1) +
+                      ", error=$2, outcomes=outcomes+1, lease_until=NULL "
+                      "WHERE id=$3 AND status='running' AND owner=$4 AND owner_pid=$5 AND owner_start=$6 RETURNING 1",
+                  Params() << clock() << error << id << owner.name() << owner.pid << owner.start);
+    return PQntuples(r.get()) > 0;
+}
+
+int64_t PgStore::expire_results(const Retention& ret) {
+    // One statement: the results past their time, then those over the per-user cap and over the
+    // global cap (the newest are kept while their running sum, newest first, fits).
+    auto r = exec(
+        "WITH now AS (SELECT " + now_sql(1) + " AS ms), "
+        "ranked AS (SELECT id, "
+        "  sum(result_bytes) OVER (PARTITION BY submitter ORDER BY finished_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS user_upto, "
+        "  sum(result_bytes) OVER (ORDER BY finished_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS all_upto "
+        "  FROM sqlq_tasks WHERE result_ref IS NOT NULL), "
+        "doomed AS (SELECT task_id AS id FROM sqlq_results, now WHERE created_at < now.ms - $2 * 1000 "
+        "  UNION SELECT id FROM ranked WHERE ($3 > 0 AND user_upto > $3) OR ($4 > 0 AND all_upto > $4)), "
+        "gone AS (DELETE FROM sqlq_results WHERE task_id IN (SELECT id FROM doomed) RETURNING task_id), "
+        "unref AS (UPDATE sqlq_tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND "
+        "  (id IN (SELECT id FROM doomed) OR finished_at < (SELECT ms FROM now) - $2 * 1000)) "
+        "SELECT count(*) FROM gone",
+        Params() << clock() << ret.ttl_s << ret.max_bytes_per_user << ret.max_bytes);
+    return Row{r.get(), 0}.i64(0);
+}
+
+TaskStore::AuditFigures PgStore::audit() {
+    AuditFigures f;
+    f.by_status = counts();
+    {
+        auto r = exec("SELECT count(*) FILTER (WHERE NOT published AND status IN ('queued','running')),"
+                      " count(*) FILTER (WHERE outcomes > 1),"
+                      " coalesce(sum(greatest(executions - 1, 0)), 0) FROM sqlq_tasks");
+        const Row row{r.get(), 0};
+        f.unpublished = row.i64(0);
+        f.duplicate_outcomes = row.i64(1);
+        f.reexecuted = row.i64(2);
+    }
+    {
+        auto r = exec("SELECT id, owner, owner_pid, owner_start, lease_until, owner_lost_at IS NOT NULL, " +
+                          now_sql(1) + " FROM sqlq_tasks WHERE status='running' ORDER BY id",
+                      Params() << clock());
+        for (int i = 0; i < PQntuples(r.get()); ++i) {
+            const Row row{r.get(), i};
+            if (owner_gone({owner_host(row.text(1)), row.i64(2), row.i64(3)}, row.i64(4), row.boolean(5), row.i64(6)))
+                f.stuck_ids.push_back(row.i64(0));
+        }
+        f.stuck = int64_t(f.stuck_ids.size());
+    }
+    {
+        auto r = exec("SELECT count(*) FROM sqlq_tasks WHERE status='queued' "
+                      "AND coalesce(published_at, created_at) < " + now_sql(1) + " - 5000",
+                      Params() << clock());
+        f.queued_stale = Row{r.get(), 0}.i64(0);
+    }
+    {
+        auto r = exec("SELECT recovery_ms FROM sqlq_tasks WHERE recovery_ms IS NOT NULL ORDER BY recovery_ms");
+        for (int i = 0; i < PQntuples(r.get()); ++i) f.recovery_ms.push_back(Row{r.get(), i}.i64(0));
+    }
+    return f;
+}
+
+std::unique_ptr<StoreWatch> PgStore::watch() {
+    try {
+        return std::make_unique<PgWatch>(params_, cfg_.url);
+    } catch (const Error&) {
+        return std::make_unique<PollingWatch>();  // the server cannot be reached now: poll
+    }
+}
+
+}  // namespace sqlq
