@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "amqp/connection.h"
+#include "support/postgres.h"
 #include "util/clock.h"
 
 extern char** environ;
@@ -81,7 +82,13 @@ std::string Env::broker_url() const {
 
 void Env::rewrite(const Setup& s) { write(s); }
 
-void Env::write(const Setup& s) {
+void Env::write(const Setup& given) {
+    Setup s = given;
+    const char* engine = std::getenv("SQLQ_TEST_STORE");
+    if (engine && std::string(engine) == "postgres" && s.store_url.empty() && s.store_path == Setup{}.store_path) {
+        if (!store_db_) store_db_ = std::make_shared<ScratchDatabase>();
+        s.store_url = static_cast<ScratchDatabase*>(store_db_.get())->url;
+    }
     config_path_ = dir() + "/sqlq.conf";
     url_ = s.broker_url;
     std::map<std::string, std::string> sec = s.sections;

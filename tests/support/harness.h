@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -40,7 +41,10 @@ struct Setup {
     std::map<std::string, std::string> sections;  // section → extra lines
     std::string broker_url;  // empty: the fixture's node as guest
     std::string store_path = "sqlq.db";  // relative to the env's directory, or absolute
-    std::string store_url;  // [store] url (a PostgreSQL store) instead of store_path when set
+    // [store] url (a PostgreSQL store) instead of store_path when set. With SQLQ_TEST_STORE=postgres
+    // in the environment, an Env whose setup names neither gets a database of its own on the
+    // postgres fixture's server: a suite runs on the PostgreSQL store unchanged.
+    std::string store_url;
     std::string database;  // [query] database; empty: the broker fixture's SQLite demo database
 };
 
@@ -57,6 +61,7 @@ public:
 private:
     void write(const Setup& s);
     TempDir tmp_;
+    std::shared_ptr<void> store_db_;  // SQLQ_TEST_STORE=postgres: the Env's database (a ScratchDatabase)
     std::string url_;
     std::string queue_;
     std::string config_path_;
