@@ -5,6 +5,7 @@ page that comes whole and right.
 import csv
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,34 @@ class SupervisedTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             env.fleet = False
             self.assertTrue(gone(web["pid"]), "sqlq-web outlived the fleet's stop")
+            self.assertFalse(serves(env))
+        finally:
+            env.close()
+
+    def test_a_reload_starts_and_stops_sqlq_web_as_enabled_says(self):
+        port = free_port()
+        env = WebEnv(workers=1, listen="127.0.0.1:%d" % port)
+        try:
+            env.start_fleet()
+            env.use_address("127.0.0.1", port)
+            self.assertNotIn("web", env.supervisor_status())
+            self.assertFalse(serves(env))
+
+            def reload_with(enabled):
+                text = re.sub(r"\[web\]\n(enabled = \w+\n)?", "[web]\nenabled = %s\n" % enabled, open(env.config).read())
+                with open(env.config, "w") as f:
+                    f.write(text)
+                r = subprocess.run([bin_path("sqlq-supervisor"), "-c", env.config, "reload"], capture_output=True,
+                                   text=True, timeout=60)
+                self.assertEqual(r.returncode, 0, r.stderr)
+
+            reload_with("true")
+            web = wait_for(lambda: (lambda w: w if w and w["state"] == "running" else None)(
+                env.supervisor_status().get("web")), 30, "sqlq-web started by the reload")
+            wait_for(lambda: serves(env), 30, "sqlq-web to serve")
+            reload_with("false")
+            wait_for(lambda: "web" not in env.supervisor_status(), 30, "sqlq-web stopped by the reload")
+            self.assertTrue(gone(web["pid"]))
             self.assertFalse(serves(env))
         finally:
             env.close()
