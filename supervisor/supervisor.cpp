@@ -51,8 +51,9 @@ Keeper::Policy web_policy_from(const Config& cfg) {
     return p;
 }
 
-// One child process's pipes (a worker's, or sqlq-web's: slot 0, no status pipe). Handlers hold it by shared_ptr, so it lives until both pipes are
-// at EOF, which may be after the process was reaped.
+// One child process's pipes: a worker's, or sqlq-web's (slot 0, no status pipe). Handlers hold
+// it by shared_ptr, so it lives until both pipes are at EOF, which may be after the process was
+// reaped.
 struct Supervisor::Child {
     Child(asio::io_context& io, int slot_, uint64_t generation_, pid_t pid_, int status_fd, int output_fd)
         : slot(slot_), generation(generation_), pid(pid_), output(io, output_fd) {
