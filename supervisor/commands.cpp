@@ -201,6 +201,7 @@ int cmd_start(const std::string& config_opt, Attach attach, Format format) {
     RunOptions opts;
     opts.foreground = foreground;
     opts.worker = find_worker(cfg.supervisor.worker_path);
+    if (cfg.web.enabled) opts.web = find_program("sqlq-web", "web", " ([web] enabled = true)");
     preflight(cfg);
     if (auto w = consumer_timeout_warning(cfg); !w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
 
@@ -302,6 +303,20 @@ int cmd_status(const std::string& config_opt, StatusFormat format) {
     std::cout << "config  " << st.value("config", std::string()) << "\n";
     std::cout << "broker  " << st.value("broker", std::string()) << "\n";
     std::cout << "workers " << st["ready"] << " of " << st["target"] << " ready, " << st["alive"] << " processes\n";
+    if (st.contains("web")) {
+        // sqlq-web, kept by the supervisor: "web     running, pid 812, up 3m, 127.0.0.1:8080, 1 restart"
+        const json& w = st["web"];
+        std::cout << "web     " << w.value("state", std::string()) << ", "
+                  << (w["pid"].is_null() ? std::string("no process") : "pid " + std::to_string(w["pid"].get<int64_t>()));
+        if (!w["uptime_ms"].is_null()) std::cout << ", up " << format_duration(w["uptime_ms"].get<int64_t>());
+        std::cout << ", " << w.value("listen", std::string()) << ", " << w.value("restarts", int64_t(0)) << " restarts";
+        if (!w["last_exit"].is_null()) std::cout << ", last exit " << w["last_exit"].get<std::string>();
+        if (w.contains("retry_in_ms"))
+            std::cout << "; " << w.value("failed_starts", 0) << " failed starts, retry in "
+                      << format_duration(w["retry_in_ms"].get<int64_t>())
+                      << (w.contains("last_error") ? ": " + w["last_error"].get<std::string>() : "");
+        std::cout << "\n";
+    }
     const json& q = st["queue"];
     if (q.contains("error")) std::cout << "queue   " << q["name"].get<std::string>() << ": " << q["error"].get<std::string>() << "\n";
     else

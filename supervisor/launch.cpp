@@ -78,28 +78,36 @@ void write_str(int fd, const char* s) {
 }  // namespace
 
 Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask) {
+    return launch({worker, "-c", config, "--slot", std::to_string(slot)}, mask, StatusPipe::yes);
+}
+
+Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status) {
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
     const pid_t parent = ::getpid();
-    const std::string slot_arg = std::to_string(slot);
-    std::vector<const char*> argv = {worker.c_str(), "-c", config.c_str(), "--slot", slot_arg.c_str(), nullptr};
+    const bool status_pipe = with_status == StatusPipe::yes;
+    std::vector<const char*> argv;
+    for (const auto& a : args) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
     const std::string fd_var = "SQLQ_STATUS_FD=" + std::to_string(kStatusFd);
     const std::string pid_var = "SQLQ_SUPERVISOR_PID=" + std::to_string(parent);
     std::vector<const char*> envp;
     for (char** e = environ; *e; ++e)
         if (std::strncmp(*e, "SQLQ_STATUS_FD=", 15) != 0 && std::strncmp(*e, "SQLQ_SUPERVISOR_PID=", 20) != 0)
             envp.push_back(*e);
-    envp.push_back(fd_var.c_str());
-    envp.push_back(pid_var.c_str());
+    if (status_pipe) {
+        envp.push_back(fd_var.c_str());
+        envp.push_back(pid_var.c_str());
+    }
     envp.push_back(nullptr);
 
     Fd status_r, status_w, out_r, out_w, devnull;
-    make_pipe(status_r, status_w, "status");
+    if (status_pipe) make_pipe(status_r, status_w, "status");
     make_pipe(out_r, out_w, "output");
     devnull.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull.fd < 0) throw Error(std::string("cannot open /dev/null: ") + std::strerror(errno));
 
     pid_t pid = ::fork();
-    if (pid < 0) throw Error(std::string("cannot fork a worker: ") + std::strerror(errno));
+    if (pid < 0) throw Error(std::string("cannot fork ") + args.front() + ": " + std::strerror(errno));
     if (pid == 0) {
         ::setpgid(0, 0);
         // Handlers are reset by exec anyway; ignored signals (SIGPIPE) would stay ignored.
@@ -111,29 +119,33 @@ Launched launch_worker(const std::string& worker, const std::string& config, int
         // The supervisor may have died before prctl: then nobody would ever kill us.
         if (::getppid() != parent) ::_exit(1);
         if (::dup2(devnull.fd, 0) < 0 || ::dup2(out_w.fd, 1) < 0 || ::dup2(out_w.fd, 2) < 0 ||
-            ::dup2(status_w.fd, kStatusFd) < 0)
-            child_fail("cannot set up the worker's fds", nullptr, errno);
+            (status_pipe && ::dup2(status_w.fd, kStatusFd) < 0))
+            child_fail("cannot set up the child's fds", nullptr, errno);
         // Whatever else is open (the sweeper's sockets, the log file) stays ours.
-        ::close_range(kStatusFd + 1, ~0U, 0);
-        ::execve(worker.c_str(), const_cast<char* const*>(argv.data()), const_cast<char* const*>(envp.data()));
-        child_fail("cannot execute", worker.c_str(), errno);
+        ::close_range(status_pipe ? kStatusFd + 1 : kStatusFd, ~0U, 0);
+        ::execve(argv[0], const_cast<char* const*>(argv.data()), const_cast<char* const*>(envp.data()));
+        child_fail("cannot execute", argv[0], errno);
     }
     Launched l;
     l.pid = pid;
-    l.status_fd = status_r.release();
+    l.status_fd = status_pipe ? status_r.release() : -1;
     l.output_fd = out_r.release();
     return l;
 }
 
 std::string find_worker(const std::string& configured) {
-    auto runnable = [](const fs::path& p) { return ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p); };
     if (!configured.empty()) {
-        if (!runnable(configured))
-            throw Error("[supervisor] worker_path " + configured + ": not an executable file", kExitUsage);
+        auto runnable = ::access(configured.c_str(), X_OK) == 0 && !fs::is_directory(configured);
+        if (!runnable) throw Error("[supervisor] worker_path " + configured + ": not an executable file", kExitUsage);
         return configured;
     }
+    return find_program("sqlq-worker", "worker", "; set [supervisor] worker_path");
+}
+
+std::string find_program(const std::string& name, const std::string& build_dir, const std::string& hint) {
+    auto runnable = [](const fs::path& p) { return ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p); };
     const fs::path self = self_dir();
-    std::vector<fs::path> tried = {self / "sqlq-worker", (self / ".." / "worker" / "sqlq-worker").lexically_normal()};
+    std::vector<fs::path> tried = {self / name, (self / ".." / build_dir / name).lexically_normal()};
     for (const auto& p : tried)
         if (runnable(p)) return p.string();
     if (const char* path = std::getenv("PATH")) {
@@ -142,13 +154,13 @@ std::string find_worker(const std::string& configured) {
         while (start <= dirs.size()) {
             size_t end = dirs.find(':', start);
             if (end == std::string::npos) end = dirs.size();
-            fs::path p = fs::path(dirs.substr(start, end - start)) / "sqlq-worker";
+            fs::path p = fs::path(dirs.substr(start, end - start)) / name;
             if (end > start && runnable(p)) return p.string();
             start = end + 1;
         }
     }
-    throw Error("cannot find sqlq-worker (looked in " + tried[0].string() + ", " + tried[1].string() +
-                    " and PATH); set [supervisor] worker_path",
+    throw Error("cannot find " + name + " (looked in " + tried[0].string() + ", " + tried[1].string() + " and PATH)" +
+                    hint,
                 kExitUsage);
 }
 

@@ -1,9 +1,10 @@
 #pragma once
-// Starting one worker process with fork/exec, the way a supervisor must:
+// Starting one child process (a worker, or sqlq-web) with fork/exec, the way a supervisor must:
 //   - its own process group (a ^C at the supervisor's terminal is the supervisor's to handle);
 //   - every signal disposition back to default and the supervisor's original signal mask;
 //   - stdin from /dev/null; stdout and stderr into a pipe the supervisor logs from;
-//   - the status pipe's write end on fd 3, named by SQLQ_STATUS_FD; SQLQ_SUPERVISOR_PID set;
+//   - for a worker, the status pipe's write end on fd 3, named by SQLQ_STATUS_FD, and
+//     SQLQ_SUPERVISOR_PID set;
 //   - PR_SET_PDEATHSIG=SIGKILL before exec, and getppid() checked after setting it, so a worker
 //     never outlives a supervisor that was SIGKILLed between fork and prctl;
 //   - every other fd closed; exit 127 when the binary is missing, 126 when it cannot be run.
@@ -12,6 +13,7 @@
 #include <csignal>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace sqlq::supervisor {
 
@@ -24,11 +26,17 @@ struct Launched {
 };
 
 // Throws sqlq::Error when the process cannot be created (pipe or fork failed).
-// `mask` is the signal mask the child starts with.
+// `mask` is the signal mask the child starts with. `args` is the argv, args[0] the binary's path.
+enum class StatusPipe : bool { no, yes };
+Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status);
+// A worker: `WORKER -c CONFIG --slot N`, with the status pipe.
 Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask);
 
 // The worker binary: [supervisor] worker_path, else sqlq-worker next to this binary, else in
 // ../worker/ (the build tree), else "sqlq-worker" found on PATH. Throws sqlq::Error naming where it looked.
 std::string find_worker(const std::string& configured);
+// The program `name`: next to this binary, else in ../BUILD_DIR/ (the build tree), else on PATH.
+// Throws sqlq::Error (kExitUsage) naming where it looked, followed by `hint`.
+std::string find_program(const std::string& name, const std::string& build_dir, const std::string& hint = "");
 
 }  // namespace sqlq::supervisor

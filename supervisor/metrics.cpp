@@ -264,6 +264,17 @@ std::vector<Family> collect(const Fleet& fleet, const TaskMetrics& tasks, const 
     failed.samples = by_reason(fleet.counters().failed_starts, {"exec", "exit", "signal", "spawn"});
     out.push_back(std::move(failed));
 
+    if (info.web_kept) {
+        auto up = family("sqlq_web_up", "1 while the sqlq-web process the supervisor keeps ([web] enabled) is running",
+                         Type::gauge);
+        up.samples.push_back({{}, info.web_up ? 1.0 : 0.0});
+        out.push_back(std::move(up));
+        auto again = family("sqlq_web_restarts_total", "Times the supervisor started sqlq-web again after it ended",
+                            Type::counter);
+        again.samples.push_back({{}, double(info.web_restarts)});
+        out.push_back(std::move(again));
+    }
+
     // --- tasks ---
     auto finished = family("sqlq_tasks_finished_total",
                            "Task outcomes this fleet wrote, by status and by whom (worker, or the supervisor's sweeper)",

@@ -121,6 +121,9 @@ struct Info {
     std::string queue;    // [broker] queue, the label of the queue figures
     double start_time_s = 0;  // the supervisor's start, seconds since the epoch
     int64_t now_ms = 0;       // mono_ms() now, against SweepFigures::at_ms and the slots' times
+    bool web_kept = false;    // the supervisor keeps sqlq-web ([web] enabled): the two below are shown
+    bool web_up = false;      // sqlq-web's process is running
+    uint64_t web_restarts = 0;
 };
 
 // The families of one scrape, from what the supervisor holds: the slot table (states, restarts,

@@ -3,6 +3,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,15 +41,28 @@ Policy policy_from(const Config& cfg) {
     return p;
 }
 
-// One worker process's pipes. Handlers hold it by shared_ptr, so it lives until both pipes are
-// at EOF, which may be after the process was reaped.
+Keeper::Policy web_policy_from(const Config& cfg) {
+    const SupervisorConfig& c = cfg.supervisor;
+    Keeper::Policy p;
+    p.stop_timeout_ms = c.stop_timeout_ms;
+    p.failed_start_ms = c.failed_start_ms;
+    p.backoff_initial_ms = c.backoff_initial_ms;
+    p.backoff_max_ms = c.backoff_max_ms;
+    return p;
+}
+
+// One child process's pipes: a worker's, or sqlq-web's (slot 0, no status pipe). Handlers hold
+// it by shared_ptr, so it lives until both pipes are at EOF, which may be after the process was
+// reaped.
 struct Supervisor::Child {
     Child(asio::io_context& io, int slot_, uint64_t generation_, pid_t pid_, int status_fd, int output_fd)
-        : slot(slot_), generation(generation_), pid(pid_), status(io, status_fd), output(io, output_fd) {}
+        : slot(slot_), generation(generation_), pid(pid_), output(io, output_fd) {
+        if (status_fd >= 0) status.emplace(io, status_fd);
+    }
     int slot;
     uint64_t generation;
     pid_t pid;
-    asio::posix::stream_descriptor status;
+    std::optional<asio::posix::stream_descriptor> status;
     asio::posix::stream_descriptor output;
     std::array<char, 1024> status_chunk{};
     std::array<char, 4096> output_chunk{};
@@ -68,6 +82,7 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
                    return reply;
                }),
       fleet_(policy_from(cfg), *this, *this),
+      web_("sqlq-web", web_policy_from(cfg), web_spawner_, *this),
       sweeper_(cfg, [this](std::function<void()> f) { asio::post(io_, std::move(f)); }),
       metrics_(io_, [this] { return render_metrics(); }) {
     pthread_sigmask(SIG_SETMASK, nullptr, &original_mask_);
@@ -123,6 +138,9 @@ int Supervisor::run() {
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_url(cfg_.broker.url), cfg_.supervisor.run_dir);
     fleet_.set_target(cfg_.supervisor.workers);
+    // sqlq-web is not part of the start's "ready": a console that cannot bind shows in status
+    // (and in the log) and is retried with a backoff, while the fleet serves `sqlq` meanwhile.
+    if (cfg_.web.enabled) web_.set_wanted(true);
     start_timer_.expires_after(std::chrono::milliseconds(cfg_.supervisor.start_timeout_ms));
     start_timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || phase_ != Phase::starting) return;
@@ -156,6 +174,15 @@ void Supervisor::signal(pid_t pid, int sig) {
         spdlog::error("pid {}: cannot send signal {}: {}", pid, sig, std::strerror(errno));
 }
 
+Spawned Supervisor::WebSpawner::spawn(int, uint64_t generation) {
+    if (sup.opts_.web.empty()) throw Error("no sqlq-web binary was found at start; restart the supervisor");
+    Launched l = launch({sup.opts_.web, "-c", sup.cfg_.file}, sup.original_mask_, StatusPipe::no);
+    auto c = std::make_shared<Child>(sup.io_, 0, generation, l.pid, -1, l.output_fd);
+    sup.children_[l.pid] = c;
+    sup.read_output(c);
+    return {l.pid, process_start_time(l.pid)};
+}
+
 int64_t Supervisor::rss_mb(pid_t pid) { return static_cast<int64_t>(process_memory(pid).rss_kib / 1024); }
 
 // --- signals and reaping ---
@@ -170,6 +197,7 @@ void Supervisor::wait_signals() {
             if (phase_ == Phase::stopping) {
                 spdlog::warn("{} again: killing every worker now", sigabbrev_np(sig));
                 fleet_.kill_all();
+                web_.kill();
             } else {
                 begin_stop(std::string("SIG") + sigabbrev_np(sig));
             }
@@ -198,18 +226,18 @@ void Supervisor::reap() {
         if (it != children_.end()) {
             // The process is gone, so all it wrote is in the pipe: read it before the exit, so a
             // last "busy 42" is not lost (it decides owner_lost).
-            drain_status(*it->second);
+            if (it->second->status) drain_status(*it->second);
             children_.erase(it);
         }
-        if (!fleet_.exited(pid, status))
-            spdlog::warn("reaped pid {} ({}), which is no worker of ours", pid, describe_wait_status(status));
+        if (!fleet_.exited(pid, status) && !web_.exited(pid, status))
+            spdlog::warn("reaped pid {} ({}), which is no child of ours", pid, describe_wait_status(status));
     }
 }
 
 // --- worker pipes ---
 
 void Supervisor::read_status(std::shared_ptr<Child> c) {
-    c->status.async_read_some(asio::buffer(c->status_chunk), [this, c](boost::system::error_code ec, size_t n) {
+    c->status->async_read_some(asio::buffer(c->status_chunk), [this, c](boost::system::error_code ec, size_t n) {
         if (ec) return;  // EOF: the process is gone (its exit comes through reap)
         c->status_buf.append(c->status_chunk.data(), n);
         feed_status(*c);
@@ -220,7 +248,7 @@ void Supervisor::read_status(std::shared_ptr<Child> c) {
 
 void Supervisor::drain_status(Child& c) {
     for (;;) {
-        ssize_t n = ::read(c.status.native_handle(), c.status_chunk.data(), c.status_chunk.size());
+        ssize_t n = ::read(c.status->native_handle(), c.status_chunk.data(), c.status_chunk.size());
         if (n > 0) {
             c.status_buf.append(c.status_chunk.data(), static_cast<size_t>(n));
             continue;
@@ -257,6 +285,12 @@ void Supervisor::read_output(std::shared_ptr<Child> c) {
             c->output_buf.erase(0, nl == std::string::npos ? len : nl + 1);
             if (line.empty()) continue;
             raw_->info("{}", line);
+            if (c->slot == 0) {
+                // Kept after its exit too: why it failed to start is often its last line.
+                if (web_.generation() == c->generation)
+                    web_.set_last_words(line.size() > 300 ? line.substr(0, 300) : line);
+                continue;
+            }
             Slot* s = fleet_.find(c->slot);
             if (s && s->generation == c->generation) {
                 // Kept for status and the start error: the line without the worker's timestamp.
@@ -288,7 +322,7 @@ void Supervisor::after_event() {
             }
         }
     }
-    if (fleet_.done()) {
+    if (fleet_.done() && web_.done()) {
         finish();
         return;
     }
@@ -297,6 +331,7 @@ void Supervisor::after_event() {
 
 void Supervisor::arm_timer() {
     int64_t next = fleet_.next_deadline();
+    if (int64_t w = web_.next_deadline(); w != 0 && (next == 0 || w < next)) next = w;
     if (next == 0) {
         timer_.cancel();
         return;
@@ -305,6 +340,7 @@ void Supervisor::arm_timer() {
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) return;  // re-armed or cancelled
         fleet_.tick();
+        web_.tick();
         after_event();
     });
 }
@@ -349,6 +385,7 @@ void Supervisor::begin_stop(const std::string& why) {
     start_timer_.cancel();
     spdlog::info("stopping ({}): {} workers, stop_timeout_ms {}", why, fleet_.alive(), cfg_.supervisor.stop_timeout_ms);
     fleet_.stop();
+    web_.stop();
 }
 
 void Supervisor::finish() {
@@ -380,9 +417,20 @@ std::string Supervisor::reload() {
     const int before = fleet_.target();
     cfg_ = fresh;
     fleet_.set_policy(policy_from(cfg_));
+    web_.set_policy(web_policy_from(cfg_));
     sweeper_.update(cfg_);
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
-    if (phase_ != Phase::stopping) fleet_.set_target(cfg_.supervisor.workers);
+    if (phase_ != Phase::stopping) {
+        fleet_.set_target(cfg_.supervisor.workers);
+        if (cfg_.web.enabled && opts_.web.empty()) {
+            try {
+                opts_.web = find_program("sqlq-web", "web");
+            } catch (const Error& e) {
+                spdlog::error("reload: [web] enabled, but {}", e.what());
+            }
+        }
+        web_.set_wanted(cfg_.web.enabled && !opts_.web.empty());
+    }
     return "";
 }
 
@@ -395,6 +443,11 @@ std::string Supervisor::render_metrics() {
     info.queue = cfg_.broker.queue;
     info.start_time_s = started_wall_s_;
     info.now_ms = mono_ms();
+    if (cfg_.web.enabled || !web_.done()) {
+        info.web_kept = true;
+        info.web_up = web_.state() == Keeper::State::running;
+        info.web_restarts = web_.restarts();
+    }
     return metrics::exposition(metrics::collect(fleet_, task_metrics_, sweep_figures_, info));
 }
 
@@ -410,7 +463,12 @@ std::string Supervisor::handle(const control::Request& r) {
         id.broker = redact_url(cfg_.broker.url);
         id.phase = phase_;
         id.uptime_ms = mono_ms() - started_ms_;
-        return control::status_reply(status_json(id, fleet_, mono_ms()));
+        nlohmann::json st = status_json(id, fleet_, mono_ms());
+        if (cfg_.web.enabled || !web_.done()) {
+            st["web"] = web_.status_json(mono_ms());
+            st["web"]["listen"] = cfg_.web.listen;
+        }
+        return control::status_reply(st);
     }
     case control::Command::stop:
         spdlog::info("control: stop");

@@ -5,8 +5,10 @@
 //   - each worker's status pipe (→ Fleet::report) and output pipe (→ the log);
 //   - the control socket (control_server.h; requests in control/protocol.h);
 //   - GET /metrics when [supervisor] metrics_listen is set (metrics_server.h, metrics.h);
-//   - one timer, always armed at Fleet::next_deadline().
-// The Fleet decides; this class only carries events to it and its decisions to processes.
+//   - sqlq-web's output pipe when [web] enabled (the Keeper, keeper.h, decides its life);
+//   - one timer, always armed at the earlier of Fleet::next_deadline() and Keeper::next_deadline().
+// The Fleet and the Keeper decide; this class only carries events to them and their decisions to
+// processes.
 #include <csignal>
 #include <map>
 #include <memory>
@@ -21,6 +23,7 @@
 #include "control/protocol.h"
 #include "supervisor/control_server.h"
 #include "supervisor/fleet.h"
+#include "supervisor/keeper.h"
 #include "supervisor/metrics.h"
 #include "supervisor/metrics_server.h"
 #include "supervisor/phase.h"
@@ -31,11 +34,13 @@ namespace sqlq::supervisor {
 struct RunOptions {
     bool foreground = true;
     std::string worker;   // the worker binary (find_worker)
+    std::string web;      // the sqlq-web binary (find_program), "" when [web] is not enabled
     int ready_fd = -1;    // background start: "ok PID\n" or "error WHY\n" is written here once
     std::string log_file; // where init_log() sends the log ("" for stderr); worker output goes there too
 };
 
 Policy policy_from(const Config& cfg);
+Keeper::Policy web_policy_from(const Config& cfg);
 
 class Supervisor : private Spawner, private Clock {
 public:
@@ -49,6 +54,14 @@ public:
 
 private:
     struct Child;
+    // Starts sqlq-web for the Keeper (its slot argument is unused).
+    struct WebSpawner : Spawner {
+        explicit WebSpawner(Supervisor& s) : sup(s) {}
+        Spawned spawn(int slot, uint64_t generation) override;
+        void signal(pid_t pid, int sig) override { sup.signal(pid, sig); }
+        int64_t rss_mb(pid_t pid) override { return sup.rss_mb(pid); }
+        Supervisor& sup;
+    };
 
     // Spawner, Clock
     Spawned spawn(int slot, uint64_t generation) override;
@@ -87,6 +100,8 @@ private:
     boost::asio::steady_timer start_timer_;
     ControlServer control_;
     Fleet fleet_;
+    WebSpawner web_spawner_{*this};
+    Keeper web_;                             // sqlq-web, wanted while [web] enabled
     Sweeper sweeper_;
     metrics::TaskMetrics task_metrics_;      // from the workers' "done" lines and the sweeper
     metrics::SweepFigures sweep_figures_;    // the last sweep's, posted by the sweeper

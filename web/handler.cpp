@@ -12,6 +12,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/table.h"
+#include "web/csv_stream.h"
 #include "web/page.h"
 #include "web/users.h"
 
@@ -164,15 +165,9 @@ std::string printable(const std::string& s) {
     return out;
 }
 
-std::string csv_cell(const json& v) {
-    if (v.is_null()) return "";
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_object() && v.contains("blob_hex") && v["blob_hex"].is_string())
-        return "x'" + v["blob_hex"].get<std::string>() + "'";
-    return v.dump();
-}
-
 }  // namespace
+
+std::string sessions_file(const Config& cfg) { return cfg.supervisor.run_dir + "/web-sessions.json"; }
 
 http::status status_for(int exit_code) {
     switch (exit_code) {
@@ -214,7 +209,9 @@ private:
 };
 
 Handler::Handler(const Config& cfg, Clock clock)
-    : cfg_(cfg), clock_(clock ? std::move(clock) : Clock(now_ms)), sessions_(cfg.web.session_ttl_s * 1000) {}
+    : cfg_(cfg),
+      clock_(clock ? std::move(clock) : Clock(now_ms)),
+      sessions_(cfg.web.session_ttl_s * 1000, sessions_file(cfg), clock_()) {}
 
 Handler::Lease Handler::borrow() {
     {
@@ -440,35 +437,25 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
     }
     if (p.size() == 4 && p[3] == "result.csv") {
         if (!get) return not_allowed("GET");
-        ResultData data;
+        std::unique_ptr<ResultReader> reader;
         try {
-            data = svc->result(id);
+            reader = svc->read_result(id);
         } catch (const Error& e) {
             expired_is_gone(e);
         }
-        auto cols = std::make_shared<json>(json::parse(data.columns_json));
-        auto rows = std::make_shared<json>(json::parse(data.rows_json));
+        // The reader reads through the borrowed service's connection: the download keeps both,
+        // the reader declared last so that it closes before the service goes back to the pool.
+        struct Download {
+            Lease lease;
+            CsvStream csv;
+        };
+        auto d = std::make_shared<Download>(Download{std::move(svc), CsvStream(std::move(reader))});
         WebResponse w;
         w.kind = WebResponse::Kind::chunks;
         w.msg = make(status::ok, req, "", "text/csv; charset=utf-8");
         w.msg.set(http::field::content_disposition, "attachment; filename=\"task-" + std::to_string(id) + ".csv\"");
-        // RFC 4180 records, ~64 KiB a chunk: the whole CSV is never in memory at once.
-        w.next_chunk = [cols, rows, next = int64_t(-1)]() mutable -> std::string {
-            std::string out;
-            if (next < 0) {
-                std::vector<std::string> header;
-                for (const auto& c : *cols) header.push_back(csv_cell(c));
-                out = csv_record(header);
-                next = 0;
-            }
-            while (next < int64_t(rows->size()) && out.size() < 64 * 1024) {
-                std::vector<std::string> f;
-                for (const auto& v : (*rows)[size_t(next)]) f.push_back(csv_cell(v));
-                out += csv_record(f);
-                ++next;
-            }
-            return out;
-        };
+        // RFC 4180 records, ~64 KiB a chunk, made as they are sent (web/csv_stream.h).
+        w.next_chunk = [d]() { return d->csv.next(); };
         return w;
     }
     throw HttpError{status::not_found, "no such API endpoint: " + printable(target)};

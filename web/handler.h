@@ -79,6 +79,8 @@ private:
     std::function<nlohmann::json()> live_stats_;
 };
 
+// Where the console keeps its sessions across restarts: <run_dir>/web-sessions.json (0600).
+std::string sessions_file(const Config& cfg);
 // The HTTP status for an sqlq::Error's exit code (util/error.h).
 http::status status_for(int exit_code);
 // A JSON error response: {"error": what, "status": code}.

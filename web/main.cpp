@@ -47,6 +47,7 @@ int serve(const Config& cfg) {
     spdlog::info("listening on {} (users: {}, store: {})", server.address(), cfg.web.users_file, cfg.store.path);
     server.run();
     hub.stop();
+    handler.sessions().save();  // the last times of use, so that no session expires early after a restart
     spdlog::info("stopped");
     return kExitOk;
 }

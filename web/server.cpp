@@ -118,10 +118,31 @@ private:
     }
 
     // --- a body in chunks ---
+    // Each piece is made on the pool (it reads the store), then written from here.
     void write_next_chunk() {
-        chunk_ = next_chunk_();
+        net::post(server_.pool(), [self = shared_from_this()] {
+            auto chunk = std::make_shared<std::string>();
+            bool failed = false;
+            try {
+                *chunk = self->next_chunk_();
+            } catch (const std::exception& e) {
+                // The head is sent already: all that can be said is an unfinished body, which
+                // a client sees as a download that failed (no last chunk).
+                spdlog::error("download for {} ended early: {}", self->remote_, e.what());
+                failed = true;
+            }
+            net::post(self->stream_.get_executor(), [self, chunk, failed] {
+                if (failed) return self->close();
+                self->send_chunk(std::move(*chunk));
+            });
+        });
+    }
+
+    void send_chunk(std::string chunk) {
+        chunk_ = std::move(chunk);
         stream_.expires_after(timeout());
         if (chunk_.empty()) {
+            next_chunk_ = nullptr;  // gives back what the body held (a store connection)
             net::async_write(stream_, http::make_chunk_last(), [self = shared_from_this()](beast::error_code ec, size_t) {
                 if (ec) return;
                 if (!self->head_->keep_alive()) return self->close();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace sqlq::web {
 
@@ -97,18 +98,7 @@ void save_users(const std::string& path, const std::map<std::string, User>& user
     std::ostringstream text;
     text << "# sqlq-web users: NAME:YESCRYPT_HASH:admin|user (sqlq-web adduser NAME [--admin])\n";
     for (const auto& [name, u] : users) text << name << ':' << u.hash << ':' << (u.admin ? "admin" : "user") << '\n';
-    const std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) throw Error(tmp + ": cannot write the users file: " + std::strerror(errno));
-    const std::string s = text.str();
-    bool ok = ::fchmod(fd, 0600) == 0 && ::write(fd, s.data(), s.size()) == ssize_t(s.size()) && ::fsync(fd) == 0;
-    const int err = errno;
-    ::close(fd);
-    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int e = ok ? errno : err;
-        ::unlink(tmp.c_str());
-        throw Error(path + ": cannot write the users file: " + std::strerror(e));
-    }
+    replace_private_file(path, text.str(), "users file");
 }
 
 }  // namespace sqlq::web

@@ -78,7 +78,7 @@ struct SupervisorConfig {
 
 // The web console, sqlq-web (docs/api.md).
 struct WebConfig {
-    bool enabled = false;                  // the supervisor keeps sqlq-web running (not yet: run it yourself)
+    bool enabled = false;                  // the supervisor keeps sqlq-web running (supervisor/keeper.h)
     std::string listen = "127.0.0.1:8080"; // HOST:PORT; an IPv4 or IPv6 ([::1]:8080) address
     std::string users_file = "../var/users";
     int64_t session_ttl_s = 12 * 3600;     // a session unused this long is signed out

@@ -162,6 +162,13 @@ TaskStore::ResultPage TaskService::result_page(int64_t id, int64_t offset, int64
     return *r;
 }
 
+std::unique_ptr<ResultReader> TaskService::read_result(int64_t id) {
+    require_result(show(id));
+    auto r = store_->read_result(id);
+    if (!r) throw expired(id);
+    return r;
+}
+
 std::unique_ptr<StoreWatch> TaskService::watch() {
     if (cfg_.store.notify == "off") return std::make_unique<PollingWatch>();
     return store_->watch();

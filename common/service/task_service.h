@@ -64,6 +64,9 @@ public:
     // Rows [offset, offset + limit) of it and the total, with result()'s errors. The one rule of
     // what a page holds, for every front end that pages.
     TaskStore::ResultPage result_page(int64_t id, int64_t offset, int64_t limit);
+    // All of it, to be read a block at a time (TaskStore::read_result), with result()'s errors.
+    // The reader uses this service's store: it must not outlive the service.
+    std::unique_ptr<ResultReader> read_result(int64_t id);
 
     // --- wait ---
     struct Waited {

@@ -14,6 +14,18 @@ void Db::fail(const std::string& doing, int rc) const {
     throw SqliteError(path_ + ": " + doing + ": " + msg, rc);
 }
 
+Blob::Blob(const Db& db, const char* table, const char* column, int64_t rowid) : db_(&db) {
+    sqlite3_blob* b = nullptr;
+    const int rc = sqlite3_blob_open(db.get(), "main", table, column, rowid, /*flags (read-only)=*/0, &b);
+    b_.reset(b);  // owned before the check: a failed open may still leave a handle to close
+    if (rc != SQLITE_OK) db.fail(std::string("cannot read ") + table + "." + column, rc);
+}
+
+void Blob::read(char* buf, int n, int64_t offset) {
+    const int rc = sqlite3_blob_read(b_.get(), buf, n, int(offset));
+    if (rc != SQLITE_OK) db_->fail("cannot read a stored value", rc);
+}
+
 void Db::sync_wal() {
     // A failed sync is not a SqliteError: the commit is done and visible, only its place on disk
     // is in doubt, so no caller may treat it as "not written, try again" (and retrying an fsync

@@ -42,6 +42,9 @@ struct CloseDb {
 struct Finalize {
     void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
 };
+struct CloseBlob {
+    void operator()(sqlite3_blob* b) const noexcept { sqlite3_blob_close(b); }
+};
 
 class Stmt;
 
@@ -104,6 +107,22 @@ public:
 private:
     const Db* db_;
     std::unique_ptr<sqlite3_stmt, Finalize> s_;
+};
+
+// Incremental reads of one TEXT or BLOB value (sqlite3_blob_*): a big value read a block at a
+// time, never whole. The handle holds a read transaction on its connection until it is closed,
+// so it reads one snapshot, whatever other connections write meanwhile.
+class Blob {
+public:
+    // Opens table.column of the row `rowid` of the main database, read-only. Throws SqliteError.
+    Blob(const Db& db, const char* table, const char* column, int64_t rowid);
+    int64_t size() const noexcept { return sqlite3_blob_bytes(b_.get()); }
+    // Reads `n` bytes at `offset` (within size()). Throws SqliteError.
+    void read(char* buf, int n, int64_t offset);
+
+private:
+    const Db* db_;
+    std::unique_ptr<sqlite3_blob, CloseBlob> b_;
 };
 
 // BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at

@@ -571,6 +571,39 @@ std::optional<TaskStore::ResultPage> SqliteStore::result_page(int64_t id, int64_
     return ResultPage{s.text(0), s.text(2), s.i64(1)};
 }
 
+namespace {
+class SqliteResultReader final : public ResultReader {
+public:
+    SqliteResultReader(std::string columns, sqlite::Blob blob) : columns_(std::move(columns)), blob_(std::move(blob)) {}
+    const std::string& columns_json() const override { return columns_; }
+    size_t read(char* buf, size_t n) override {
+        const int64_t left = blob_.size() - at_;
+        const int take = int(std::min<int64_t>(left, int64_t(std::min<size_t>(n, 1 << 30))));
+        if (take <= 0) return 0;
+        blob_.read(buf, take, at_);
+        at_ += take;
+        return size_t(take);
+    }
+
+private:
+    std::string columns_;
+    sqlite::Blob blob_;
+    int64_t at_ = 0;
+};
+}  // namespace
+
+std::unique_ptr<ResultReader> SqliteStore::read_result(int64_t id) {
+    // The blob is opened while the SELECT still holds its read transaction, so both read the
+    // same snapshot: a result expired in between cannot make the open fail. results.task_id is
+    // the rowid.
+    auto s = db_.prepare("SELECT columns FROM results WHERE task_id=?");
+    s.bind(1, id);
+    if (!s.step()) return nullptr;
+    std::string columns = s.text(0);
+    sqlite::Blob rows(db_, "results", "rows", id);
+    return std::make_unique<SqliteResultReader>(std::move(columns), std::move(rows));
+}
+
 std::vector<Task> SqliteStore::changes(int64_t after_id, const std::vector<int64_t>& ids) {
     std::string list = "[";
     for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);

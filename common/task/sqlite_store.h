@@ -32,6 +32,8 @@ public:
     std::vector<Task> list(const ListFilter& filter) override;
     std::optional<ResultData> result(int64_t id) override;
     std::optional<ResultPage> result_page(int64_t id, int64_t offset, int64_t limit) override;
+    // The rows' text through an incremental blob handle (sqlite::Blob), 64 KiB at a time.
+    std::unique_ptr<ResultReader> read_result(int64_t id) override;
     std::vector<Task> changes(int64_t after_id, const std::vector<int64_t>& ids) override;
     std::map<std::string, int64_t> counts() override;
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,

@@ -40,6 +40,20 @@ struct Outcome {
 
 // What the store asks of the world outside it, so that tests (and a store shared by hosts)
 // can supply their own.
+// A task's stored result, read piece by piece (the console's CSV download): its columns, and the
+// JSON text of its rows from the start, a block at a time, so that a big result is never whole
+// in memory. It reads one snapshot of the store: a result that expires meanwhile reads to its
+// end. It uses its store's connection: it must not outlive its store, nor be used at the same
+// time as it.
+class ResultReader {
+public:
+    virtual ~ResultReader() = default;
+    virtual const std::string& columns_json() const = 0;  // ["a","b"]
+    // Up to `n` further bytes of the rows' JSON text ([[1,"x"],[2,null]]) into `buf`; 0 at its
+    // end. Throws StoreError.
+    virtual size_t read(char* buf, size_t n) = 0;
+};
+
 struct StoreDeps {
     // Milliseconds since the epoch, for leases and the times recorded. Default: this host's
     // wall clock.
@@ -182,6 +196,9 @@ public:
         int64_t total = 0;
     };
     virtual std::optional<ResultPage> result_page(int64_t id, int64_t offset, int64_t limit) = 0;
+    // The whole result, to be read a block at a time (ResultReader); nullptr when the task has no
+    // result (none, or expired).
+    virtual std::unique_ptr<ResultReader> read_result(int64_t id) = 0;
     // For live views (the web console's event stream): in one statement, the tasks not ended
     // yet, those with an id above `after_id` (new since the last look) and those in `ids` (seen
     // unended at the last look, so that their end is seen), in id order, with list()'s SQL

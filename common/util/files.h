@@ -14,4 +14,8 @@ std::error_code create_private_dirs(const std::string& dir);
 // any other failure shows when the caller opens it.
 void create_private_file(const std::string& path);
 
+// Replaces `path` with `content`, whole or not at all: written to PATH.tmp (0600), fsynced, then
+// renamed over it. Throws sqlq::Error "PATH: cannot write the WHAT: why".
+void replace_private_file(const std::string& path, const std::string& content, const std::string& what);
+
 }  // namespace sqlq

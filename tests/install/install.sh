@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The install story, without a broker: `cmake --install BUILD --prefix /usr` into a DESTDIR, then
 # the layout (and nothing more: no tests, no bench tools), the modes, the installed config (it
-# parses, and its paths are absolute), the unit's ExecStart, and `systemd-analyze verify`.
+# parses, and its paths are absolute), the units' ExecStart, and `systemd-analyze verify` of each.
 #   tests/install/install.sh BUILD_DIR [CONFIG]
 # Exit 77 (skipped) only when systemd-analyze is not installed.
 set -euo pipefail
@@ -20,10 +20,11 @@ DESTDIR=$dest cmake --install "$build" --prefix /usr ${config:+--config "$config
     { cat "$dest.log" >&2; rm -f "$dest.log"; echo "install.sh: FAIL: cmake --install" >&2; exit 1; }
 rm -f "$dest.log"
 
-# Exactly these files: the binaries, the config, the unit, the docs and the metrics examples.
+# Exactly these files: the binaries, the config, the units, the docs and the metrics examples.
 expected=$(
     printf '%s\n' usr/bin/sqlq usr/bin/sqlq-supervisor usr/bin/sqlq-worker usr/bin/sqlq-web etc/sqlq/sqlq.conf \
-        usr/lib/systemd/system/sqlq-supervisor.service usr/share/doc/sqlq/README.md \
+        usr/lib/systemd/system/sqlq-supervisor.service usr/lib/systemd/system/sqlq-web.service \
+        usr/share/doc/sqlq/README.md \
         usr/share/doc/sqlq/examples/prometheus-alerts.yml usr/share/doc/sqlq/examples/grafana-dashboard.json
     for d in "$(dirname "$0")"/../../docs/*.md; do echo "usr/share/doc/sqlq/$(basename "$d")"; done
 )
@@ -57,25 +58,31 @@ case $rc in
 *) fail "the installed config does not load (sqlq-supervisor status exit $rc): $out" ;;
 esac
 
-# The unit: ExecStart names the installed binary and the installed config.
-unit=$dest/usr/lib/systemd/system/sqlq-supervisor.service
-grep -qx 'ExecStart=/usr/bin/sqlq-supervisor start --foreground -c /etc/sqlq/sqlq.conf' "$unit" ||
-    fail "ExecStart is not /usr/bin/sqlq-supervisor ... -c /etc/sqlq/sqlq.conf: $(grep '^ExecStart=' "$unit")"
-if grep -qE '@[A-Z_]+@' "$unit"; then fail "unsubstituted @VARIABLE@ in the unit: $(grep -E '@[A-Z_]+@' "$unit")"; fi
+# The units: ExecStart names the installed binary and the installed config.
+declare -A exec_start=(
+    [sqlq-supervisor]='ExecStart=/usr/bin/sqlq-supervisor start --foreground -c /etc/sqlq/sqlq.conf'
+    [sqlq-web]='ExecStart=/usr/bin/sqlq-web -c /etc/sqlq/sqlq.conf'
+)
+for name in sqlq-supervisor sqlq-web; do
+    unit=$dest/usr/lib/systemd/system/$name.service
+    grep -qx "${exec_start[$name]}" "$unit" ||
+        fail "$name.service: ExecStart is not '${exec_start[$name]}': $(grep '^ExecStart=' "$unit")"
+    if grep -qE '@[A-Z_]+@' "$unit"; then fail "unsubstituted @VARIABLE@ in $name.service: $(grep -E '@[A-Z_]+@' "$unit")"; fi
 
-# systemd-analyze verify checks that ExecStart exists and is executable, on this machine's root
-# (with --root it would want the whole of systemd and /bin/kill inside the DESTDIR). So it
-# verifies a copy whose only change is ExecStart's directory: the DESTDIR's binary. Unknown keys
-# are only warnings (exit 0), so any output fails too.
-verify=$dest/verify/sqlq-supervisor.service
-mkdir -p "$(dirname "$verify")"
-sed "s|^ExecStart=/usr/bin/|ExecStart=$dest/usr/bin/|" "$unit" >"$verify"
-set +e
-out=$(systemd-analyze verify --man=no "$verify" 2>&1)
-rc=$?
-set -e
-if [ $rc -ne 0 ] || [ -n "$out" ]; then fail "systemd-analyze verify (exit $rc): $out"; fi
-echo "install.sh: systemd-analyze security: $(systemd-analyze security --offline=yes "$verify" 2>/dev/null | grep -o 'Overall exposure level.*' || echo '?')"
+    # systemd-analyze verify checks that ExecStart exists and is executable, on this machine's root
+    # (with --root it would want the whole of systemd and /bin/kill inside the DESTDIR). So it
+    # verifies a copy whose only change is ExecStart's directory: the DESTDIR's binary. Unknown keys
+    # are only warnings (exit 0), so any output fails too.
+    verify=$dest/verify/$name.service
+    mkdir -p "$(dirname "$verify")"
+    sed "s|^ExecStart=/usr/bin/|ExecStart=$dest/usr/bin/|" "$unit" >"$verify"
+    set +e
+    out=$(systemd-analyze verify --man=no "$verify" 2>&1)
+    rc=$?
+    set -e
+    if [ $rc -ne 0 ] || [ -n "$out" ]; then fail "systemd-analyze verify $name.service (exit $rc): $out"; fi
+    echo "install.sh: systemd-analyze security $name.service: $(systemd-analyze security --offline=yes "$verify" 2>/dev/null | grep -o 'Overall exposure level.*' || echo '?')"
+done
 
 [ $fails -eq 0 ] || exit 1
-echo "install.sh: ok: $(wc -l <<<"$actual") files installed under --prefix /usr; config, unit and verify pass"
+echo "install.sh: ok: $(wc -l <<<"$actual") files installed under --prefix /usr; config, units and verify pass"

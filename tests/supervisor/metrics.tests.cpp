@@ -200,7 +200,12 @@ TEST_CASE("a scrape shows worker states, restarts and failed starts by reason, f
     TaskMetrics tasks;
     tasks.finished(done(9, Status::succeeded, 3, 4, -1));
     SweepFigures sweep;  // no sweep yet
-    Info info{"0.1.0", "abc123", "sqlq.tasks", 1700000000.5, r.clock.now};
+    Info info;
+    info.version = "0.1.0";
+    info.commit = "abc123";
+    info.queue = "sqlq.tasks";
+    info.start_time_s = 1700000000.5;
+    info.now_ms = r.clock.now;
     std::string text = exposition(collect(r.fleet, tasks, sweep, info));
     INFO(text);
     CHECK(value_of(text, "sqlq_build_info{version=\"0.1.0\",commit=\"abc123\"}") == 1);
@@ -267,6 +272,15 @@ TEST_CASE("a scrape shows worker states, restarts and failed starts by reason, f
         CHECK(value_of(text, "sqlq_queue_messages{queue=\"sqlq.tasks\"}") == 12);
         CHECK(value_of(text, "sqlq_queue_consumers{queue=\"sqlq.tasks\"}") == 3);
         CHECK(value_of(text, "sqlq_dead_letter_messages{queue=\"sqlq.tasks\"}") == 2);
+    }
+    SECTION("sqlq-web's figures only when the supervisor keeps it") {
+        CHECK(text.find("sqlq_web_") == std::string::npos);
+        info.web_kept = true;
+        info.web_up = true;
+        info.web_restarts = 2;
+        text = exposition(collect(r.fleet, tasks, sweep, info));
+        CHECK(value_of(text, "sqlq_web_up") == 1);
+        CHECK(value_of(text, "sqlq_web_restarts_total") == 2);
     }
     // No task ids in any label: task 77 is busy and 78 waited, and neither number shows.
     CHECK(text.find("77") == std::string::npos);

@@ -699,6 +699,43 @@ TEST_CASE("a result is read a page at a time, with the total beside it", "[store
     CHECK_FALSE(store->result_page(id, 0, 10));
 }
 
+TEST_CASE("a result read a block at a time is its stored text, from one snapshot", "[store][result]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    auto id = store->insert("SELECT n, s FROM t", "alice");
+    auto c = store->claim(id, w.alive(900), 3);
+    Outcome o;
+    o.row_count = 3;
+    const std::string rows = R"([[1,"a,b"],[2,null],[3,"\"]\u00e9"]])";
+    o.result = ResultData{R"(["n","s"])", rows};
+    REQUIRE(store->finish(id, c.token, o));
+
+    CHECK_FALSE(store->read_result(id + 1));
+    auto r = store->read_result(id);
+    REQUIRE(r);
+    CHECK(r->columns_json() == R"(["n","s"])");
+    std::string got;
+    char buf[3];
+    for (size_t n; (n = r->read(buf, sizeof buf)) > 0;) got.append(buf, n);
+    CHECK(got == rows);
+    CHECK(r->read(buf, sizeof buf) == 0);
+
+    // Expired while a reader is open: the open reader still reads it whole; a new one finds none.
+    auto again = store->read_result(id);
+    REQUIRE(again);
+    {
+        auto other = w.open();  // another connection, as the supervisor's sweeper is
+        w.now += 3601 * 1000;
+        CHECK(other->expire_results(3600) == 1);
+    }
+    got.clear();
+    for (size_t n; (n = again->read(buf, sizeof buf)) > 0;) got.append(buf, n);
+    CHECK(got == rows);
+    r.reset();  // an open reader keeps its connection's snapshot: close both
+    again.reset();
+    CHECK_FALSE(store->read_result(id));
+}
+
 TEST_CASE("watch: unended tasks, new ones and those named, nothing else", "[store][watch]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
     auto store = w.open();

@@ -10,6 +10,10 @@
 
 #include "config/config.h"
 #include "task/store.h"
+#include "util/error.h"
+#include "util/table.h"
+#include "web/auth.h"
+#include "web/csv_stream.h"
 #include "web/handler.h"
 #include "web/users.h"
 
@@ -95,7 +99,152 @@ struct Console {
     }
 };
 
+// A stored result in memory, handed out `step` bytes at a time at most.
+struct TextReader : ResultReader {
+    std::string columns, rows;
+    size_t at = 0;
+    TextReader(std::string c, std::string r) : columns(std::move(c)), rows(std::move(r)) {}
+    const std::string& columns_json() const override { return columns; }
+    size_t read(char* buf, size_t n) override {
+        n = std::min(n, rows.size() - at);
+        std::copy_n(rows.data() + at, n, buf);
+        at += n;
+        return n;
+    }
+};
+
+std::string whole_csv(const std::string& columns, const std::string& rows, size_t block, size_t want) {
+    CsvStream csv(std::make_unique<TextReader>(columns, rows), block);
+    std::string all;
+    for (std::string piece; !(piece = csv.next(want)).empty();) all += piece;
+    return all;
+}
+
 }  // namespace
+
+TEST_CASE("the CSV of a result is cut from its stored text at any block size, as a whole parse makes it", "[web][csv]") {
+    const std::string columns = R"(["n","s","j"])";
+    // Brackets, braces, commas, quotes and escapes inside strings; nested arrays and objects
+    // (PostgreSQL arrays and json); a blob; white space between the rows.
+    const std::string rows = R"([ [1,"a,b",null], [2,"]\"[{,}",[1,[2,3]]],
+ [3,"\\\\",{"k":"v]"}] ,[4,"x",{"blob_hex":"00ff"}],[5,"é\n",true]])";
+    std::string expected = csv_record({"n", "s", "j"});
+    for (const auto& row : json::parse(rows)) {
+        std::vector<std::string> f;
+        for (const auto& v : row) f.push_back(csv_field(v));
+        expected += csv_record(f);
+    }
+    CHECK(expected.find("x'00ff'") != std::string::npos);
+    for (size_t block : {1, 2, 3, 7, 64, 65536})
+        for (size_t want : {1, 10, 65536}) {
+            INFO("block " << block << ", want " << want);
+            CHECK(whole_csv(columns, rows, block, want) == expected);
+        }
+    CHECK(whole_csv(R"(["a"])", "[]", 4, 100) == "a\r\n");
+}
+
+TEST_CASE("the CSV reads the stored result only as far as the pieces asked for need", "[web][csv]") {
+    std::string rows = "[";
+    for (int i = 0; i < 10000; ++i) rows += (i ? "," : "") + std::string("[") + std::to_string(i) + ",\"row\"]";
+    rows += "]";
+    auto reader = std::make_unique<TextReader>(R"(["n","s"])", rows);
+    TextReader* seen = reader.get();
+    CsvStream csv(std::move(reader), 1024);
+    std::string first = csv.next(100);
+    CHECK(first.rfind("n,s\r\n0,row\r\n", 0) == 0);
+    CHECK(seen->at <= 1024);  // one block of the ~110 KB
+    size_t pieces = 1, total = first.size();
+    for (std::string piece; !(piece = csv.next(4096)).empty(); ++pieces) {
+        total += piece.size();
+        CHECK(piece.size() < 4096 + 64);  // whole records, about the size asked for
+    }
+    CHECK(seen->at == rows.size());
+    CHECK(pieces > 20);
+    // "n,s\r\n", then "I,row\r\n" for each I: 6 bytes and its digits (38,890 digits in 0..9999).
+    CHECK(total == 5 + 10000 * 6 + 38890);
+}
+
+TEST_CASE("a stored result that is not an array of rows is an error, not a wrong CSV", "[web][csv]") {
+    for (const char* bad : {"", "[[1]", "{\"a\":1}", "[1,2]", "[[1]]x", "[[1],\"s\"]", "[[1,]]", "]"}) {
+        INFO(bad);
+        CHECK_THROWS_AS(whole_csv(R"(["a"])", bad, 3, 100), Error);
+    }
+}
+
+TEST_CASE("the rate limiter forgets quiet keys and holds at most its cap of them", "[web][limits]") {
+    const int64_t t0 = 1'800'000'000'000;
+    RateWindow w(100);
+    for (int i = 0; i < 100; ++i) w.add("user:spray" + std::to_string(i), t0);
+    CHECK(w.keys() == 100);
+    // A minute later every key is quiet: the next add forgets them all.
+    w.add("addr:10.0.0.1", t0 + 60'001);
+    CHECK(w.keys() == 1);
+
+    // 10,000 distinct names within one minute: never more than the cap.
+    RateWindow busy(100);
+    busy.add("user:alice", t0);
+    busy.add("user:alice", t0 + 1);
+    for (int i = 0; i < 10000; ++i) {
+        busy.add("user:n" + std::to_string(i), t0 + 2 + i / 1000);
+        REQUIRE(busy.keys() <= 100);
+    }
+    // The oldest-quiet keys went first: the last names are counted, alice (quiet longest) is not.
+    CHECK(busy.count("user:n9999", t0 + 20) == 1);
+    CHECK(busy.count("user:alice", t0 + 20) == 0);
+    // Events still expire after a minute.
+    CHECK(busy.count("user:n9999", t0 + 12 + 60'000) == 0);
+}
+
+TEST_CASE("sessions are kept in a private file and read back, expired ones left out", "[web][sessions]") {
+    char tmpl[] = "/tmp/sqlq-sessions-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    const std::string file = dir + "/run/web-sessions.json";
+    const int64_t t0 = 1'800'000'000'000, ttl = 3600'000;
+    std::string alice, bob, carol;
+    {
+        Sessions s(ttl, file, t0);
+        alice = s.create("alice", false, t0);
+        bob = s.create("bob", true, t0);
+        carol = s.create("carol", false, t0);
+        s.drop(carol);
+        REQUIRE(std::filesystem::exists(file));
+        CHECK((std::filesystem::status(file).permissions() & std::filesystem::perms::all) ==
+              (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+        CHECK(s.find(alice, t0 + ttl - 10));  // alice keeps using hers; bob does not
+        s.save();
+    }
+    {
+        Sessions s(ttl, file, t0 + ttl + 1);  // a restart an hour later: bob's is over
+        auto a = s.find(alice, t0 + ttl + 2);
+        REQUIRE(a);
+        CHECK(a->user == "alice");
+        CHECK_FALSE(a->admin);
+        CHECK(a->csrf.size() == 64);
+        CHECK_FALSE(s.find(bob, t0 + ttl + 2));
+        CHECK_FALSE(s.find(carol, t0 + ttl + 2));
+        CHECK(s.size() == 1);
+    }
+    {
+        std::ofstream(file) << "{not json";
+        Sessions s(ttl, file, t0);  // logged and ignored: everyone signs in again
+        CHECK(s.size() == 0);
+        CHECK(s.create("dave", false, t0).size() == 64);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a session outlives the handler that made it (a restart of sqlq-web)", "[web][sessions]") {
+    Console c;
+    auto a = c.login("alice", "alice-pw");
+    c.handler = std::make_unique<Handler>(c.cfg, [&c] { return c.now; });
+    auto me = c.call(http::verb::get, "/api/me", "", &a);
+    REQUIRE(me.status == 200);
+    CHECK(me.j()["user"] == "alice");
+    CHECK(me.j()["csrf"] == a.csrf);
+    CHECK(c.call(http::verb::post, "/api/logout", "", &a).status == 200);
+    c.handler = std::make_unique<Handler>(c.cfg, [&c] { return c.now; });
+    CHECK(c.call(http::verb::get, "/api/me", "", &a).status == 401);
+}
 
 TEST_CASE("a password hash is salted yescrypt and verifies only the right password", "[web][users]") {
     auto h1 = hash_password("s3cret"), h2 = hash_password("s3cret");

@@ -113,7 +113,7 @@ class Client:
 class WebEnv:
     USERS = {"alice": ("alice-pw", False), "bob": ("bob-pw", False), "root": ("root-pw", True)}
 
-    def __init__(self, workers=2, web_extra="", query_extra=""):
+    def __init__(self, workers=2, web_extra="", query_extra="", listen="127.0.0.1:0"):
         self.dir = tempfile.mkdtemp(prefix="sqlq-web-test-")
         port = int(open(broker_dir() + "/port").read())
         self.config = self.dir + "/sqlq.conf"
@@ -123,7 +123,7 @@ class WebEnv:
             f.write('[store]\npath = "sqlq.db"\nlease_ms = 1500\n')
             f.write('[query]\ndatabase = "%s/demo.db"\n%s\n' % (broker_dir(), query_extra))
             f.write('[supervisor]\nworkers = %d\nrun_dir = "run"\nworker_path = "%s"\n' % (workers, bin_path("sqlq-test-worker")))
-            f.write('[web]\nlisten = "127.0.0.1:0"\nusers_file = "users"\ntick_ms = 100\n%s\n' % web_extra)
+            f.write('[web]\nlisten = "%s"\nusers_file = "users"\ntick_ms = 100\n%s\n' % (listen, web_extra))
         for name, (pw, admin) in self.USERS.items():
             args = [bin_path("sqlq-web"), "-c", self.config, "adduser", name] + (["--admin"] if admin else [])
             subprocess.run(args, input=pw + "\n", text=True, check=True, capture_output=True)
@@ -146,6 +146,11 @@ class WebEnv:
             raise m
         self.host, self.port = m.group(1), int(m.group(2))
         self.url = "http://%s:%d" % (self.host, self.port)
+
+    def use_address(self, host, port):
+        """Talk to a sqlq-web that something else started (the supervisor)."""
+        self.host, self.port = host, port
+        self.url = "http://%s:%d" % (host, port)
 
     def log(self):
         try:
