@@ -14,7 +14,7 @@ namespace sqlq::pg {
 std::string tidy(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
     for (char& c : s)
-        if (c == '\n') c = ' ';
+        if (c == '\n' || c == '\t') c = ' ';
     return s;
 }
 

@@ -340,10 +340,11 @@ bool PgStore::owner_gone(const Owner& owner, int64_t lease_until, bool lost, int
 
 TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {
     for (int round = 0;; ++round) {
-        // The SQL text is read only when the task may be ours to run and is within max_sql_bytes.
+        // The SQL text is read here only for a queued task within max_sql_bytes; a running one's
+        // once its takeover has won (a worker waiting for a live owner looks every 50 ms).
         auto sel = exec("SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
                         "sql_bytes, lost_reason, started_at, "
-                        "CASE WHEN status IN ('queued','running') AND sql_bytes <= $2 THEN sql END, created_at, "
+                        "CASE WHEN status = 'queued' AND sql_bytes <= $2 THEN sql END, created_at, "
                         "owner_lost_at IS NOT NULL, " + now_sql(3) + " FROM sqlq_tasks WHERE id=$1",
                         Params() << id << rules.max_sql_bytes << clock());
         if (PQntuples(sel.get()) == 0) return {ClaimKind::unknown};
@@ -431,6 +432,7 @@ TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& r
                                      "owner_lost_at=NULL, lost_reason=NULL "
                                      "WHERE id=$6 AND status='running' AND attempts=$7 "
                                      "RETURNING started_at, lease_until")) {
+                c->sql = Row{exec("SELECT sql FROM sqlq_tasks WHERE id=$1", Params() << id).get(), 0}.text(0);
                 return *c;
             }
         }
@@ -571,6 +573,34 @@ std::optional<TaskStore::ResultPage> PgStore::result_page(int64_t id, int64_t of
     if (PQntuples(r.get()) == 0) return std::nullopt;
     const Row row{r.get(), 0};
     return ResultPage{row.text(0), row.text(2), row.i64(1)};
+}
+
+namespace {
+class PgResultReader final : public ResultReader {
+public:
+    explicit PgResultReader(pg::Result r)
+        : r_(std::move(r)), columns_(PQgetvalue(r_.get(), 0, 0), size_t(PQgetlength(r_.get(), 0, 0))),
+          rows_(PQgetvalue(r_.get(), 0, 1)), size_(size_t(PQgetlength(r_.get(), 0, 1))) {}
+    const std::string& columns_json() const override { return columns_; }
+    size_t read(char* buf, size_t n) override {
+        n = std::min(n, size_ - at_);
+        std::memcpy(buf, rows_ + at_, n);
+        at_ += n;
+        return n;
+    }
+
+private:
+    pg::Result r_;  // holds the text rows_ points into
+    std::string columns_;
+    const char* rows_;
+    size_t size_, at_ = 0;
+};
+}  // namespace
+
+std::unique_ptr<ResultReader> PgStore::read_result(int64_t id) {
+    auto r = exec("SELECT columns, rows FROM sqlq_results WHERE task_id=$1", Params() << id);
+    if (PQntuples(r.get()) == 0) return nullptr;
+    return std::make_unique<PgResultReader>(std::move(r));
 }
 
 std::vector<Task> PgStore::changes(int64_t after_id, const std::vector<int64_t>& ids) {

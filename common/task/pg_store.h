@@ -48,6 +48,9 @@ public:
     std::vector<Task> list(const ListFilter& filter) override;
     std::optional<ResultData> result(int64_t id) override;
     std::optional<ResultPage> result_page(int64_t id, int64_t offset, int64_t limit) override;
+    // The stored text is fetched in one statement (one snapshot) and handed out a block at a time:
+    // one copy of it in memory while it is read (SQLite reads its blocks from the file instead).
+    std::unique_ptr<ResultReader> read_result(int64_t id) override;
     std::vector<Task> changes(int64_t after_id, const std::vector<int64_t>& ids) override;
     std::map<std::string, int64_t> counts() override;
     std::vector<int64_t> to_republish(int64_t unpublished_ms, int64_t stale_ms, QueueIdle idle,
