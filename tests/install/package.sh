@@ -49,7 +49,7 @@ field() { dpkg-deb --field "$deb" "$1"; }
 [ "$(field Architecture)" = "$(dpkg --print-architecture)" ] || fail "Architecture is '$(field Architecture)'"
 depends=$(field Depends)
 echo "package.sh: Depends: $depends"
-for dep in adduser libc6 'libstdc\+\+6' libsqlite3-0 libpq5 libcrypt1; do
+for dep in adduser libc6 'libstdc\+\+6' libsqlite3-0 libpq5 libcrypt1 'libspdlog[^ ,]*' 'libfmt[0-9]+' 'libtomlplusplus[0-9]+'; do
     grep -qE "(^|, )$dep( |,|$)" <<<"$depends" || fail "Depends lacks $dep: $depends"
 done
 grep -qw rabbitmq-server <<<"$(field Recommends)" || fail "Recommends lacks rabbitmq-server: $(field Recommends)"
@@ -64,7 +64,8 @@ for script in postinst prerm postrm; do
     sh -n "$ctrl/$script" || fail "$script is not valid sh"
     if grep -qE '@[A-Z_]+@' "$ctrl/$script"; then fail "unsubstituted @VARIABLE@ in $script"; fi
 done
-grep -q 'adduser --system --group .* sqlq$' "$ctrl/postinst" || fail "the postinst does not create the user sqlq"
+grep -q 'adduser --system --group' "$ctrl/postinst" && grep -q -- '--gecos "sqlq worker fleet" sqlq$' "$ctrl/postinst" ||
+    fail "the postinst does not create the system user sqlq"
 grep -q 'chmod 0640 /etc/sqlq/sqlq.conf' "$ctrl/postinst" || fail "the postinst does not set the config's mode"
 grep -q 'systemctl stop sqlq-supervisor.service' "$ctrl/prerm" || fail "the prerm does not stop the fleet"
 grep -q 'rm -rf /var/lib/sqlq' "$ctrl/postrm" || fail "the postrm does not purge /var/lib/sqlq"
