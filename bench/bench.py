@@ -486,11 +486,16 @@ database = "{database or self.demo}"
             db.close()
             busy = {"worker_rss_kb": summary([p["rss"] for p in peak.values()]),
                     "worker_pss_kb": summary([p["pss"] for p in peak.values()])}
+            # Idle after work: the first idle poll (250 ms) closes the target's connection and
+            # trims the heap; 2 s leave room for it.
+            time.sleep(2)
+            after = self.fleet_memory(c)
         finally:
             self.sup(c, "stop", check=False)
             self.drop_queue(c)
         self.results.setdefault("memory", {})["idle_4"] = idle
         self.results["memory"]["busy_peak"] = busy
+        self.results["memory"]["idle_after_work"] = after
 
     def scale(self):
         a = self.a
@@ -819,6 +824,10 @@ def report(res):
             rows.append(["idle worker", fmt(i["worker_rss_kb"], " MB", 1 / 1024, 1), fmt(i["worker_pss_kb"], " MB", 1 / 1024, 1)])
             rows.append(["busy worker (peak, moderate query)", fmt(mm["busy_peak"]["worker_rss_kb"], " MB", 1 / 1024, 1),
                          fmt(mm["busy_peak"]["worker_pss_kb"], " MB", 1 / 1024, 1)])
+            if "idle_after_work" in mm:
+                a = mm["idle_after_work"]
+                rows.append(["idle worker after 200 moderate queries", fmt(a["worker_rss_kb"], " MB", 1 / 1024, 1),
+                             fmt(a["worker_pss_kb"], " MB", 1 / 1024, 1)])
             rows.append(["supervisor (4 workers)", f"{i['supervisor_rss_kb'] / 1024:.1f} MB", f"{i['supervisor_pss_kb'] / 1024:.1f} MB"])
         for n, s in res.get("scale", {}).items():
             mem = s["memory"]

@@ -267,9 +267,9 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
     return exit_for(t.status);
 }
 
-int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, const Output& out) {
+int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, TaskService::WaitForStop wait, const Output& out) {
     using Kind = TaskService::Cancelled::Kind;
-    auto r = TaskService(cfg).cancel(id, by, wait ? TaskService::WaitForStop::yes : TaskService::WaitForStop::no);
+    auto r = TaskService(cfg).cancel(id, by, wait);
     auto say = [&](const std::string& text, json j, int code) {
         if (out.json) std::cout << j.dump() << "\n";
         else (code == kExitOk ? std::cout : std::cerr) << (code == kExitOk ? "" : "sqlq: ") << text << "\n";

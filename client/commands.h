@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "service/task_service.h"
 #include "task/store.h"
 
 namespace sqlq {
@@ -25,7 +26,7 @@ int cmd_show(const Config& cfg, int64_t id, const Output& out);
 int cmd_result(const Config& cfg, int64_t id, const std::string& format, const Output& out);
 int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Output& out);
 int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out);
-int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, bool wait, const Output& out);
+int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, TaskService::WaitForStop wait, const Output& out);
 int cmd_audit(const Config& cfg, const Output& out);
 
 struct RunOptions {

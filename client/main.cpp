@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
                                          list_user.empty() ? std::nullopt : std::optional(list_user), limit},
                                    out);
         if (*wait) return cmd_wait(cfg, id, timeout_s, out);
-        if (*cancel) return cmd_cancel(cfg, id, so.user, !no_wait, out);
+        if (*cancel) return cmd_cancel(cfg, id, so.user, no_wait ? TaskService::WaitForStop::no : TaskService::WaitForStop::yes, out);
         if (*audit) return cmd_audit(cfg, out);
         if (*run) return cmd_run(cfg, ro, out);
     } catch (const Error& e) {

@@ -225,9 +225,16 @@ Handler::Lease Handler::borrow() {
     return Lease(*this, std::make_unique<TaskService>(cfg_));
 }
 
-std::string Handler::cookie(const std::string& token, const WebRequest& req, bool clear) const {
-    std::string c = std::string(kCookie) + "=" + (clear ? "" : token) + "; Path=/; HttpOnly; SameSite=Strict";
-    if (clear) c += "; Max-Age=0";
+std::string Handler::cookie(const std::string& token, const WebRequest& req) const {
+    return std::string(kCookie) + "=" + token + cookie_attributes(req);
+}
+
+std::string Handler::cleared_cookie(const WebRequest& req) const {
+    return std::string(kCookie) + "=" + cookie_attributes(req) + "; Max-Age=0";
+}
+
+std::string Handler::cookie_attributes(const WebRequest& req) const {
+    std::string c = "; Path=/; HttpOnly; SameSite=Strict";
     // Secure when the browser reached us over TLS: directly, or through the trusted proxy.
     bool tls = req.tls;
     if (!tls && !cfg_.web.trusted_proxy.empty() && req.remote == cfg_.web.trusted_proxy) {
@@ -332,7 +339,7 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
     if (p[1] == "logout") {
         if (!post) return not_allowed("POST");
         sessions_.drop(cookie_value(req, kCookie));
-        set_cookies.push_back(cookie("", req, true));
+        set_cookies.push_back(cleared_cookie(req));
         return ok_json(req, {{"ok", true}});
     }
     if (p[1] == "events") {

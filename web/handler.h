@@ -64,7 +64,10 @@ private:
     std::optional<Who> authenticate(const WebRequest& req, std::vector<std::string>& set_cookies);
     WebResponse login(const WebRequest& req, std::vector<std::string>& set_cookies);
     WebResponse fleet();
-    std::string cookie(const std::string& token, const WebRequest& req, bool clear = false) const;
+    // The Set-Cookie value that gives the browser its session token, or that clears it.
+    std::string cookie(const std::string& token, const WebRequest& req) const;
+    std::string cleared_cookie(const WebRequest& req) const;
+    std::string cookie_attributes(const WebRequest& req) const;
 
     Config cfg_;
     Clock clock_;

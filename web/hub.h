@@ -1,6 +1,6 @@
 #pragma once
 // The live updates of every open page, from one loop: each tick (every [web] tick_ms) it asks
-// the store once what changed (TaskStore::watch: the tasks not ended, the new ones, and those
+// the store once what changed (TaskStore::changes: the tasks not ended, the new ones, and those
 // that were not ended at the last look), and hands each change, as one Server-Sent Event, to
 // the streams that may see it (the task's submitter's, and every admin's). 500 open pages cost
 // the store what one does.

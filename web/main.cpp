@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
     // Serving takes no command word, so `adduser` is declared only when it is asked for: the
     // shared parser (util/cli.h) would otherwise insist on a command.
     app.footer("Commands:\n  adduser NAME [--admin]  add a user, or set a user's password and role; the "
-               "password is the first line of stdin");
+               "password is the first line of stdin\n\n" +
+               exit_codes_help());
     bool adding = false;
     for (int i = 1; i < argc; ++i) adding = adding || std::string(argv[i]) == "adduser";
     std::string name;

@@ -103,7 +103,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     if (auto* bad = std::get_if<BadMessage>(&decoded)) {
         spdlog::warn("rejecting a malformed message ({} bytes): {}; it goes to {}", d.body.size(), bad->why,
                      cfg_.broker.dead_letter_queue());
-        conn.reject(d.tag, /*requeue=*/false);
+        conn.reject(d.tag, amqp::Connection::Requeue::no);
         return;
     }
     const int64_t id = std::get<int64_t>(decoded);
@@ -122,7 +122,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     case TaskStore::ClaimKind::unknown:
         spdlog::warn("task {}: no such task in {}; the message goes to {}", id, cfg_.store.path,
                      cfg_.broker.dead_letter_queue());
-        conn.reject(d.tag, /*requeue=*/false);
+        conn.reject(d.tag, amqp::Connection::Requeue::no);
         return;
     case TaskStore::ClaimKind::finished:
         spdlog::info("task {}: already {}, skipped{}", id, to_string(c.status), d.redelivered ? " (redelivered)" : "");

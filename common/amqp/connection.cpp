@@ -309,8 +309,8 @@ void Connection::ack(uint64_t tag) {
     if (rc != AMQP_STATUS_OK) lost("ack", rc);
 }
 
-void Connection::reject(uint64_t tag, bool requeue) {
-    int rc = amqp_basic_reject(conn_.get(), kChannel, tag, requeue ? 1 : 0);
+void Connection::reject(uint64_t tag, Requeue requeue) {
+    int rc = amqp_basic_reject(conn_.get(), kChannel, tag, requeue == Requeue::yes ? 1 : 0);
     if (rc != AMQP_STATUS_OK) lost("reject", rc);
 }
 

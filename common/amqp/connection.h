@@ -79,7 +79,9 @@ public:
     // channel or connection is gone.
     std::optional<Delivery> next(int timeout_ms);
     void ack(uint64_t tag);
-    void reject(uint64_t tag, bool requeue);
+    // Whether a rejected message goes back on its queue (yes) or to the dead-letter queue (no).
+    enum class Requeue : bool { no, yes };
+    void reject(uint64_t tag, Requeue requeue);
     // Stops the consumer (basic.cancel); deliveries already sent stay unacked until close.
     void cancel_consumer();
     // Reads one message without consuming (for the audit); nullopt when the queue is empty.

@@ -290,10 +290,11 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
              "must not be above [broker] delivery_limit (" + std::to_string(c.broker.delivery_limit) +
                  ") on a quorum queue" + why);
     }
-    // Not checked here on purpose: how [store] lease_ms relates to the supervisor's watchdog and
-    // deadlines (being reworked together with [supervisor] deadline_grace_ms), and [query]
-    // timeout_ms against RabbitMQ's consumer_timeout, a broker setting sqlq cannot read (see
-    // docs/operations.md, "Timeouts that must fit together").
+    // Not checked here on purpose: [store] lease_ms against the supervisor's watchdog and hard
+    // deadline (nothing to fit: a live owner on this host keeps its task whatever its lease, and
+    // the supervisor ends a stuck one), and [query] timeout_ms against RabbitMQ's
+    // consumer_timeout, a broker setting that no config file holds (`sqlq-supervisor start`
+    // warns instead; see docs/operations.md, "Timeouts that must fit together").
 
     if (auto why = listen_problem(c.web.listen); !why.empty()) fail("web", "listen", why);
 

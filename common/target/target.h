@@ -1,7 +1,7 @@
 #pragma once
 // A query target: the database that user queries run against, read-only. The worker sees only
 // this interface and open_target(); each engine lives in its own folder under common/target/
-// (today sqlite/) and is the only code that names its library.
+// (sqlite/, postgres/) and is the only code that names its library.
 #include <cstdint>
 #include <functional>
 #include <memory>

@@ -228,7 +228,7 @@ TEST_CASE("the options -c and --json work before or after the command, on every 
 }
 
 TEST_CASE("--help lists the exit codes, for every binary", "[cli][help]") {
-    for (const auto& b : {bin("sqlq"), bin("sqlq-supervisor"), bin("sqlq-worker")}) {
+    for (const auto& b : {bin("sqlq"), bin("sqlq-supervisor"), bin("sqlq-worker"), bin("sqlq-web")}) {
         auto r = run({b, "--help"});
         INFO(b << ": " << r.out);
         CHECK(r.code == 0);

@@ -89,7 +89,7 @@ TEST_CASE("a task whose message the broker dead-lettered is failed with the brok
         // A consumer that gives the message back until the broker gives up on it.
         amqp::Connection c(env.cfg().broker, "test: returns every delivery");
         REQUIRE(eventually([&] {
-            if (auto m = c.get(env.cfg().broker.queue)) c.reject(m->tag, /*requeue=*/true);
+            if (auto m = c.get(env.cfg().broker.queue)) c.reject(m->tag, amqp::Connection::Requeue::yes);
             return queue_depth(env, env.cfg().broker.dead_letter_queue()) == 1;
         }, 20000));
         c.close();

@@ -4,7 +4,9 @@
 
 #include <cstdio>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <fcntl.h>
@@ -216,6 +218,109 @@ TEST_CASE("SIGKILLed workers are replaced at once: one, then all of them", "[sup
     // Tasks run on the new fleet.
     int64_t id = submit(env, "SELECT count(*) FROM customers");
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 0);
+}
+
+TEST_CASE("a worker binary that cannot be executed is a failed start with exit 127 or 126, in status and log",
+          "[supervisor][launch]") {
+    Setup s;
+    s.workers = 1;
+    s.sections["supervisor"] = "backoff_initial_ms = 200\nbackoff_max_ms = 1000\nfailed_starts_before_backoff = 2\n";
+    Env env(s);
+    // worker_path names a copy of the test worker, so the test can take it away under a running
+    // fleet (start itself refuses a worker_path that is not an executable file).
+    const std::string worker = env.dir() + "/sqlq-worker";
+    std::filesystem::copy_file(bin("sqlq-test-worker"), worker);
+    REQUIRE(::chmod(worker.c_str(), 0755) == 0);
+    std::string text = read_file(env.config());
+    auto at = text.find(bin("sqlq-test-worker"));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, bin("sqlq-test-worker").size(), worker);
+    std::ofstream(env.config()) << text;
+    Fleet f(env);
+    REQUIRE(fleet_ready(f, 1));
+
+    std::string exit_code, errno_text;
+    SECTION("missing: exit 127") {
+        REQUIRE(::unlink(worker.c_str()) == 0);
+        exit_code = "exit 127";
+        errno_text = "errno " + std::to_string(ENOENT);
+    }
+    SECTION("not executable: exit 126") {
+        REQUIRE(::chmod(worker.c_str(), 0644) == 0);
+        exit_code = "exit 126";
+        errno_text = "errno " + std::to_string(EACCES);
+    }
+    ::kill(f.status()["workers"][0]["pid"].get<pid_t>(), SIGKILL);
+    // The child's line reaches the supervisor through the output pipe, which may be read after
+    // its exit is: wait for both.
+    const std::string said = "sqlq-supervisor: cannot execute " + worker + ": " + errno_text;
+    json slot;
+    const bool shown = eventually([&] {
+        slot = f.status()["workers"][0];
+        return slot["state"] == "backoff" && slot.value("last_error", "") == said;
+    }, kReady);
+    INFO(slot.dump());
+    CHECK(shown);
+    CHECK(slot["last_exit"] == exit_code);
+    CHECK(slot["failed_starts"].get<int>() >= 2);
+    CHECK(supervisor_log_shows(env, exit_code + " after", 5000));
+    CHECK(supervisor_log_shows(env, said, 5000));
+}
+
+TEST_CASE("a launched worker has its own process group, the supervisor's signal mask, default dispositions and "
+          "only its four fds",
+          "[supervisor][launch]") {
+    Setup s;
+    s.workers = 1;
+    Env env(s);
+    // The supervisor is started with SIGUSR1 ignored and SIGUSR2 blocked (both inherited through
+    // fork and exec): the worker must get the mask back and SIGUSR1's default disposition.
+    sigset_t usr2, old_mask;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &usr2, &old_mask) == 0);
+    auto old_usr1 = std::signal(SIGUSR1, SIG_IGN);
+    std::string supervisor_mask;
+    {
+        std::ifstream st("/proc/thread-self/status");
+        for (std::string line; std::getline(st, line);)
+            if (line.rfind("SigBlk:", 0) == 0) supervisor_mask = line.substr(line.find_first_not_of(" \t", 7));
+    }
+    std::unique_ptr<Fleet> f;
+    try {
+        f = std::make_unique<Fleet>(env);
+    } catch (...) {
+        std::signal(SIGUSR1, old_usr1);
+        ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+        throw;
+    }
+    std::signal(SIGUSR1, old_usr1);
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    REQUIRE(supervisor_mask != std::string(16, '0'));  // SIGUSR2 at least
+
+    const int64_t id = submit(env, "SELECT sqlq_test_launch_state()");
+    REQUIRE(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 0);
+    auto rows = json::parse(cli(env, {"result", std::to_string(id), "--format", "json"}).out)["rows"];
+    REQUIRE(rows.size() == 1);
+    const auto state = json::parse(rows[0][0].get<std::string>());
+    INFO(state.dump());
+    const pid_t sup = f->pid();
+    const pid_t worker = f->status()["workers"][0]["pid"].get<pid_t>();
+    CHECK(state["pid"] == worker);
+    CHECK(state["ppid"] == sup);
+    CHECK(state["pgid"] == worker);  // a group of its own: a ^C at the supervisor's terminal is not its
+    CHECK(state["pgid"] != ::getpgid(sup));
+    CHECK(state["pdeathsig"] == SIGKILL);
+    CHECK(state["sigblk"] == supervisor_mask);
+    CHECK(state["sigign"] == std::string(16, '0'));
+    // stdin from /dev/null, stdout and stderr one pipe, the status pipe on 3, nothing else.
+    const auto& fds = state["fds"];
+    CHECK(fds.size() == 4);
+    CHECK(fds.value("0", "") == "/dev/null");
+    CHECK_THAT(fds.value("1", ""), Catch::StartsWith("pipe:["));
+    CHECK(fds.value("2", "") == fds.value("1", ""));
+    CHECK_THAT(fds.value("3", ""), Catch::StartsWith("pipe:["));
+    CHECK(fds.value("3", "") != fds.value("1", ""));
 }
 
 TEST_CASE("a worker that cannot start backs off instead of spinning, and status shows it", "[supervisor][backoff]") {

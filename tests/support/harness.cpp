@@ -33,6 +33,7 @@ std::string bin(const std::string& name) {
     if (name == "sqlq-worker") return b + "/worker/sqlq-worker";
     if (name == "sqlq-test-worker") return b + "/tests/sqlq-test-worker";
     if (name == "sqlq-supervisor") return b + "/supervisor/sqlq-supervisor";
+    if (name == "sqlq-web") return b + "/web/sqlq-web";
     return b + "/" + name;
 }
 

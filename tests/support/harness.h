@@ -18,7 +18,7 @@
 
 namespace sqlq::test {
 
-// Path of a built binary: sqlq, sqlq-worker, sqlq-supervisor, or sqlq-test-worker (sqlq-worker
+// Path of a built binary: sqlq, sqlq-worker, sqlq-supervisor, sqlq-web, or sqlq-test-worker (sqlq-worker
 // with the fault-injection SQL functions sqlq_test_hang(ms) and sqlq_test_crash(); every Env's
 // [supervisor] worker_path points at it).
 std::string bin(const std::string& name);

@@ -12,6 +12,12 @@
 //   sqlq_test_grow(mb)  allocates `mb` MiB, touches every page and keeps it for the rest of
 //                       the process's life: a worker that really grows (a leak, a fragmented
 //                       heap), for recycling by max_worker_rss_mb. Returns mb.
+//   sqlq_test_launch_state()
+//                       what this process was started with, as its supervisor's launcher left
+//                       it, read at the top of main() before the worker does anything: a JSON
+//                       object {"pid", "pgid", "sid", "ppid", "pdeathsig", "sigblk", "sigign"
+//                       (the hex masks of /proc/self/status), "fds": {"N": readlink target}}.
+#include <cctype>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -21,7 +27,12 @@
 #include <ctime>
 #include <fstream>
 #include <string>
+#include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include <sqlite3.h>
 
@@ -29,6 +40,50 @@
 #include "worker/worker_main.h"
 
 namespace {
+
+std::string launch_state;  // set once, first thing in main(); read by sqlq_test_launch_state()
+
+std::string read_launch_state() {
+    nlohmann::json j;
+    j["pid"] = ::getpid();
+    j["pgid"] = ::getpgid(0);
+    j["sid"] = ::getsid(0);
+    j["ppid"] = ::getppid();
+    int pdeathsig = 0;
+    ::prctl(PR_GET_PDEATHSIG, &pdeathsig);
+    j["pdeathsig"] = pdeathsig;
+    std::ifstream status("/proc/self/status");  // closed below, before the fds are listed
+    for (std::string line; std::getline(status, line);) {
+        for (const char* key : {"SigBlk", "SigIgn"}) {
+            const std::string prefix = std::string(key) + ":";
+            if (line.rfind(prefix, 0) == 0) {
+                std::string v = line.substr(prefix.size());
+                v.erase(0, v.find_first_not_of(" \t"));
+                std::string name = key;
+                for (auto& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
+                j[name] = v;
+            }
+        }
+    }
+    status.close();
+    // Every open fd but the one that lists them.
+    j["fds"] = nlohmann::json::object();
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        const int own = ::dirfd(d);
+        while (dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.' || std::atoi(e->d_name) == own) continue;
+            char target[512];
+            ssize_t n = ::readlink((std::string("/proc/self/fd/") + e->d_name).c_str(), target, sizeof target - 1);
+            j["fds"][e->d_name] = n < 0 ? std::string("?") : std::string(target, size_t(n));
+        }
+        ::closedir(d);
+    }
+    return j.dump();
+}
+
+void test_launch_state(sqlite3_context* ctx, int, sqlite3_value**) {
+    sqlite3_result_text(ctx, launch_state.c_str(), int(launch_state.size()), SQLITE_TRANSIENT);
+}
 
 void test_hang(sqlite3_context* ctx, int, sqlite3_value** argv) {
     int64_t ms = sqlite3_value_int64(argv[0]);
@@ -89,17 +144,21 @@ int register_hooks(sqlite3* db, const char** /*error*/, const sqlite3_api_routin
                                      nullptr);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "sqlq_test_grow", 1, SQLITE_UTF8, nullptr, test_grow, nullptr, nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "sqlq_test_launch_state", 0, SQLITE_UTF8, nullptr, test_launch_state,
+                                     nullptr, nullptr);
     return rc;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    launch_state = read_launch_state();
     // sqlite3_auto_extension takes void(*)(void), the one function type any other converts to
     // without a warning; SQLite calls it with the real signature.
     if (sqlite3_auto_extension(reinterpret_cast<void (*)()>(register_hooks)) != SQLITE_OK) return 1;
-    // The target allows only the functions on its list (readonly.cpp), and these four are ours.
+    // The target allows only the functions on its list (readonly.cpp), and these five are ours.
     const sqlq::sqlite::AllowedFunction hang("sqlq_test_hang"), crash("sqlq_test_crash"),
-        limit_memory("sqlq_test_limit_memory"), grow("sqlq_test_grow");
+        limit_memory("sqlq_test_limit_memory"), grow("sqlq_test_grow"), launch("sqlq_test_launch_state");
     return sqlq::worker_main(argc, argv);
 }
