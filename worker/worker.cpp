@@ -174,7 +174,9 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     } else if (q.kind == QueryOutcome::Kind::ok) {
         o.status = Status::succeeded;
         o.row_count = q.rows;
-        o.result_bytes = int64_t(q.result.rows_json.size());
+        // What the store keeps for it, column names included: the result caps
+        // ([store] max_result_bytes*) add these up.
+        o.result_bytes = int64_t(q.result.columns_json.size() + q.result.rows_json.size());
         o.result = std::move(q.result);
     } else {
         o.status = Status::failed;

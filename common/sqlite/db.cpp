@@ -1,5 +1,7 @@
 #include "sqlite/db.h"
 
+#include <algorithm>
+
 namespace sqlq::sqlite {
 
 Db::Db(const std::string& path, int flags, const char* vfs) : path_(path) {
@@ -90,6 +92,21 @@ std::string Stmt::text(int col) const {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_.get(), col));
     int n = sqlite3_column_bytes(s_.get(), col);
     return p ? std::string(p, size_t(n)) : std::string();
+}
+
+Blob::Blob(const Db& db, const char* table, const char* column, int64_t rowid) : db_(&db) {
+    sqlite3_blob* raw = nullptr;
+    int rc = sqlite3_blob_open(db.get(), "main", table, column, rowid, /*flags (read-only)=*/0, &raw);
+    b_.reset(raw);  // owner first: a failed open may still hand out a handle
+    if (rc != SQLITE_OK) db.fail(std::string("cannot read ") + table + "." + column + " of row " + std::to_string(rowid), rc);
+}
+
+std::string Blob::prefix(int64_t n) const {
+    std::string out(size_t(std::max<int64_t>(0, std::min(n, size()))), '\0');
+    if (out.empty()) return out;
+    if (int rc = sqlite3_blob_read(b_.get(), out.data(), int(out.size()), 0); rc != SQLITE_OK)
+        db_->fail("cannot read a value's first bytes", rc);
+    return out;
 }
 
 Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }

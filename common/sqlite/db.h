@@ -42,6 +42,9 @@ struct CloseDb {
 struct Finalize {
     void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
 };
+struct CloseBlob {
+    void operator()(sqlite3_blob* b) const noexcept { sqlite3_blob_close(b); }
+};
 
 class Stmt;
 
@@ -104,6 +107,21 @@ public:
 private:
     const Db* db_;
     std::unique_ptr<sqlite3_stmt, Finalize> s_;
+};
+
+// Read access to one TEXT or BLOB value in place (sqlite3_blob_open): reads a part of it
+// without loading the whole value, as substr() or sqlite3_column_text() would. Reads in the
+// read transaction it opens (or the caller's); close it before writing the row.
+class Blob {
+public:
+    Blob(const Db& db, const char* table, const char* column, int64_t rowid);
+    int64_t size() const noexcept { return sqlite3_blob_bytes(b_.get()); }
+    // Up to `n` bytes from the start (fewer when the value is shorter).
+    std::string prefix(int64_t n) const;
+
+private:
+    const Db* db_;
+    std::unique_ptr<sqlite3_blob, CloseBlob> b_;
 };
 
 // BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at

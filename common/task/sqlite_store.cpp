@@ -58,18 +58,42 @@ CREATE TABLE results (
 );
 )SQL";
 
-// The columns task_from_row reads. A task's SQL is read in part, at most `sql_chars` characters
-// of it (tasks stored before max_sql_bytes existed may hold far more), with its whole length in
-// bytes beside it.
-std::string task_columns(int64_t sql_chars) {
-    return "id, substr(sql, 1, " + std::to_string(sql_chars) +
-           "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
+// A list shows this many characters of a task's SQL (store.h); get() at most kGetChars.
+constexpr int64_t kPreviewChars = 1000;
+constexpr int64_t kGetChars = 1 << 20;
+
+// The first `chars` characters of a UTF-8 text, counted as SQLite's substr() counts them (a lead
+// byte and the continuation bytes after it). `bytes` may be a prefix of a longer text: read
+// 4 × chars bytes and no whole character is cut.
+std::string sql_prefix(std::string bytes, int64_t chars) {
+    size_t i = 0;
+    for (int64_t n = 0; i < bytes.size() && n < chars; ++n) {
+        const auto lead = static_cast<unsigned char>(bytes[i++]);
+        if (lead >= 0xc0)
+            while (i < bytes.size() && (static_cast<unsigned char>(bytes[i]) & 0xc0) == 0x80) ++i;
+    }
+    bytes.resize(i);
+    return bytes;
+}
+
+// The first `chars` characters of task `id`'s SQL, read in place: substr() or a column read
+// would load the whole text (a 200 MB one: 200 MB of memory for a look at its first line).
+std::string read_sql_prefix(const Db& db, int64_t id, int64_t sql_bytes, int64_t chars) {
+    if (sql_bytes <= 0) return {};
+    sqlite::Blob b(db, "tasks", "sql", id);
+    return sql_prefix(b.prefix(std::min(b.size(), 4 * chars)), chars);
+}
+
+// The columns task_from_row reads: list() and changes() read the preview stored beside the
+// text; get() reads none (''), then its part of the text in place (read_sql_prefix).
+std::string task_columns(const char* sql_column) {
+    return std::string("id, ") + sql_column +
+           ", submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
            "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
            "cancelled_by, outcomes, recovery_ms, sql_bytes";
 }
-const std::string kTaskColumns = task_columns(1 << 20);  // get()
-const std::string kListColumns = task_columns(1000);     // list(): a preview per task
-
+const std::string kTaskColumns = task_columns("''");          // get()
+const std::string kListColumns = task_columns("sql_preview");  // list(), changes()
 
 // Resets a statement when the scope ends, whatever happened (a SELECT read only partly).
 struct ResetGuard {
@@ -237,18 +261,32 @@ void SqliteStore::migrate() {
         db_.exec("UPDATE tasks SET sql_bytes=length(CAST(sql AS BLOB))");
         db_.exec("PRAGMA user_version=2");
     }
+    if (v < 3) {
+        // The first 1,000 characters of the SQL, for list() and changes(): substr() on the text
+        // loads all of it, for every task listed. Filled in from the text read in place, one
+        // task at a time, so that a store holding huge texts migrates in little memory.
+        db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT NOT NULL DEFAULT ''");
+        std::vector<std::pair<int64_t, int64_t>> tasks;
+        for (auto s = db_.prepare("SELECT id, sql_bytes FROM tasks"); s.step();) tasks.emplace_back(s.i64(0), s.i64(1));
+        auto set = db_.prepare("UPDATE tasks SET sql_preview=? WHERE id=?");
+        for (auto [id, bytes] : tasks) set.bind(1, read_sql_prefix(db_, id, bytes, kPreviewChars)).bind(2, id).run();
+        db_.exec("PRAGMA user_version=3");
+    }
     txn.commit();
 }
 
 std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
-    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes) VALUES(?, ?, 'queued', ?, ?)");
+    auto st = db_.prepare(
+        "INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes, sql_preview) VALUES(?, ?, 'queued', ?, ?, ?)");
     std::vector<int64_t> ids;
     ids.reserve(sqls.size());
     {
         auto w = writing();
         Txn txn(db_);
         for (const auto& sql : sqls) {
-            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).bind(4, int64_t(sql.size())).run();
+            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).bind(4, int64_t(sql.size()))
+                .bind(5, sql_prefix(sql.substr(0, 4 * kPreviewChars), kPreviewChars))
+                .run();
             ids.push_back(db_.last_insert_rowid());
         }
         txn.commit();
@@ -282,13 +320,15 @@ TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRule
 TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules) {
     for (int round = 0;; ++round) {
         int64_t now = deps_.clock();
-        // The SQL text is read only when the task may be ours to run and is within max_sql_bytes
-        // (SQLite loads a column inside a CASE branch only when the branch is taken). Not with
-        // UPDATE ... RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
+        // The SQL text of a queued task is read here only when it is within max_sql_bytes
+        // (SQLite loads a column inside a CASE branch only when the branch is taken); a running
+        // one's only once the takeover below has won: while its owner lives, a waiting worker
+        // asks again every 50 ms, and must not load the text each time. Not with UPDATE ...
+        // RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
         auto& sel = cached(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
             "sql_bytes, lost_reason, started_at, "
-            "CASE WHEN status IN ('queued','running') AND sql_bytes <= ?2 THEN sql END, created_at "
+            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN sql END, created_at "
             "FROM tasks WHERE id=?1");
         sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
@@ -380,7 +420,13 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
-                if (st.run()) return claimed();
+                if (st.run()) {
+                    // Ours now (the attempt fences out anyone else): only now load the text.
+                    auto& text = cached("SELECT sql FROM tasks WHERE id=?");
+                    ResetGuard g{text};
+                    if (text.bind(1, id).step()) sql = text.text(0);
+                    return claimed();
+                }
             }
         }
         // Someone else moved the task between our read and our write: look again.
@@ -537,7 +583,11 @@ std::optional<Task> SqliteStore::get(int64_t id) {
     ResetGuard g{s};
     s.bind(1, id);
     if (!s.step()) return std::nullopt;
-    return task_from_row(s);
+    Task t = task_from_row(s);
+    s.reset();
+    t.sql = read_sql_prefix(db_, id, t.sql_bytes, kGetChars);
+    t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
+    return t;
 }
 
 std::vector<Task> SqliteStore::list(const ListFilter& f) {

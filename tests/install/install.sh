@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The install story, without a broker: `cmake --install BUILD --prefix /usr` into a DESTDIR, then
 # the layout (and nothing more: no tests, no bench tools), the modes, the installed config (it
-# parses, and its paths are absolute), the unit's ExecStart, and `systemd-analyze verify`.
+# parses, and its paths are absolute), the unit's ExecStart, user and sandboxing, and
+# `systemd-analyze verify`.
 #   tests/install/install.sh BUILD_DIR [CONFIG]
 # Exit 77 (skipped) only when systemd-analyze is not installed.
 set -euo pipefail
@@ -61,6 +62,12 @@ esac
 unit=$dest/usr/lib/systemd/system/sqlq-supervisor.service
 grep -qx 'ExecStart=/usr/bin/sqlq-supervisor start --foreground -c /etc/sqlq/sqlq.conf' "$unit" ||
     fail "ExecStart is not /usr/bin/sqlq-supervisor ... -c /etc/sqlq/sqlq.conf: $(grep '^ExecStart=' "$unit")"
+# The fleet runs as its own user, with private files and the usual sandboxing (issue 12, part 5).
+grep -qE '^User=[a-z_][a-z0-9_-]*$' "$unit" || fail "the unit names no User= (the fleet would run as root): $(grep '^User=' "$unit" || echo none)"
+grep -qE '^ReadWritePaths=/' "$unit" || fail "the unit has no ReadWritePaths= for the state directory"
+for line in UMask=0077 NoNewPrivileges=yes ProtectSystem=strict PrivateTmp=yes ProtectHome=yes; do
+    grep -qx "$line" "$unit" || fail "the unit lacks $line: $(grep "^${line%%=*}=" "$unit" || echo 'not set')"
+done
 if grep -qE '@[A-Z_]+@' "$unit"; then fail "unsubstituted @VARIABLE@ in the unit: $(grep -E '@[A-Z_]+@' "$unit")"; fi
 
 # systemd-analyze verify checks that ExecStart exists and is executable, on this machine's root

@@ -75,6 +75,80 @@ TEST_CASE("running out of memory while encoding the rows fails the task, and the
     CHECK(w->running());
 }
 
+TEST_CASE("a task whose SQL does not fit in the worker's memory is failed at its claim; the worker goes on and "
+          "the sweeper does not republish it",
+          "[worker][sweeper][edges][memory]") {
+    Setup s;
+    s.workers = 1;
+    // SQLite's heap cap is per process, so it caps the worker's store reads too: a 40 MB text
+    // cannot be loaded in 8 MiB. max_sql_bytes is raised above the text, so the claim tries.
+    s.sections["query"] = "memory_limit_mb = 8\nmax_sql_bytes = 100000000\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
+    Env env(s);
+    Fleet fleet(env);
+    const auto before = fleet.status()["workers"][0];
+    int64_t id = 0;
+    {
+        // Straight into the store (submit would refuse it at its own max_sql_bytes), published as
+        // a producer would.
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT '" + std::string(40 << 20, 'x') + "'", "test");
+        publish_raw(env, encode_message(id));
+        store->mark_published(id);
+    }
+    REQUIRE(eventually([&] { return show(env, id)["status"] == "failed"; }, 30000));
+    auto t = show(env, id);
+    INFO(t.dump() << "\n" << supervisor_log(env));
+    CHECK(t["error"].get<std::string>().find("not run: claiming it failed: ") == 0);
+    CHECK(t["executions"] == 0);
+    CHECK(t["outcomes"] == 1);
+    // The same worker serves the next task: it never died.
+    int64_t next = submit(env, "SELECT 1");
+    CHECK(wait_code(env, next) == 0);
+    const auto after = fleet.status()["workers"][0];
+    CHECK(after["pid"] == before["pid"]);
+    // A negative has no event to wait for: give the sweeper republish_after_ms and several sweeps
+    // to (wrongly) publish the task again, then look.
+    eventually([] { return false; }, 1500);
+    CHECK(queue_depth(env) == 0);
+    CHECK(supervisor_log(env).find("sweep: republished") == std::string::npos);
+    CHECK(show(env, id)["outcomes"] == 1);
+    CHECK(fleet.status()["workers"][0]["pid"] == before["pid"]);
+}
+
+TEST_CASE("the sweeper keeps each user's results under max_result_bytes_per_user, column names counted",
+          "[sweeper][edges][retention]") {
+    Setup s;
+    s.workers = 0;  // the tasks run on a worker of the test's own; the fleet only sweeps
+    s.sections["store"] = "max_result_bytes_per_user = 2500\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\n";
+    Env env(s);
+    // Three results of about 1,000 bytes each, nearly all of it the column's name (the rows,
+    // [[1]], are 5 bytes): all three fit under the cap if only the rows count.
+    const std::string sql = "SELECT 1 AS " + std::string(1000, 'c');
+    std::vector<int64_t> ids;
+    {
+        auto w = start_worker(env);
+        REQUIRE(w->wait_report(Report::ready, kReady));
+        for (int i = 0; i < 3; ++i) {
+            ids.push_back(submit(env, sql));
+            REQUIRE(wait_code(env, ids.back()) == 0);
+        }
+    }
+    for (int64_t id : ids) CHECK(show(env, id)["result_bytes"].get<int64_t>() > 1000);
+    // The sweeper expires results at its first sweep (then at most once a minute).
+    Fleet fleet(env);
+    REQUIRE(eventually([&] { return show(env, ids[0])["result_ref"].is_null(); }, 20000));
+    auto r = cli(env, {"result", std::to_string(ids[0])});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("expired") != std::string::npos);
+    // The two newest (about 2,020 bytes) fit.
+    CHECK(show(env, ids[1])["result_ref"].is_string());
+    CHECK(show(env, ids[2])["result_ref"].is_string());
+    CHECK(cli(env, {"result", std::to_string(ids[2])}).code == 0);
+    CHECK(supervisor_log_shows(env, "sweep: expired 1 results", 5000));
+}
+
 TEST_CASE("a task whose message the broker dead-lettered is failed with the broker's reason, not republished",
           "[sweeper][edges][dead-letter]") {
     Setup s;
