@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "amqp/connection.h"
+#include "sqlite/db.h"
 #include "support/harness.h"
 #include "task/message.h"
 #include "task/store.h"
@@ -147,6 +148,45 @@ TEST_CASE("the sweeper keeps each user's results under max_result_bytes_per_user
     CHECK(show(env, ids[2])["result_ref"].is_string());
     CHECK(cli(env, {"result", std::to_string(ids[2])}).code == 0);
     CHECK(supervisor_log_shows(env, "sweep: expired 1 results", 5000));
+}
+
+TEST_CASE("a claim the store keeps refusing gives the message back after record_timeout_ms; the task runs once "
+          "the store takes writes again",
+          "[worker][edges][store]") {
+    Setup s;
+    s.workers = 1;
+    s.sections["store"] = "busy_timeout_ms = 50\nrecord_timeout_ms = 1000\n";
+    Env env(s);
+    auto w = start_worker(env);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t id = 0;
+    {
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT 1", "test");
+        store->mark_published(id);
+    }
+    {
+        // Another process holds the store's write lock (as a long write would, or a full disk
+        // refuses every write): each claim fails with "database is locked", a transient error.
+        sqlite::Db lock(env.cfg().store.path, SQLITE_OPEN_READWRITE);
+        lock.exec("BEGIN IMMEDIATE");
+        publish_raw(env, encode_message(id));
+        CHECK(w->log_shows("task " + std::to_string(id) + ": giving its message back: ", 15000));
+        CHECK(w->log().find("([store] record_timeout_ms)") != std::string::npos);
+        CHECK(w->running());
+        auto t = show(env, id);  // a read: the lock does not stop it
+        CHECK(t["status"] == "queued");
+        CHECK(t["attempts"] == 0);
+        lock.exec("ROLLBACK");
+    }
+    // The message came back to the queue (and to this worker): once the store takes writes, the
+    // task runs, once.
+    CHECK(wait_code(env, id) == 0);
+    auto t = show(env, id);
+    INFO(t.dump() << "\n" << w->log());
+    CHECK(t["executions"] == 1);
+    CHECK(t["outcomes"] == 1);
+    CHECK(w->running());
 }
 
 TEST_CASE("a task whose message the broker dead-lettered is failed with the broker's reason, not republished",
