@@ -85,7 +85,8 @@ std::string read_sql_prefix(const Db& db, int64_t id, int64_t sql_bytes, int64_t
 }
 
 // The columns task_from_row reads: list() and changes() read the preview stored beside the
-// text; get() reads none (''), then its part of the text in place (read_sql_prefix).
+// text (list_row()); get() reads none (''), then its part of the text in place
+// (read_sql_prefix).
 std::string task_columns(const char* sql_column) {
     return std::string("id, ") + sql_column +
            ", submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
@@ -262,14 +263,12 @@ void SqliteStore::migrate() {
         db_.exec("PRAGMA user_version=2");
     }
     if (v < 3) {
-        // The first 1,000 characters of the SQL, for list() and changes(): substr() on the text
-        // loads all of it, for every task listed. Filled in from the text read in place, one
-        // task at a time, so that a store holding huge texts migrates in little memory.
-        db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT NOT NULL DEFAULT ''");
-        std::vector<std::pair<int64_t, int64_t>> tasks;
-        for (auto s = db_.prepare("SELECT id, sql_bytes FROM tasks"); s.step();) tasks.emplace_back(s.i64(0), s.i64(1));
-        auto set = db_.prepare("UPDATE tasks SET sql_preview=? WHERE id=?");
-        for (auto [id, bytes] : tasks) set.bind(1, read_sql_prefix(db_, id, bytes, kPreviewChars)).bind(2, id).run();
+        // The first 1,000 characters of the SQL, written at insert, for list() and changes():
+        // substr() on the text loads all of it, for every task listed. Tasks stored before keep
+        // NULL there and have their preview read in place when listed (list_row()): filling it
+        // in here would rewrite each row, and an UPDATE of any column of a row loads the whole
+        // row, its text included (a 200 MB text: 400 MB of memory, measured).
+        db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT");
         db_.exec("PRAGMA user_version=3");
     }
     txn.commit();
@@ -590,6 +589,15 @@ std::optional<Task> SqliteStore::get(int64_t id) {
     return t;
 }
 
+Task SqliteStore::list_row(const sqlite::Stmt& s) {
+    Task t = task_from_row(s);
+    if (s.is_null(1)) {  // stored before the preview column: read it in place
+        t.sql = read_sql_prefix(db_, t.id, t.sql_bytes, kPreviewChars);
+        t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
+    }
+    return t;
+}
+
 std::vector<Task> SqliteStore::list(const ListFilter& f) {
     auto s = db_.prepare("SELECT " + kListColumns +
                          " FROM tasks WHERE (?1 IS NULL OR status=?1) AND (?3 IS NULL OR submitter=?3)"
@@ -598,7 +606,7 @@ std::vector<Task> SqliteStore::list(const ListFilter& f) {
     s.bind(2, f.limit);
     if (f.submitter) s.bind(3, *f.submitter);
     std::vector<Task> out;
-    while (s.step()) out.push_back(task_from_row(s));
+    while (s.step()) out.push_back(list_row(s));
     return out;
 }
 
@@ -631,7 +639,7 @@ std::vector<Task> SqliteStore::changes(int64_t after_id, const std::vector<int64
                          " OR id IN (SELECT value FROM json_each(?2)) ORDER BY id");
     s.bind(1, after_id).bind(2, list);
     std::vector<Task> out;
-    while (s.step()) out.push_back(task_from_row(s));
+    while (s.step()) out.push_back(list_row(s));
     return out;
 }
 

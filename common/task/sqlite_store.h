@@ -65,6 +65,9 @@ private:
     // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
     // gate: moving it out measured slower at durability full (docs/performance.md).
     sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
+    // A row of list() or changes(): the task, with its SQL preview read in place when the row
+    // has none stored (a task from before schema version 3).
+    Task list_row(const sqlite::Stmt& s);
     Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules);
     FailKind try_fail_unowned(int64_t id, const std::string& error, const Owner& me);
     // Whether the owner recorded in a running task's row is gone (process or lease).

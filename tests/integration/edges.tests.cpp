@@ -76,7 +76,7 @@ TEST_CASE("running out of memory while encoding the rows fails the task, and the
     CHECK(w->running());
 }
 
-TEST_CASE("a task whose SQL does not fit in the worker's memory is failed at its claim; the worker goes on and "
+TEST_CASE("a task whose SQL does not fit in the worker's memory is failed at its claim, the worker goes on, and "
           "the sweeper does not republish it",
           "[worker][sweeper][edges][memory]") {
     Setup s;
@@ -150,7 +150,7 @@ TEST_CASE("the sweeper keeps each user's results under max_result_bytes_per_user
     CHECK(supervisor_log_shows(env, "sweep: expired 1 results", 5000));
 }
 
-TEST_CASE("a claim the store keeps refusing gives the message back after record_timeout_ms; the task runs once "
+TEST_CASE("a claim the store keeps refusing gives the message back after record_timeout_ms, and the task runs once "
           "the store takes writes again",
           "[worker][edges][store]") {
     Setup s;
