@@ -78,11 +78,17 @@ std::string sql_prefix(std::string bytes, int64_t chars) {
 
 // The first `chars` characters of task `id`'s SQL, read in place: substr() or a column read
 // would load the whole text (a 200 MB one: 200 MB of memory for a look at its first line).
-std::string read_sql_prefix(const Db& db, int64_t id, int64_t sql_bytes, int64_t chars) {
+std::string read_sql_prefix(Db& db, int64_t id, int64_t sql_bytes, int64_t chars) {
     if (sql_bytes <= 0) return {};
-    sqlite::Blob b(db, "tasks", "sql", id);
+    auto in_own_table = db.prepare("SELECT 1 FROM task_sql WHERE task_id=?");  // the rowid only
+    const bool own = in_own_table.bind(1, id).step();
+    in_own_table.reset();
+    sqlite::Blob b = own ? sqlite::Blob(db, "task_sql", "sql", id) : sqlite::Blob(db, "tasks", "sql", id);
     return sql_prefix(b.prefix(std::min(b.size(), 4 * chars)), chars);
 }
+
+// A task's whole SQL text, in its own table (schema v3) or, for a task stored before, in its row.
+constexpr const char* kSqlOf = "coalesce((SELECT sql FROM task_sql WHERE task_id=tasks.id), tasks.sql)";
 
 // The columns task_from_row reads: list() and changes() read the preview stored beside the
 // text (list_row()); get() reads none (''), then its part of the text in place
@@ -263,11 +269,16 @@ void SqliteStore::migrate() {
         db_.exec("PRAGMA user_version=2");
     }
     if (v < 3) {
+        // The SQL text moves out of the task's row, into a table of its own: an UPDATE of any
+        // column of a row loads the whole row, so every status change of a task (its claim, its
+        // failure, its outcome) loaded its text, 2x its size (400 MB of memory for a 200 MB
+        // text, measured): a text too big for a worker's memory cap could not even be failed.
+        // Tasks stored before keep theirs in the row (moving it would load it: 2x the largest).
+        db_.exec("CREATE TABLE task_sql (task_id INTEGER PRIMARY KEY REFERENCES tasks(id), sql TEXT NOT NULL)");
         // The first 1,000 characters of the SQL, written at insert, for list() and changes():
-        // substr() on the text loads all of it, for every task listed. Tasks stored before keep
-        // NULL there and have their preview read in place when listed (list_row()): filling it
-        // in here would rewrite each row, and an UPDATE of any column of a row loads the whole
-        // row, its text included (a 200 MB text: 400 MB of memory, measured).
+        // substr() on the text loads all of it, for every task listed. Tasks stored before have
+        // NULL there and their preview read in place when listed (list_row()): filling it in
+        // here would rewrite, and so load, each row.
         db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT");
         db_.exec("PRAGMA user_version=3");
     }
@@ -276,17 +287,19 @@ void SqliteStore::migrate() {
 
 std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
     auto st = db_.prepare(
-        "INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes, sql_preview) VALUES(?, ?, 'queued', ?, ?, ?)");
+        "INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes, sql_preview) VALUES('', ?, 'queued', ?, ?, ?)");
+    auto text = db_.prepare("INSERT INTO task_sql(task_id, sql) VALUES(?, ?)");
     std::vector<int64_t> ids;
     ids.reserve(sqls.size());
     {
         auto w = writing();
         Txn txn(db_);
         for (const auto& sql : sqls) {
-            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).bind(4, int64_t(sql.size()))
-                .bind(5, sql_prefix(sql.substr(0, 4 * kPreviewChars), kPreviewChars))
+            st.bind(1, submitter).bind(2, deps_.clock()).bind(3, int64_t(sql.size()))
+                .bind(4, sql_prefix(sql.substr(0, 4 * kPreviewChars), kPreviewChars))
                 .run();
             ids.push_back(db_.last_insert_rowid());
+            text.bind(1, ids.back()).bind(2, sql).run();
         }
         txn.commit();
     }
@@ -324,10 +337,10 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         // one's only once the takeover below has won: while its owner lives, a waiting worker
         // asks again every 50 ms, and must not load the text each time. Not with UPDATE ...
         // RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
-        auto& sel = cached(
+        auto& sel = cached(std::string(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
             "sql_bytes, lost_reason, started_at, "
-            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN sql END, created_at "
+            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN ") + kSqlOf + " END, created_at "
             "FROM tasks WHERE id=?1");
         sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
@@ -421,7 +434,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                     .bind(7, id).bind(8, attempts);
                 if (st.run()) {
                     // Ours now (the attempt fences out anyone else): only now load the text.
-                    auto& text = cached("SELECT sql FROM tasks WHERE id=?");
+                    auto& text = cached(std::string("SELECT ") + kSqlOf + " FROM tasks WHERE id=?");
                     ResetGuard g{text};
                     if (text.bind(1, id).step()) sql = text.text(0);
                     return claimed();

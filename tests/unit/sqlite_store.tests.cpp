@@ -302,12 +302,16 @@ int64_t peak_rss() {
 bool reset_peak_rss() { return bool(std::ofstream("/proc/self/clear_refs") << "5"); }
 
 // Makes task `id`'s SQL `bytes` of 'x', written in place (a zeroblob, then 1 MiB writes), so
-// that the test never holds the text in memory. It is stored as a BLOB: reading it whole or
-// through substr() loads all of it, as for a TEXT.
-void make_huge_sql(SqliteStore& s, int64_t id, int64_t bytes) {
-    s.db().prepare("UPDATE tasks SET sql=zeroblob(?), sql_bytes=? WHERE id=?").bind(1, bytes).bind(2, bytes).bind(3, id).run();
+// that the test never holds the text in memory: in its own table (`task_sql`, where a task
+// stored now keeps it) or in the task's row (`tasks`, as before schema version 3). It is stored
+// as a BLOB: reading it whole or through substr() loads all of it, as for a TEXT.
+void make_huge_sql(SqliteStore& s, int64_t id, int64_t bytes, const std::string& table) {
+    // Never an UPDATE of the task's row once it holds the text: that would load it all.
+    s.db().prepare("UPDATE tasks SET sql_bytes=? WHERE id=?").bind(1, bytes).bind(2, id).run();
+    const std::string where = table == "tasks" ? "id" : "task_id";
+    s.db().prepare("UPDATE " + table + " SET sql=zeroblob(?) WHERE " + where + "=?").bind(1, bytes).bind(2, id).run();
     sqlite3_blob* raw = nullptr;
-    REQUIRE(sqlite3_blob_open(s.db().get(), "main", "tasks", "sql", id, /*write=*/1, &raw) == SQLITE_OK);
+    REQUIRE(sqlite3_blob_open(s.db().get(), "main", table.c_str(), "sql", id, /*write=*/1, &raw) == SQLITE_OK);
     std::unique_ptr<sqlite3_blob, sqlite::CloseBlob> blob(raw);
     const std::string chunk(1 << 20, 'x');
     for (int64_t at = 0; at < bytes; at += int64_t(chunk.size()))
@@ -327,7 +331,7 @@ TEST_CASE("a worker waiting for a task's live owner does not load its SQL at eve
     REQUIRE(sqlite3_memory_used() > 0);  // SQLite counts its memory (SQLITE_DEFAULT_MEMSTATUS)
     const int64_t bytes = 32 << 20;
     int64_t id = s.insert("SELECT 1", "alice");
-    make_huge_sql(s, id, bytes);
+    make_huge_sql(s, id, bytes, "task_sql");
     const Owner first{"host-a", 101, 1}, second{"host-a", 102, 1};
     REQUIRE(s.claim(id, first, 3).kind == TaskStore::ClaimKind::claimed);
     {
@@ -349,16 +353,19 @@ TEST_CASE("list and show of a task with a 200 MB SQL text stay small in memory, 
     int64_t id = 0;
     {
         auto s = t.open();
-        s.insert("SELECT 'a first task'", "bob");
+        const int64_t first = s.insert("SELECT 'a first task'", "bob");
         id = s.insert("SELECT 1", "alice");
-        make_huge_sql(s, id, bytes);
-        SECTION("a store made before the preview column: its previews are read in place") {
+        SECTION("a store made before schema version 3: texts in the task rows, no previews") {
+            s.db().exec("DROP TABLE task_sql");
             s.db().exec("ALTER TABLE tasks DROP COLUMN sql_preview");
             s.db().exec("PRAGMA user_version=2");
+            s.db().prepare("UPDATE tasks SET sql=? WHERE id=?").bind(1, "SELECT 'a first task'").bind(2, first).run();
+            make_huge_sql(s, id, bytes, "tasks");
         }
         SECTION("a store of this version") {
-            // The text was replaced in place: give the task the preview an insert writes.
+            // The text is replaced in place: give the task the preview an insert writes.
             s.db().prepare("UPDATE tasks SET sql_preview=? WHERE id=?").bind(1, std::string(1000, 'x')).bind(2, id).run();
+            make_huge_sql(s, id, bytes, "task_sql");
         }
     }
     const bool rss = reset_peak_rss();
