@@ -110,13 +110,18 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     // Claim only what can run now: while the target cannot be reached the task stays queued
     // (unclaimed, its message held here), instead of failing for want of a server.
     if (!await_target(conn, id)) return;  // stopping: the message goes back with the channel
-    std::optional<TaskStore::Claim> claimed = claim(conn, id);
-    if (!claimed) {
-        report_done(id, Status::failed);  // claim() failed it for want of memory
+    TaskStore::Claim c;
+    switch (claim(conn, id, c)) {
+    case ClaimEnd::failed_here:
+        report_done(id, Status::failed);  // claiming it ran out of memory: failed, as the log says
         conn.ack(d.tag);
         return;
+    case ClaimEnd::give_back:
+        conn.reject(d.tag, /*requeue=*/true);  // the store refuses writes: unclaimed, it waits in the queue
+        return;
+    case ClaimEnd::claim:
+        break;
     }
-    const TaskStore::Claim& c = *claimed;
     const int64_t t0 = mono_ms();
     switch (c.kind) {
     case TaskStore::ClaimKind::unknown:
@@ -174,7 +179,9 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     } else if (q.kind == QueryOutcome::Kind::ok) {
         o.status = Status::succeeded;
         o.row_count = q.rows;
-        o.result_bytes = int64_t(q.result.rows_json.size());
+        // What the store keeps for it, column names included: the result caps
+        // ([store] max_result_bytes*) add these up.
+        o.result_bytes = int64_t(q.result.columns_json.size() + q.result.rows_json.size());
         o.result = std::move(q.result);
     } else {
         o.status = Status::failed;
@@ -219,9 +226,10 @@ bool Worker::await_target(amqp::Connection& conn, int64_t id) {
     }
 }
 
-std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id) {
+Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t id, TaskStore::Claim& out) {
     Backoff backoff(50, 2000);
     bool said_waiting = false;
+    int64_t failing_since = -1;  // when the claim's write began to fail (mono ms), -1: it has not
     auto waiting = [&] {
         // The supervisor shows this slot as waiting for the task, not as idle.
         if (!said_waiting) reporter_.send(Report::waiting, id);
@@ -232,10 +240,12 @@ std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id
         try {
             TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes,
                                                             cfg_.query.timeout_ms, cfg_.supervisor.deadline_grace_ms});
-            if (c.kind != TaskStore::ClaimKind::held) return c;
+            failing_since = -1;
+            out = std::move(c);
+            if (out.kind != TaskStore::ClaimKind::held) return ClaimEnd::claim;
             // Another worker holds the task and looks alive: its own delivery is with it. Wait
             // for it to finish (then we skip) or for its lease to run out (then we take over).
-            if (stop_) return c;
+            if (stop_) return ClaimEnd::claim;
             waiting();
             pause(&conn, 50);
             continue;
@@ -244,8 +254,22 @@ std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id
             if (e.resource()) {
                 no_memory = e.what();
             } else {
+                // Disk full, I/O error, busy: retry, but not forever. Past record_timeout_ms the
+                // message goes back to the queue (its task stays as it was: queued, or running
+                // with its gone owner) and this worker takes the next one.
+                const int64_t now = mono_ms();
+                if (failing_since < 0) failing_since = now;
+                if (now - failing_since >= cfg_.store.record_timeout_ms) {
+                    spdlog::warn("task {}: giving its message back: the store {} could not record its claim for {} ms "
+                                 "([store] record_timeout_ms): {}",
+                                 id, store_->where(), now - failing_since, e.what());
+                    return ClaimEnd::give_back;
+                }
                 spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
-                if (stop_) return TaskStore::Claim{TaskStore::ClaimKind::held};
+                if (stop_) {
+                    out = TaskStore::Claim{TaskStore::ClaimKind::held};
+                    return ClaimEnd::claim;
+                }
                 waiting();
                 pause(&conn, backoff.next());
                 continue;
@@ -259,17 +283,22 @@ std::optional<TaskStore::Claim> Worker::claim(amqp::Connection& conn, int64_t id
         switch (store_->fail_unowned(id, why, me_)) {
         case TaskStore::FailKind::failed:
             spdlog::warn("task {}: failed: {}", id, why);
-            return std::nullopt;
+            return ClaimEnd::failed_here;
         case TaskStore::FailKind::held:  // another worker has it after all: wait for it
-            if (stop_) return TaskStore::Claim{TaskStore::ClaimKind::held};
+            if (stop_) {
+                out = TaskStore::Claim{TaskStore::ClaimKind::held};
+                return ClaimEnd::claim;
+            }
             waiting();
             pause(&conn, backoff.next());
             continue;
         case TaskStore::FailKind::cancelled:
         case TaskStore::FailKind::finished:
-            return TaskStore::Claim{TaskStore::ClaimKind::finished, 0, Status::failed};
+            out = TaskStore::Claim{TaskStore::ClaimKind::finished, 0, Status::failed};
+            return ClaimEnd::claim;
         case TaskStore::FailKind::unknown:
-            return TaskStore::Claim{TaskStore::ClaimKind::unknown};
+            out = TaskStore::Claim{TaskStore::ClaimKind::unknown};
+            return ClaimEnd::claim;
         }
     }
 }

@@ -25,9 +25,12 @@ public:
 private:
     void serve(amqp::Connection& conn);
     void handle(amqp::Connection& conn, const amqp::Delivery& d);
-    // nullopt: the task could not be claimed for want of memory and was failed here (logged);
-    // ack it.
-    std::optional<TaskStore::Claim> claim(amqp::Connection& conn, int64_t id);
+    // How claim() ended: with a claim in `out` to act on; with the task failed here because
+    // claiming it ran out of memory (logged: ack it); or with the store failing the claim's
+    // write (disk full, I/O error, busy) for [store] record_timeout_ms (logged: give the
+    // message back, unclaimed, so that the slot is not held by one message forever).
+    enum class ClaimEnd { claim, failed_here, give_back };
+    ClaimEnd claim(amqp::Connection& conn, int64_t id, TaskStore::Claim& out);
     // Until the query target can take a query (a server target: connected). False when asked to
     // stop meanwhile.
     bool await_target(amqp::Connection& conn, int64_t id);

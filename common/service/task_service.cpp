@@ -143,7 +143,7 @@ void require_result(const Task& t) {
     throw Error(why + "; it has no result", terminal(t.status) ? exit_for(t.status) : kExitConflict);
 }
 Error expired(int64_t id) {
-    return Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s)", kExitNotFound);
+    return Error("task " + std::to_string(id) + ": its result has expired ([store] result_ttl_s, or a max_result_bytes cap)", kExitNotFound);
 }
 }  // namespace
 

@@ -1,5 +1,7 @@
 #include "sqlite/db.h"
 
+#include <algorithm>
+
 namespace sqlq::sqlite {
 
 Db::Db(const std::string& path, int flags, const char* vfs) : path_(path) {
@@ -102,6 +104,12 @@ std::string Stmt::text(int col) const {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_.get(), col));
     int n = sqlite3_column_bytes(s_.get(), col);
     return p ? std::string(p, size_t(n)) : std::string();
+}
+
+std::string Blob::prefix(int64_t n) {
+    std::string out(size_t(std::max<int64_t>(0, std::min(n, size()))), '\0');
+    if (!out.empty()) read(out.data(), int(out.size()), 0);
+    return out;
 }
 
 Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }

@@ -119,6 +119,9 @@ public:
     int64_t size() const noexcept { return sqlite3_blob_bytes(b_.get()); }
     // Reads `n` bytes at `offset` (within size()). Throws SqliteError.
     void read(char* buf, int n, int64_t offset);
+    // Up to `n` bytes from the start (fewer when the value is shorter): a part of a value
+    // without loading the whole of it, as substr() or sqlite3_column_text() would.
+    std::string prefix(int64_t n);
 
 private:
     const Db* db_;

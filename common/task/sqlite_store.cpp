@@ -58,18 +58,49 @@ CREATE TABLE results (
 );
 )SQL";
 
-// The columns task_from_row reads. A task's SQL is read in part, at most `sql_chars` characters
-// of it (tasks stored before max_sql_bytes existed may hold far more), with its whole length in
-// bytes beside it.
-std::string task_columns(int64_t sql_chars) {
-    return "id, substr(sql, 1, " + std::to_string(sql_chars) +
-           "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
+// A list shows this many characters of a task's SQL (store.h); get() at most kGetChars.
+constexpr int64_t kPreviewChars = 1000;
+constexpr int64_t kGetChars = 1 << 20;
+
+// The first `chars` characters of a UTF-8 text, counted as SQLite's substr() counts them (a lead
+// byte and the continuation bytes after it). `bytes` may be a prefix of a longer text: read
+// 4 × chars bytes and no whole character is cut.
+std::string sql_prefix(std::string bytes, int64_t chars) {
+    size_t i = 0;
+    for (int64_t n = 0; i < bytes.size() && n < chars; ++n) {
+        const auto lead = static_cast<unsigned char>(bytes[i++]);
+        if (lead >= 0xc0)
+            while (i < bytes.size() && (static_cast<unsigned char>(bytes[i]) & 0xc0) == 0x80) ++i;
+    }
+    bytes.resize(i);
+    return bytes;
+}
+
+// The first `chars` characters of task `id`'s SQL, read in place: substr() or a column read
+// would load the whole text (a 200 MB one: 200 MB of memory for a look at its first line).
+std::string read_sql_prefix(Db& db, int64_t id, int64_t sql_bytes, int64_t chars) {
+    if (sql_bytes <= 0) return {};
+    auto in_own_table = db.prepare("SELECT 1 FROM task_sql WHERE task_id=?");  // the rowid only
+    const bool own = in_own_table.bind(1, id).step();
+    in_own_table.reset();
+    sqlite::Blob b = own ? sqlite::Blob(db, "task_sql", "sql", id) : sqlite::Blob(db, "tasks", "sql", id);
+    return sql_prefix(b.prefix(std::min(b.size(), 4 * chars)), chars);
+}
+
+// A task's whole SQL text, in its own table (schema v3) or, for a task stored before, in its row.
+constexpr const char* kSqlOf = "coalesce((SELECT sql FROM task_sql WHERE task_id=tasks.id), tasks.sql)";
+
+// The columns task_from_row reads: list() and changes() read the preview stored beside the
+// text (list_row()); get() reads none (''), then its part of the text in place
+// (read_sql_prefix).
+std::string task_columns(const char* sql_column) {
+    return std::string("id, ") + sql_column +
+           ", submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
            "created_at, started_at, finished_at, error, row_count, result_bytes, result_ref, cancel_requested_at, "
            "cancelled_by, outcomes, recovery_ms, sql_bytes";
 }
-const std::string kTaskColumns = task_columns(1 << 20);  // get()
-const std::string kListColumns = task_columns(1000);     // list(): a preview per task
-
+const std::string kTaskColumns = task_columns("''");          // get()
+const std::string kListColumns = task_columns("sql_preview");  // list(), changes()
 
 // Resets a statement when the scope ends, whatever happened (a SELECT read only partly).
 struct ResetGuard {
@@ -237,19 +268,38 @@ void SqliteStore::migrate() {
         db_.exec("UPDATE tasks SET sql_bytes=length(CAST(sql AS BLOB))");
         db_.exec("PRAGMA user_version=2");
     }
+    if (v < 3) {
+        // The SQL text moves out of the task's row, into a table of its own: an UPDATE of any
+        // column of a row loads the whole row, so every status change of a task (its claim, its
+        // failure, its outcome) loaded its text, 2x its size (400 MB of memory for a 200 MB
+        // text, measured): a text too big for a worker's memory cap could not even be failed.
+        // Tasks stored before keep theirs in the row (moving it would load it: 2x the largest).
+        db_.exec("CREATE TABLE task_sql (task_id INTEGER PRIMARY KEY REFERENCES tasks(id), sql TEXT NOT NULL)");
+        // The first 1,000 characters of the SQL, written at insert, for list() and changes():
+        // substr() on the text loads all of it, for every task listed. Tasks stored before have
+        // NULL there and their preview read in place when listed (list_row()): filling it in
+        // here would rewrite, and so load, each row.
+        db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT");
+        db_.exec("PRAGMA user_version=3");
+    }
     txn.commit();
 }
 
 std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
-    auto st = db_.prepare("INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes) VALUES(?, ?, 'queued', ?, ?)");
+    auto st = db_.prepare(
+        "INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes, sql_preview) VALUES('', ?, 'queued', ?, ?, ?)");
+    auto text = db_.prepare("INSERT INTO task_sql(task_id, sql) VALUES(?, ?)");
     std::vector<int64_t> ids;
     ids.reserve(sqls.size());
     {
         auto w = writing();
         Txn txn(db_);
         for (const auto& sql : sqls) {
-            st.bind(1, sql).bind(2, submitter).bind(3, deps_.clock()).bind(4, int64_t(sql.size())).run();
+            st.bind(1, submitter).bind(2, deps_.clock()).bind(3, int64_t(sql.size()))
+                .bind(4, sql_prefix(sql.substr(0, 4 * kPreviewChars), kPreviewChars))
+                .run();
             ids.push_back(db_.last_insert_rowid());
+            text.bind(1, ids.back()).bind(2, sql).run();
         }
         txn.commit();
     }
@@ -282,13 +332,15 @@ TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRule
 TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules) {
     for (int round = 0;; ++round) {
         int64_t now = deps_.clock();
-        // The SQL text is read only when the task may be ours to run and is within max_sql_bytes
-        // (SQLite loads a column inside a CASE branch only when the branch is taken). Not with
-        // UPDATE ... RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
-        auto& sel = cached(
+        // The SQL text of a queued task is read here only when it is within max_sql_bytes
+        // (SQLite loads a column inside a CASE branch only when the branch is taken); a running
+        // one's only once the takeover below has won: while its owner lives, a waiting worker
+        // asks again every 50 ms, and must not load the text each time. Not with UPDATE ...
+        // RETURNING: its ephemeral table cost a quarter of the worker's CPU per task.
+        auto& sel = cached(std::string(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
             "sql_bytes, lost_reason, started_at, "
-            "CASE WHEN status IN ('queued','running') AND sql_bytes <= ?2 THEN sql END, created_at "
+            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN ") + kSqlOf + " END, created_at "
             "FROM tasks WHERE id=?1");
         sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
@@ -380,7 +432,13 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
                     .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
                     .bind(7, id).bind(8, attempts);
-                if (st.run()) return claimed();
+                if (st.run()) {
+                    // Ours now (the attempt fences out anyone else): only now load the text.
+                    auto& text = cached(std::string("SELECT ") + kSqlOf + " FROM tasks WHERE id=?");
+                    ResetGuard g{text};
+                    if (text.bind(1, id).step()) sql = text.text(0);
+                    return claimed();
+                }
             }
         }
         // Someone else moved the task between our read and our write: look again.
@@ -537,7 +595,20 @@ std::optional<Task> SqliteStore::get(int64_t id) {
     ResetGuard g{s};
     s.bind(1, id);
     if (!s.step()) return std::nullopt;
-    return task_from_row(s);
+    Task t = task_from_row(s);
+    s.reset();
+    t.sql = read_sql_prefix(db_, id, t.sql_bytes, kGetChars);
+    t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
+    return t;
+}
+
+Task SqliteStore::list_row(const sqlite::Stmt& s) {
+    Task t = task_from_row(s);
+    if (s.is_null(1)) {  // stored before the preview column: read it in place
+        t.sql = read_sql_prefix(db_, t.id, t.sql_bytes, kPreviewChars);
+        t.sql_truncated = int64_t(t.sql.size()) < t.sql_bytes;
+    }
+    return t;
 }
 
 std::vector<Task> SqliteStore::list(const ListFilter& f) {
@@ -548,7 +619,7 @@ std::vector<Task> SqliteStore::list(const ListFilter& f) {
     s.bind(2, f.limit);
     if (f.submitter) s.bind(3, *f.submitter);
     std::vector<Task> out;
-    while (s.step()) out.push_back(task_from_row(s));
+    while (s.step()) out.push_back(list_row(s));
     return out;
 }
 
@@ -614,7 +685,7 @@ std::vector<Task> SqliteStore::changes(int64_t after_id, const std::vector<int64
                          " OR id IN (SELECT value FROM json_each(?2)) ORDER BY id");
     s.bind(1, after_id).bind(2, list);
     std::vector<Task> out;
-    while (s.step()) out.push_back(task_from_row(s));
+    while (s.step()) out.push_back(list_row(s));
     return out;
 }
 

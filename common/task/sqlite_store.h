@@ -13,7 +13,7 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 2;
+    static constexpr int kSchemaVersion = 3;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);
@@ -67,6 +67,9 @@ private:
     // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
     // gate: moving it out measured slower at durability full (docs/performance.md).
     sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
+    // A row of list() or changes(): the task, with its SQL preview read in place when the row
+    // has none stored (a task from before schema version 3).
+    Task list_row(const sqlite::Stmt& s);
     Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules);
     FailKind try_fail_unowned(int64_t id, const std::string& error, const Owner& me);
     // Whether the owner recorded in a running task's row is gone (process or lease).

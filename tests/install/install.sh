@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The install story, without a broker: `cmake --install BUILD --prefix /usr` into a DESTDIR, then
 # the layout (and nothing more: no tests, no bench tools), the modes, the installed config (it
-# parses, and its paths are absolute), the units' ExecStart, and `systemd-analyze verify` of each.
+# parses, and its paths are absolute), the units' ExecStart, user and sandboxing, and
+# `systemd-analyze verify` of each.
 #   tests/install/install.sh BUILD_DIR [CONFIG]
 # Exit 77 (skipped) only when systemd-analyze is not installed.
 set -euo pipefail
@@ -68,6 +69,12 @@ for name in sqlq-supervisor sqlq-web; do
     grep -qx "${exec_start[$name]}" "$unit" ||
         fail "$name.service: ExecStart is not '${exec_start[$name]}': $(grep '^ExecStart=' "$unit")"
     if grep -qE '@[A-Z_]+@' "$unit"; then fail "unsubstituted @VARIABLE@ in $name.service: $(grep -E '@[A-Z_]+@' "$unit")"; fi
+    # Each runs as its own user, with private files and the usual sandboxing (issue 12, part 5).
+    grep -qE '^User=[a-z_][a-z0-9_-]*$' "$unit" || fail "$name.service names no User= (it would run as root): $(grep '^User=' "$unit" || echo none)"
+    grep -qE '^ReadWritePaths=/' "$unit" || fail "$name.service has no ReadWritePaths= for the state directory"
+    for line in UMask=0077 NoNewPrivileges=yes ProtectSystem=strict PrivateTmp=yes ProtectHome=yes; do
+        grep -qx "$line" "$unit" || fail "$name.service lacks $line: $(grep "^${line%%=*}=" "$unit" || echo 'not set')"
+    done
 
     # systemd-analyze verify checks that ExecStart exists and is executable, on this machine's root
     # (with --root it would want the whole of systemd and /bin/kill inside the DESTDIR). So it

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "amqp/connection.h"
+#include "sqlite/db.h"
 #include "support/harness.h"
 #include "task/message.h"
 #include "task/store.h"
@@ -72,6 +73,131 @@ TEST_CASE("running out of memory while encoding the rows fails the task, and the
     CHECK(t["attempts"] == 1);
     int64_t lift = submit(env, "SELECT sqlq_test_limit_memory(0)");
     CHECK(wait_code(env, lift) == 0);
+    CHECK(w->running());
+}
+
+TEST_CASE("a task whose SQL does not fit in the worker's memory is failed at its claim, the worker goes on, and "
+          "the sweeper does not republish it",
+          "[worker][sweeper][edges][memory]") {
+    Setup s;
+    s.workers = 1;
+    // SQLite's heap cap is per process, so it caps the worker's store reads too: a 40 MB text
+    // cannot be loaded in 8 MiB. max_sql_bytes is raised above the text, so the claim tries.
+    s.sections["query"] = "memory_limit_mb = 8\nmax_sql_bytes = 100000000\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\nrepublish_after_ms = 500\n";
+    Env env(s);
+    Fleet fleet(env);
+    const auto before = fleet.status()["workers"][0];
+    int64_t id = 0;
+    {
+        // Straight into the store (submit would refuse it at its own max_sql_bytes), published as
+        // a producer would.
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT '" + std::string(40 << 20, 'x') + "'", "test");
+        publish_raw(env, encode_message(id));
+        store->mark_published(id);
+    }
+    const bool failed = eventually([&] { return show(env, id)["status"] == "failed"; }, 30000);
+    auto t = show(env, id);
+    t.erase("sql");  // 1 MiB of it
+    INFO(t.dump() << "\n" << supervisor_log(env));
+    REQUIRE(failed);
+    CHECK(t["error"].get<std::string>().find("not run: claiming it failed: ") == 0);
+    CHECK(t["executions"] == 0);
+    CHECK(t["outcomes"] == 1);
+    // Before its claim failed the sweeper may have published the task once more (queued, and its
+    // message held unacked by the worker, so the queue looked idle): a duplicate, skipped. What
+    // must not happen is a republish after it failed.
+    auto republished = [&] {
+        const std::string log = supervisor_log(env);
+        size_t n = 0;
+        for (size_t at = log.find("sweep: republished"); at != std::string::npos; at = log.find("sweep: republished", at + 1)) ++n;
+        return n;
+    };
+    const size_t republished_before = republished();
+    // The same worker serves the next task: it never died.
+    int64_t next = submit(env, "SELECT 1");
+    CHECK(wait_code(env, next) == 0);
+    const auto after = fleet.status()["workers"][0];
+    CHECK(after["pid"] == before["pid"]);
+    // A negative has no event to wait for: give the sweeper republish_after_ms and several sweeps
+    // to (wrongly) publish the task again, then look.
+    eventually([] { return false; }, 1500);
+    CHECK(queue_depth(env) == 0);
+    CHECK(republished() == republished_before);
+    CHECK(show(env, id)["outcomes"] == 1);
+    CHECK(fleet.status()["workers"][0]["pid"] == before["pid"]);
+}
+
+TEST_CASE("the sweeper keeps each user's results under max_result_bytes_per_user, column names counted",
+          "[sweeper][edges][retention]") {
+    Setup s;
+    s.workers = 0;  // the tasks run on a worker of the test's own; the fleet only sweeps
+    s.sections["store"] = "max_result_bytes_per_user = 2500\n";
+    s.sections["supervisor"] = "sweep_interval_ms = 200\n";
+    Env env(s);
+    // Three results of about 1,000 bytes each, nearly all of it the column's name (the rows,
+    // [[1]], are 5 bytes): all three fit under the cap if only the rows count.
+    const std::string sql = "SELECT 1 AS " + std::string(1000, 'c');
+    std::vector<int64_t> ids;
+    {
+        auto w = start_worker(env);
+        REQUIRE(w->wait_report(Report::ready, kReady));
+        for (int i = 0; i < 3; ++i) {
+            ids.push_back(submit(env, sql));
+            REQUIRE(wait_code(env, ids.back()) == 0);
+        }
+    }
+    for (int64_t id : ids) CHECK(show(env, id)["result_bytes"].get<int64_t>() > 1000);
+    // The sweeper expires results at its first sweep (then at most once a minute).
+    Fleet fleet(env);
+    REQUIRE(eventually([&] { return show(env, ids[0])["result_ref"].is_null(); }, 20000));
+    auto r = cli(env, {"result", std::to_string(ids[0])});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("expired") != std::string::npos);
+    // The two newest (about 2,020 bytes) fit.
+    CHECK(show(env, ids[1])["result_ref"].is_string());
+    CHECK(show(env, ids[2])["result_ref"].is_string());
+    CHECK(cli(env, {"result", std::to_string(ids[2])}).code == 0);
+    CHECK(supervisor_log_shows(env, "sweep: expired 1 results", 5000));
+}
+
+TEST_CASE("a claim the store keeps refusing gives the message back after record_timeout_ms, and the task runs once "
+          "the store takes writes again",
+          "[worker][edges][store]") {
+    Setup s;
+    s.workers = 1;
+    s.sections["store"] = "busy_timeout_ms = 50\nrecord_timeout_ms = 1000\n";
+    Env env(s);
+    auto w = start_worker(env);
+    REQUIRE(w->wait_report(Report::ready, kReady));
+    int64_t id = 0;
+    {
+        auto store = open_store(env.cfg().store);
+        id = store->insert("SELECT 1", "test");
+        store->mark_published(id);
+    }
+    {
+        // Another process holds the store's write lock (as a long write would, or a full disk
+        // refuses every write): each claim fails with "database is locked", a transient error.
+        sqlite::Db lock(env.cfg().store.path, SQLITE_OPEN_READWRITE);
+        lock.exec("BEGIN IMMEDIATE");
+        publish_raw(env, encode_message(id));
+        CHECK(w->log_shows("task " + std::to_string(id) + ": giving its message back: ", 15000));
+        CHECK(w->log().find("([store] record_timeout_ms)") != std::string::npos);
+        CHECK(w->running());
+        auto t = show(env, id);  // a read: the lock does not stop it
+        CHECK(t["status"] == "queued");
+        CHECK(t["attempts"] == 0);
+        lock.exec("ROLLBACK");
+    }
+    // The message came back to the queue (and to this worker): once the store takes writes, the
+    // task runs, once.
+    CHECK(wait_code(env, id) == 0);
+    auto t = show(env, id);
+    INFO(t.dump() << "\n" << w->log());
+    CHECK(t["executions"] == 1);
+    CHECK(t["outcomes"] == 1);
     CHECK(w->running());
 }
 

@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <functional>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -278,4 +280,133 @@ TEST_CASE("expired results give their pages back to the file system", "[store][f
     CHECK(s.expire_results({0, 0, 1}) == 1);  // over a 1-byte cap
     CHECK(pages("PRAGMA freelist_count") == 0);
     CHECK(pages("PRAGMA page_count") < full / 4);
+}
+
+namespace {
+// What SQLite allocated at most (sqlite3_memory_highwater) since this was made, above what it
+// held then: what reading a task cost in memory, whatever the page cache kept before.
+struct SqliteMemoryPeak {
+    int64_t base = sqlite3_memory_used();
+    SqliteMemoryPeak() { sqlite3_memory_highwater(/*reset=*/1); }
+    int64_t grown() const { return sqlite3_memory_highwater(0) - base; }
+};
+
+// This process's peak resident set (VmHWM), in bytes; reset_peak_rss() starts it again from the
+// current RSS (Linux's clear_refs), false when it cannot.
+int64_t peak_rss() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    return -1;
+}
+bool reset_peak_rss() { return bool(std::ofstream("/proc/self/clear_refs") << "5"); }
+
+// Makes task `id`'s SQL `bytes` of 'x', written in place (a zeroblob, then 1 MiB writes), so
+// that the test never holds the text in memory: in its own table (`task_sql`, where a task
+// stored now keeps it) or in the task's row (`tasks`, as before schema version 3). It is stored
+// as a BLOB: reading it whole or through substr() loads all of it, as for a TEXT.
+void make_huge_sql(SqliteStore& s, int64_t id, int64_t bytes, const std::string& table) {
+    // Never an UPDATE of the task's row once it holds the text: that would load it all.
+    s.db().prepare("UPDATE tasks SET sql_bytes=? WHERE id=?").bind(1, bytes).bind(2, id).run();
+    const std::string where = table == "tasks" ? "id" : "task_id";
+    s.db().prepare("UPDATE " + table + " SET sql=zeroblob(?) WHERE " + where + "=?").bind(1, bytes).bind(2, id).run();
+    sqlite3_blob* raw = nullptr;
+    REQUIRE(sqlite3_blob_open(s.db().get(), "main", table.c_str(), "sql", id, /*write=*/1, &raw) == SQLITE_OK);
+    std::unique_ptr<sqlite3_blob, sqlite::CloseBlob> blob(raw);
+    const std::string chunk(1 << 20, 'x');
+    for (int64_t at = 0; at < bytes; at += int64_t(chunk.size()))
+        REQUIRE(sqlite3_blob_write(blob.get(), chunk.data(), int(std::min<int64_t>(chunk.size(), bytes - at)), int(at)) ==
+                SQLITE_OK);
+}
+}  // namespace
+
+TEST_CASE("a worker waiting for a task's live owner does not load its SQL at every look", "[store][claim][size]") {
+    TempStore t;
+    StoreConfig c = t.cfg;
+    c.path = t.path();
+    std::map<int64_t, bool> alive{{101, true}, {102, true}};  // by pid
+    StoreDeps deps;
+    deps.owner_alive = [&](const Owner& o) { return alive[o.pid] ? StoreDeps::Liveness::alive : StoreDeps::Liveness::dead; };
+    SqliteStore s(c, deps);
+    REQUIRE(sqlite3_memory_used() > 0);  // SQLite counts its memory (SQLITE_DEFAULT_MEMSTATUS)
+    const int64_t bytes = 32 << 20;
+    int64_t id = s.insert("SELECT 1", "alice");
+    make_huge_sql(s, id, bytes, "task_sql");
+    const Owner first{"host-a", 101, 1}, second{"host-a", 102, 1};
+    REQUIRE(s.claim(id, first, 3).kind == TaskStore::ClaimKind::claimed);
+    {
+        SqliteMemoryPeak peak;
+        for (int i = 0; i < 3; ++i) CHECK(s.claim(id, second, 3).kind == TaskStore::ClaimKind::held);
+        CHECK(peak.grown() < (8 << 20));  // the page cache at most, not the 32 MB text
+    }
+    alive[101] = false;  // its owner is gone: the takeover gets the whole text
+    auto taken = s.claim(id, second, 3);
+    REQUIRE(taken.kind == TaskStore::ClaimKind::claimed);
+    CHECK(int64_t(taken.sql.size()) == bytes);
+    CHECK(taken.sql.find_first_not_of('x') == std::string::npos);
+}
+
+TEST_CASE("list and show of a task with a 200 MB SQL text stay small in memory, in a migrated store too",
+          "[store][list][size]") {
+    TempStore t;
+    const int64_t bytes = 200'000'000;
+    int64_t id = 0;
+    {
+        auto s = t.open();
+        const int64_t first = s.insert("SELECT 'a first task'", "bob");
+        id = s.insert("SELECT 1", "alice");
+        SECTION("a store made before schema version 3: texts in the task rows, no previews") {
+            s.db().exec("DROP TABLE task_sql");
+            s.db().exec("ALTER TABLE tasks DROP COLUMN sql_preview");
+            s.db().exec("PRAGMA user_version=2");
+            s.db().prepare("UPDATE tasks SET sql=? WHERE id=?").bind(1, "SELECT 'a first task'").bind(2, first).run();
+            make_huge_sql(s, id, bytes, "tasks");
+        }
+        SECTION("a store of this version") {
+            // The text is replaced in place: give the task the preview an insert writes.
+            s.db().prepare("UPDATE tasks SET sql_preview=? WHERE id=?").bind(1, std::string(1000, 'x')).bind(2, id).run();
+            make_huge_sql(s, id, bytes, "task_sql");
+        }
+    }
+    const bool rss = reset_peak_rss();
+    const int64_t rss_before = peak_rss();
+    SqliteMemoryPeak peak;
+    auto s = t.open();
+    auto listed = s.list(std::nullopt, 10);
+    REQUIRE(listed.size() == 2);
+    CHECK(listed[0].id == id);
+    CHECK(listed[0].sql == std::string(1000, 'x'));
+    CHECK(listed[0].sql_bytes == bytes);
+    CHECK(listed[0].sql_truncated);
+    CHECK(listed[1].sql == "SELECT 'a first task'");
+    CHECK_FALSE(listed[1].sql_truncated);
+    auto shown = s.get(id);
+    REQUIRE(shown);
+    CHECK(shown->sql == std::string(1 << 20, 'x'));
+    CHECK(shown->sql_bytes == bytes);
+    CHECK(shown->sql_truncated);
+    auto changed = s.changes(0, {});
+    REQUIRE(changed.size() == 2);
+    CHECK(changed[1].sql.size() == 1000);
+    // Generous bounds: the 1 MiB read and its copies, the page cache; never the 200 MB.
+    CHECK(peak.grown() < (24 << 20));
+    if (rss) CHECK(peak_rss() - rss_before < (48 << 20));
+    else WARN("cannot reset the peak RSS here (/proc/self/clear_refs): only SQLite's own count is checked");
+}
+
+TEST_CASE("the write-ahead log is cut back to 64 MiB once a checkpoint has emptied it", "[store][files]") {
+    TempStore t;
+    auto s = t.open();
+    const std::string wal = t.path() + "-wal";
+    // One transaction of 80 MB: the log grows past the limit while it is written.
+    Outcome big = ok_outcome();
+    big.result = ResultData{"[\"x\"]", "[[\"" + std::string(80 << 20, 'z') + "\"]]"};
+    int64_t id = s.insert("SELECT 1", "test");
+    auto c = s.claim(id, Owner::self(), 3);
+    REQUIRE(s.finish(id, c.token, big));
+    big.result.reset();
+    REQUIRE(std::filesystem::file_size(wal) > (80u << 20));
+    s.db().exec("PRAGMA wal_checkpoint(PASSIVE)");
+    s.insert("SELECT 2", "test");  // the first write after the checkpoint starts the log again, and cuts it
+    CHECK(std::filesystem::file_size(wal) <= (64u << 20));
 }
