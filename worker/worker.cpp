@@ -117,7 +117,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         conn.ack(d.tag);
         return;
     case ClaimEnd::give_back:
-        conn.reject(d.tag, /*requeue=*/true);  // the store refuses writes: unclaimed, it waits in the queue
+        conn.reject(d.tag, amqp::Connection::Requeue::yes);  // the store refuses writes: unclaimed, it waits in the queue
         return;
     case ClaimEnd::claim:
         break;

@@ -67,7 +67,8 @@ done
 grep -q 'adduser --system --group' "$ctrl/postinst" && grep -q -- '--gecos "sqlq worker fleet" sqlq$' "$ctrl/postinst" ||
     fail "the postinst does not create the system user sqlq"
 grep -q 'chmod 0640 /etc/sqlq/sqlq.conf' "$ctrl/postinst" || fail "the postinst does not set the config's mode"
-grep -q 'systemctl stop sqlq-supervisor.service' "$ctrl/prerm" || fail "the prerm does not stop the fleet"
+grep -qE 'systemctl stop .*sqlq-supervisor.service' "$ctrl/prerm" || fail "the prerm does not stop the fleet"
+grep -qE 'systemctl stop .*sqlq-web.service' "$ctrl/prerm" || fail "the prerm does not stop the web console"
 grep -q 'rm -rf /var/lib/sqlq' "$ctrl/postrm" || fail "the postrm does not purge /var/lib/sqlq"
 
 # The unit in the package names the packaged binary and config.
