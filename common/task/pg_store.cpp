@@ -5,10 +5,14 @@
 #include <cstring>
 #include <unistd.h>
 
+#include "task/engine_rules.h"
 #include "task/pg_watch.h"
 #include "util/process.h"
 
 namespace sqlq {
+
+using engine::gave_up_error;
+using engine::owner_host;
 
 namespace pgstore {
 
@@ -165,16 +169,6 @@ std::vector<Task> tasks_of(const PGresult* r) {
     return out;
 }
 
-std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
-    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
-    if (last_loss) err += " (last: " + *last_loss + ")";
-    return err;
-}
-
-std::string owner_host(const std::string& owner) {
-    auto colon = owner.rfind(':');
-    return colon == std::string::npos ? owner : owner.substr(0, colon);
-}
 
 // A PostgreSQL array literal of bigints: {1,2,3}.
 std::string int_array(const std::vector<int64_t>& ids) {
@@ -329,13 +323,8 @@ void PgStore::mark_published(const std::vector<int64_t>& ids) {
 }
 
 bool PgStore::owner_gone(const Owner& owner, int64_t lease_until, bool lost, int64_t now) const {
-    if (lost) return true;  // its supervisor saw it die
-    switch (deps_.owner_alive(owner)) {
-    case StoreDeps::Liveness::dead: return true;
-    case StoreDeps::Liveness::alive: return false;
-    case StoreDeps::Liveness::unknown: break;
-    }
-    return lease_until < now;
+    // Its supervisor saw it die (an owner on another host), else as every engine decides.
+    return lost || engine::owner_gone(deps_, owner, lease_until, now);
 }
 
 TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "task/engine_rules.h"
 #include "task/sqlite_watch.h"
 #include "util/backoff.h"
 #include "util/clock.h"
@@ -14,6 +15,9 @@
 #include "util/process.h"
 
 namespace sqlq {
+
+using engine::gave_up_error;
+using engine::owner_host;
 
 using sqlite::Db;
 using sqlite::Stmt;
@@ -108,17 +112,6 @@ struct ResetGuard {
     ~ResetGuard() { s.reset(); }
 };
 
-// The error of a task failed because the worker running it died `attempts` times.
-std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
-    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
-    if (last_loss) err += " (last: " + *last_loss + ")";
-    return err;
-}
-
-std::string owner_host(const std::string& owner) {
-    auto colon = owner.rfind(':');
-    return colon == std::string::npos ? owner : owner.substr(0, colon);
-}
 
 Task task_from_row(const Stmt& s) {
     Task t;
@@ -200,12 +193,7 @@ SqliteStore::SqliteStore(const StoreConfig& cfg, StoreDeps deps)
 }
 
 bool SqliteStore::owner_gone(const Owner& owner, int64_t lease_until, int64_t now) const {
-    switch (deps_.owner_alive(owner)) {
-    case StoreDeps::Liveness::dead: return true;
-    case StoreDeps::Liveness::alive: return false;
-    case StoreDeps::Liveness::unknown: break;
-    }
-    return lease_until < now;
+    return engine::owner_gone(deps_, owner, lease_until, now);
 }
 
 std::string SqliteStore::warning() const {

@@ -1,0 +1,36 @@
+#pragma once
+// What every task-store engine decides the same way, whatever its SQL: the words of a task given
+// up, the host of a recorded owner, and whether a claim's owner is gone. Included by the engines'
+// own files only (task/sqlite_store.cpp, task/pg_store.cpp).
+#include <optional>
+#include <string>
+
+#include "task/store.h"
+
+namespace sqlq::engine {
+
+// The error of a task failed because the worker running it died `attempts` times.
+inline std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
+    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
+    if (last_loss) err += " (last: " + *last_loss + ")";
+    return err;
+}
+
+// The host of an owner recorded as "host:pid" (Owner::name()).
+inline std::string owner_host(const std::string& owner) {
+    auto colon = owner.rfind(':');
+    return colon == std::string::npos ? owner : owner.substr(0, colon);
+}
+
+// Whether the owner recorded in a running task's row is gone: its process, when this host can
+// look at it (never its lease then); otherwise its lease, against the store's clock `now`.
+inline bool owner_gone(const StoreDeps& deps, const Owner& owner, int64_t lease_until, int64_t now) {
+    switch (deps.owner_alive(owner)) {
+    case StoreDeps::Liveness::dead: return true;
+    case StoreDeps::Liveness::alive: return false;
+    case StoreDeps::Liveness::unknown: break;
+    }
+    return lease_until < now;
+}
+
+}  // namespace sqlq::engine
