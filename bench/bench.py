@@ -90,6 +90,7 @@ class Bench:
             "pub": os.path.join(a.build, "bench", "sqlq-bench-publisher"),
             "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
             "lat": os.path.join(a.build, "bench", "sqlq-bench-latency"),
+            "claim_cost": os.path.join(a.build, "bench", "sqlq-bench-claim-cost"),
         }
         self.seq = 0
         self.results = {}
@@ -750,6 +751,118 @@ database = "{database or self.demo}"
                            "ratio": summary([r["ratio"] for r in rows])},
             "samples": rows}
 
+    def fairness(self):
+        """Fairness between users (issue 18), 8 workers, moderate queries, quorum, full.
+        One heavy user: A submits a.fair_backlog tasks; in one run alone (A's throughput), in the
+        other with B submitting 1 task once the fleet is saturated: B's wait (submit -> start) in
+        query durations, what first in, first out would have made it wait (A's tasks queued ahead
+        of it, drained at A's rate), and A's throughput against the run alone, back to back in
+        each round, in alternating order. Ten users: user i submits i+1 tasks every 100 ms for
+        a.fair_seconds; each user's share of the tasks started while every user had tasks
+        queued, against an equal share."""
+        import threading
+        a = self.a
+
+        def store_rows(c, q, args=()):
+            db = sqlite3.connect(f"file:{c['store']}?mode=ro", uri=True, timeout=30)
+            try:
+                return db.execute(q, args).fetchall()
+            finally:
+                db.close()
+
+        def heavy(with_b):
+            c = self.conf("quorum", "full", 8, start_timeout_ms=120000)
+            self.sup(c, "start")
+            try:
+                t0 = time.time()
+                self.sqlq(c, "submit", "--user", "alice", "--batch", "-", stdin=(MODERATE + "\n") * a.fair_backlog)
+                b_id = None
+                if with_b:
+                    # Saturated: 8 running and the rest of the backlog queued.
+                    while store_rows(c, "SELECT count(*) FROM tasks WHERE status='running'")[0][0] < 8:
+                        time.sleep(0.01)
+                    time.sleep(0.5)
+                    b_id = int(self.sqlq(c, "submit", "--user", "bob", MODERATE).stdout.strip())
+                self.wait_done(c["store"], a.fair_backlog + (1 if with_b else 0))
+            finally:
+                self.sup(c, "stop", check=False)
+                self.drop_queue(c)
+            (first, last, n) = store_rows(c, "SELECT min(started_at), max(finished_at), count(*) FROM tasks "
+                                             "WHERE submitter='alice' AND status='succeeded'")[0]
+            durs = [r[0] for r in store_rows(c, "SELECT finished_at - started_at FROM tasks WHERE submitter='alice'")]
+            dur = pct(durs, 50)
+            rate = n / ((last - first) / 1000.0)
+            out = {"alice_rate": rate, "duration_ms": dur}
+            if b_id is not None:
+                (created, started) = store_rows(c, "SELECT created_at, started_at FROM tasks WHERE id=?", (b_id,))[0]
+                (ahead,) = store_rows(c, "SELECT count(*) FROM tasks WHERE submitter='alice' AND started_at > ?",
+                                      (created,))[0]
+                out.update({"b_wait_ms": started - created, "b_wait_durations": (started - created) / dur,
+                            "fifo_wait_durations": ahead / rate * 1000.0 / dur})
+            return out
+
+        # The store's cost of the choice, per task: claim_next against claim by id.
+        cost = []
+        for users in (1, 10, 100):
+            store = os.path.join(self.work, f"claim-cost-{users}.db")
+            r = json.loads(self.run(self.bin["claim_cost"], "--store", store, "--tasks", str(a.fair_backlog),
+                                    "--users", str(users), "--rounds", str(a.rounds), "--durability", "off").stdout)
+            cost.append({"users": users, "fifo_us": summary(r["fifo_us"]), "fair_us": summary(r["fair_us"])})
+            log(f"fairness: claim cost, {users} users: {cost[-1]['fifo_us']['median']:.1f} us by id, "
+                f"{cost[-1]['fair_us']['median']:.1f} us fair")
+
+        rows = []
+        for rnd in range(a.rounds):
+            order = (False, True) if rnd % 2 == 0 else (True, False)
+            got = {w: heavy(w) for w in order}
+            rows.append({"round": rnd, "alone": got[False]["alice_rate"], "with_b": got[True]["alice_rate"],
+                         "ratio": got[True]["alice_rate"] / got[False]["alice_rate"],
+                         "duration_ms": got[True]["duration_ms"], "b_wait_ms": got[True]["b_wait_ms"],
+                         "b_wait_durations": got[True]["b_wait_durations"],
+                         "fifo_wait_durations": got[True]["fifo_wait_durations"]})
+            log(f"fairness: round {rnd + 1}/{a.rounds}: B waited {got[True]['b_wait_durations']:.2f} durations "
+                f"(FIFO: {got[True]['fifo_wait_durations']:.1f}); A {rows[-1]['ratio'] * 100:.1f} % of alone")
+
+        # Ten users at different rates.
+        shares = []
+        for rnd in range(a.rounds):
+            c = self.conf("quorum", "full", 8, start_timeout_ms=120000)
+            self.sup(c, "start")
+            stop = threading.Event()
+            try:
+                def submitter(i):
+                    while not stop.wait(0.1):
+                        self.sqlq(c, "submit", "--user", f"user{i}", "--batch", "-", stdin=(MODERATE + "\n") * (i + 1))
+                threads = [threading.Thread(target=submitter, args=(i,)) for i in range(10)]
+                t0 = int(time.time() * 1000)
+                for th in threads:
+                    th.start()
+                time.sleep(a.fair_seconds)
+                stop.set()
+                for th in threads:
+                    th.join()
+                t1 = int(time.time() * 1000)
+            finally:
+                self.sup(c, "stop", check=False)
+                self.drop_queue(c)
+            # The window: from when every user has submitted (1 s in) to the submitters' end,
+            # within which each user has tasks queued (they submit faster than the fleet runs).
+            lo, hi = t0 + 1000, t1
+            got = dict(store_rows(c, "SELECT submitter, count(*) FROM tasks WHERE started_at BETWEEN ? AND ? "
+                                     "GROUP BY submitter", (lo, hi)))
+            total = sum(got.values())
+            ratios = {u: got.get(u, 0) / (total / 10.0) for u in (f"user{i}" for i in range(10))}
+            shares.append({"round": rnd, "started": total, "ratios": ratios,
+                           "min": min(ratios.values()), "max": max(ratios.values())})
+            log(f"fairness: ten users, round {rnd + 1}/{a.rounds}: {total} started, shares "
+                f"{min(ratios.values()):.2f}-{max(ratios.values()):.2f} of equal")
+        self.results["fairness"] = {
+            "backlog": a.fair_backlog, "seconds": a.fair_seconds, "samples": rows, "ten_users": shares, "claim_cost": cost,
+            "alice_ratio": summary([r["ratio"] for r in rows]),
+            "b_wait_durations": summary([r["b_wait_durations"] for r in rows]),
+            "fifo_wait_durations": summary([r["fifo_wait_durations"] for r in rows]),
+            "share_min": summary([r["min"] for r in shares]), "share_max": summary([r["max"] for r in shares])}
+
 
 def machine(a):
     info = {"cores": os.cpu_count(), "kernel": platform.release(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -888,6 +1001,22 @@ def report(res):
                   f"   cancel of a running pg_sleep: recorded → cancelled p50 {cc['stop_ms']['p50']} ms, p99 {cc['stop_ms']['p99']} ms, "
                   f"max {cc['stop_ms']['max']} ms (n={cc['stop_ms']['n']}); `sqlq cancel` command p50 {cc['command_ms']['p50']:.0f} ms, "
                   f"p99 {cc['command_ms']['p99']:.0f} ms", ""]
+    if "fairness" in res:
+        f = res["fairness"]
+        rows = [[r["round"] + 1, f"{r['duration_ms']:.0f}", f"{r['b_wait_durations']:.2f}", f"{r['fifo_wait_durations']:.1f}",
+                 fmt(r["alone"]), fmt(r["with_b"]), f"{r['ratio'] * 100:.1f} %"] for r in f["samples"]]
+        rows = [[c["users"], fmt(c["fifo_us"], "", 1, 1), fmt(c["fair_us"], "", 1, 1)] for c in f.get("claim_cost", [])]
+        lines += [f"fairness: the store's claim + finish per task, {f['backlog']} queued (SQLite, durability off: CPU only), µs",
+                  table(["users", "claim by id (FIFO)", "claim_next (fair)"], rows)]
+        lines += [f"fairness: 8 workers, moderate queries; A submits {f['backlog']}, then B submits 1 "
+                  f"(B's wait in query durations; FIFO: what first in, first out would have made it wait)",
+                  table(["round", "duration ms", "B waited", "FIFO", "A alone/s", "A with B/s", "A with B"], rows)]
+        rows = [[r["round"] + 1, r["started"], f"{r['min']:.2f}", f"{r['max']:.2f}",
+                 " ".join(f"{r['ratios'][u]:.2f}" for u in sorted(r["ratios"], key=lambda u: int(u[4:])))]
+                for r in f["ten_users"]]
+        lines += [f"ten users, user i submitting i+1 tasks every 100 ms for {f['seconds']} s: "
+                  "each one's share of the tasks started, against equal (1.00)",
+                  table(["round", "started", "min", "max", "user0 .. user9"], rows), ""]
     return "\n".join(lines)
 
 
@@ -954,7 +1083,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,fairness")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -969,6 +1098,7 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
+        a.fair_backlog, a.fair_seconds = 500, 6
     else:
         a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
@@ -978,8 +1108,10 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
+        a.fair_backlog, a.fair_seconds = 2000, 15
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres",
+                    "fairness"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

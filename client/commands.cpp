@@ -178,6 +178,11 @@ int cmd_submit(const Config& cfg, const SubmitOptions& o, const Output& out) {
     return kExitOk;
 }
 
+// "queued: user limit" for a task held back by [query] max_running_per_user.
+std::string status_text(const Task& t) {
+    return t.waiting_on.empty() ? to_string(t.status) : std::string(to_string(t.status)) + ": " + t.waiting_on;
+}
+
 int cmd_show(const Config& cfg, int64_t id, const Output& out) {
     Task t = TaskService(cfg).show(id);
     const int64_t now = now_ms();
@@ -188,7 +193,7 @@ int cmd_show(const Config& cfg, int64_t id, const Output& out) {
     auto opt = [](const std::optional<std::string>& s) { return s ? *s : std::string("-"); };
     std::vector<std::vector<std::string>> rows = {
         {"id", std::to_string(t.id)},
-        {"status", to_string(t.status)},
+        {"status", status_text(t)},
         {"submitter", t.submitter},
         {"sql", t.sql},
         {"attempts", std::to_string(t.attempts)},
@@ -237,7 +242,7 @@ int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Outpu
         std::string sql = t.sql;
         std::replace(sql.begin(), sql.end(), '\n', ' ');
         if (sql.size() > 60) sql = sql.substr(0, 57) + "...";
-        rows.push_back({std::to_string(t.id), to_string(t.status), t.submitter, std::to_string(t.attempts),
+        rows.push_back({std::to_string(t.id), status_text(t), t.submitter, std::to_string(t.attempts),
                         format_time(t.created_at), elapsed_text(t, now),
                         t.row_count ? std::to_string(*t.row_count) : "", sql});
     }

@@ -193,8 +193,13 @@ std::vector<int64_t> Sweeper::drop_dead_lettered(const Config& cfg, std::vector<
         auto m = reader.get(dlq);
         if (!m) break;
         auto decoded = decode_message(m->body);
-        const int64_t* id = std::get_if<int64_t>(&decoded);
-        if (!id || !stale.count(*id) || ended.count(*id)) continue;
+        const int64_t* unit = std::get_if<int64_t>(&decoded);
+        if (!unit) continue;
+        // A message is a unit of work: the task its deliveries ran (and killed) may be another
+        // than the one it was published for.
+        const int64_t task = store_->task_of_unit(*unit);
+        const int64_t* id = &task;
+        if (!stale.count(*id) || ended.count(*id)) continue;
         const std::string why = m->dead_letter_reason.empty() ? "unknown reason" : m->dead_letter_reason;
         std::string error = "dead-lettered by the broker: " + why;
         if (why == "delivery_limit")

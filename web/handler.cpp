@@ -177,6 +177,7 @@ http::status status_for(int exit_code) {
     case kExitTaskFailed:
     case kExitTaskCancelled: return status::conflict;
     case kExitTooLarge: return status::payload_too_large;
+    case kExitQueueFull: return status::too_many_requests;
     default: return status::service_unavailable;
     }
 }

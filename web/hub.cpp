@@ -74,6 +74,7 @@ void Hub::tick() {
     std::vector<int64_t> ids;
     for (auto& [id, _] : unended_) ids.push_back(id);
     auto tasks = store_->changes(after_id_, ids);
+    mark_waiting(*store_, cfg_.query.max_running_per_user, tasks);
     ++queries_;
     const int64_t now = now_ms();
     struct Event {

@@ -106,12 +106,16 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         conn.reject(d.tag, amqp::Connection::Requeue::no);
         return;
     }
-    const int64_t id = std::get<int64_t>(decoded);
+    // The message is a unit of work: its delivery runs the task claim_next chooses (fairness
+    // between users), which is the one it was published for only when that one is next.
+    const int64_t unit = std::get<int64_t>(decoded);
     // Claim only what can run now: while the target cannot be reached the task stays queued
     // (unclaimed, its message held here), instead of failing for want of a server.
-    if (!await_target(conn, id)) return;  // stopping: the message goes back with the channel
+    if (!await_target(conn, unit)) return;  // stopping: the message goes back with the channel
     TaskStore::Claim c;
-    switch (claim(conn, id, c)) {
+    const ClaimEnd end = claim(conn, unit, c);
+    const int64_t id = c.id;
+    switch (end) {
     case ClaimEnd::failed_here:
         report_done(id, Status::failed);  // claiming it ran out of memory: failed, as the log says
         conn.ack(d.tag);
@@ -125,9 +129,18 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     const int64_t t0 = mono_ms();
     switch (c.kind) {
     case TaskStore::ClaimKind::unknown:
-        spdlog::warn("task {}: no such task in {}; the message goes to {}", id, cfg_.store.path,
+        spdlog::warn("task {}: no such task in {}; the message goes to {}", id, store_->where(),
                      cfg_.broker.dead_letter_queue());
         conn.reject(d.tag, amqp::Connection::Requeue::no);
+        return;
+    case TaskStore::ClaimKind::none:
+        // Nothing is queued: every task waiting has a message of its own still to come, so this
+        // one's work was done (its own task ended, or runs under another message).
+        if (terminal(c.status))
+            spdlog::info("task {}: already {}, skipped{}", unit, to_string(c.status), d.redelivered ? " (redelivered)" : "");
+        else
+            spdlog::info("task {}: {} under another message, nothing else queued: skipped", unit, to_string(c.status));
+        conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::finished:
         spdlog::info("task {}: already {}, skipped{}", id, to_string(c.status), d.redelivered ? " (redelivered)" : "");
@@ -157,6 +170,8 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         conn.ack(d.tag);
         return;
     case TaskStore::ClaimKind::held:
+    case TaskStore::ClaimKind::limited:
+    case TaskStore::ClaimKind::no_memory:  // never: claim() fails that task itself
         return;  // only when stopping: the message goes back to the queue with the channel
     case TaskStore::ClaimKind::claimed:
         break;
@@ -226,29 +241,43 @@ bool Worker::await_target(amqp::Connection& conn, int64_t id) {
     }
 }
 
-Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t id, TaskStore::Claim& out) {
+Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t unit, TaskStore::Claim& out) {
     Backoff backoff(50, 2000);
-    bool said_waiting = false;
+    int64_t said_waiting = -1;  // the task the supervisor was last told this slot waits for
     int64_t failing_since = -1;  // when the claim's write began to fail (mono ms), -1: it has not
-    auto waiting = [&] {
+    const TaskStore::ClaimRules rules{cfg_.query.max_attempts, cfg_.query.max_sql_bytes, cfg_.query.timeout_ms,
+                                      cfg_.supervisor.deadline_grace_ms, cfg_.query.max_running_per_user};
+    auto waiting = [&](int64_t id) {
         // The supervisor shows this slot as waiting for the task, not as idle.
-        if (!said_waiting) reporter_.send(Report::waiting, id);
-        said_waiting = true;
+        if (said_waiting != id) reporter_.send(Report::waiting, id);
+        said_waiting = id;
+    };
+    auto held = [&] {
+        out = TaskStore::Claim{TaskStore::ClaimKind::held};
+        out.id = unit;
+        return ClaimEnd::claim;
     };
     for (;;) {
         std::string no_memory;
+        int64_t culprit = unit;
         try {
-            TaskStore::Claim c = store_->claim(id, me_, {cfg_.query.max_attempts, cfg_.query.max_sql_bytes,
-                                                            cfg_.query.timeout_ms, cfg_.supervisor.deadline_grace_ms});
+            TaskStore::Claim c = store_->claim_next(unit, me_, rules);
             failing_since = -1;
-            out = std::move(c);
-            if (out.kind != TaskStore::ClaimKind::held) return ClaimEnd::claim;
-            // Another worker holds the task and looks alive: its own delivery is with it. Wait
-            // for it to finish (then we skip) or for its lease to run out (then we take over).
-            if (stop_) return ClaimEnd::claim;
-            waiting();
-            pause(&conn, 50);
-            continue;
+            if (c.kind == TaskStore::ClaimKind::no_memory) {
+                no_memory = c.why;
+                culprit = c.id;
+            } else {
+                out = std::move(c);
+                const bool wait = out.kind == TaskStore::ClaimKind::held || out.kind == TaskStore::ClaimKind::limited;
+                if (!wait || stop_) return ClaimEnd::claim;
+                // held: another worker holds this message's task and looks alive (its own
+                // delivery of it is with it): wait for it to finish, or for its lease to run out
+                // (then we take over). limited: only users at max_running_per_user wait: wait
+                // for one of their tasks to end, or for another user's task.
+                waiting(out.id);
+                pause(&conn, out.kind == TaskStore::ClaimKind::held ? 50 : 100);
+                continue;
+            }
         } catch (const StoreError& e) {
             if (!e.transient() && !e.resource()) throw;
             if (e.resource()) {
@@ -262,15 +291,13 @@ Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t id, TaskStore::Cl
                 if (now - failing_since >= cfg_.store.record_timeout_ms) {
                     spdlog::warn("task {}: giving its message back: the store {} could not record its claim for {} ms "
                                  "([store] record_timeout_ms): {}",
-                                 id, store_->where(), now - failing_since, e.what());
+                                 unit, store_->where(), now - failing_since, e.what());
+                    out.id = unit;
                     return ClaimEnd::give_back;
                 }
-                spdlog::warn("unable to claim task {}: {}; retrying", id, e.what());
-                if (stop_) {
-                    out = TaskStore::Claim{TaskStore::ClaimKind::held};
-                    return ClaimEnd::claim;
-                }
-                waiting();
+                spdlog::warn("unable to claim task {}: {}; retrying", unit, e.what());
+                if (stop_) return held();
+                waiting(unit);
                 pause(&conn, backoff.next());
                 continue;
             }
@@ -280,25 +307,20 @@ Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t id, TaskStore::Cl
         // Claiming it again would fail the same way, and a worker that exits on it would get its
         // message back, over and over: fail the task (a short write) and go on.
         const std::string why = "not run: claiming it failed: " + no_memory;
-        switch (store_->fail_unowned(id, why, me_)) {
+        switch (store_->fail_unowned(culprit, why, me_)) {
         case TaskStore::FailKind::failed:
-            spdlog::warn("task {}: failed: {}", id, why);
+            spdlog::warn("task {}: failed: {}", culprit, why);
+            out.id = culprit;
             return ClaimEnd::failed_here;
-        case TaskStore::FailKind::held:  // another worker has it after all: wait for it
-            if (stop_) {
-                out = TaskStore::Claim{TaskStore::ClaimKind::held};
-                return ClaimEnd::claim;
-            }
-            waiting();
+        case TaskStore::FailKind::held:  // another worker has it after all: choose again
+            if (stop_) return held();
+            waiting(culprit);
             pause(&conn, backoff.next());
             continue;
         case TaskStore::FailKind::cancelled:
         case TaskStore::FailKind::finished:
-            out = TaskStore::Claim{TaskStore::ClaimKind::finished, 0, Status::failed};
-            return ClaimEnd::claim;
         case TaskStore::FailKind::unknown:
-            out = TaskStore::Claim{TaskStore::ClaimKind::unknown};
-            return ClaimEnd::claim;
+            continue;  // it ended meanwhile: choose again
         }
     }
 }

@@ -30,7 +30,9 @@ private:
     // write (disk full, I/O error, busy) for [store] record_timeout_ms (logged: give the
     // message back, unclaimed, so that the slot is not held by one message forever).
     enum class ClaimEnd { claim, failed_here, give_back };
-    ClaimEnd claim(amqp::Connection& conn, int64_t id, TaskStore::Claim& out);
+    // The task this message's delivery runs (TaskStore::claim_next: not always the one it was
+    // published for), waiting while it is held by a live worker or only users at their limit wait.
+    ClaimEnd claim(amqp::Connection& conn, int64_t unit, TaskStore::Claim& out);
     // Until the query target can take a query (a server target: connected). False when asked to
     // stop meanwhile.
     bool await_target(amqp::Connection& conn, int64_t id);

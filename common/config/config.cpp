@@ -132,6 +132,10 @@ const std::vector<Key>& keys() {
                 [](Config& c, int64_t v) { c.query.memory_limit_mb = v; }),
         integer("query", "temp_limit_mb", 1, 1 << 20, [](Config& c, int64_t v) { c.query.temp_limit_mb = v; }),
         boolean("query", "allow_superuser", [](Config& c, bool v) { c.query.allow_superuser = v; }),
+        integer("query", "max_running_per_user", 0, 1 << 20,
+                [](Config& c, int64_t v) { c.query.max_running_per_user = v; }),
+        integer("query", "max_queued_per_user", 0, 1LL << 40,
+                [](Config& c, int64_t v) { c.query.max_queued_per_user = v; }),
 
         integer("supervisor", "workers", 0, 4096, [](Config& c, int64_t v) { c.supervisor.workers = int(v); }),
         path("supervisor", "run_dir", [](Config& c, const std::string& v) { c.supervisor.run_dir = v; }),

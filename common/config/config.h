@@ -52,6 +52,8 @@ struct QueryConfig {
     int64_t memory_limit_mb = 256;
     int64_t temp_limit_mb = 128;          // temporary files of one query (sorts, DISTINCT, big subqueries)
     bool allow_superuser = false;         // PostgreSQL: may the workers' role be a superuser or bypass RLS?
+    int64_t max_running_per_user = 0;     // 0: no limit; a user's further tasks wait ("queued: user limit")
+    int64_t max_queued_per_user = 0;      // 0: no limit; submit refuses beyond it (exit 7), storing nothing
 };
 
 struct SupervisorConfig {

@@ -62,7 +62,8 @@ json task_json(const Task& t, int64_t now) {
               {"cancelled_by", opt(t.cancelled_by)},
               {"outcomes", t.outcomes},
               {"sql_bytes", t.sql_bytes},
-              {"sql_truncated", t.sql_truncated}};
+              {"sql_truncated", t.sql_truncated},
+              {"waiting_on", t.waiting_on.empty() ? json(nullptr) : json(t.waiting_on)}};
     if (t.status == Status::cancelled && t.cancel_requested_at && t.finished_at)
         j["stop_ms"] = *t.finished_at - *t.cancel_requested_at;
     else
@@ -86,7 +87,7 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
                         kExitTooLarge);
     }
     Submitted out;
-    out.ids = store_->insert_batch(sqls, user);
+    out.ids = store_->insert_batch(sqls, user, {cfg_.query.max_queued_per_user});
     // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper.
     for (int attempt = 0;; ++attempt) {
         const bool kept = conn_ != nullptr;
@@ -128,11 +129,27 @@ void TaskService::close() noexcept {
 Task TaskService::show(int64_t id) {
     auto t = store_->get(id);
     if (!t) throw Error("no task " + std::to_string(id), kExitNotFound);
-    return *t;
+    std::vector<Task> one{std::move(*t)};
+    mark_waiting(*store_, cfg_.query.max_running_per_user, one);
+    return std::move(one.front());
 }
 
 std::vector<Task> TaskService::list(const TaskStore::ListFilter& filter) {
-    return store_->list(filter);
+    auto tasks = store_->list(filter);
+    mark_waiting(*store_, cfg_.query.max_running_per_user, tasks);
+    return tasks;
+}
+
+void mark_waiting(TaskStore& store, int64_t max_running_per_user, std::vector<Task>& tasks) {
+    if (max_running_per_user <= 0 ||
+        std::none_of(tasks.begin(), tasks.end(), [](const Task& t) { return t.status == Status::queued; }))
+        return;
+    const auto running = store.running_per_user();
+    for (auto& t : tasks) {
+        auto it = running.find(t.submitter);
+        if (t.status == Status::queued && it != running.end() && it->second >= max_running_per_user)
+            t.waiting_on = "user limit";
+    }
 }
 
 namespace {

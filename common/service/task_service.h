@@ -22,6 +22,10 @@
 
 namespace sqlq {
 
+// Marks each queued task whose user already runs `max_running_per_user` tasks (0: no limit):
+// waiting_on = "user limit". One look at the store's running counts, only when a task is queued.
+void mark_waiting(TaskStore& store, int64_t max_running_per_user, std::vector<Task>& tasks);
+
 class TaskService {
 public:
     // Opens the task store the config names (creating and migrating it if needed).
@@ -57,6 +61,7 @@ public:
     Task show(int64_t id);  // Error(kExitNotFound)
     std::vector<Task> list(const TaskStore::ListFilter& filter);  // newest first
     std::vector<Task> list(std::optional<Status> status, int64_t limit) { return list({status, {}, limit}); }
+    // show() and list() mark the tasks held back by [query] max_running_per_user (mark_waiting).
     // A succeeded task's result. Error: kExitNotFound (no task, or result expired), the task's
     // own exit code (kExitTaskFailed, kExitTaskCancelled) when it ended otherwise, kExitConflict
     // while it has not ended.

@@ -1,6 +1,7 @@
 #pragma once
 // What every task-store engine decides the same way, whatever its SQL: the words of a task given
-// up, the host of a recorded owner, and whether a claim's owner is gone. Included by the engines'
+// up, the host of a recorded owner, whether a claim's owner is gone, and a submit over a user's
+// queue limit. Included by the engines'
 // own files only (task/sqlite_store.cpp, task/pg_store.cpp).
 #include <optional>
 #include <string>
@@ -31,6 +32,14 @@ inline bool owner_gone(const StoreDeps& deps, const Owner& owner, int64_t lease_
     case StoreDeps::Liveness::unknown: break;
     }
     return lease_until < now;
+}
+
+// A submit refused by [query] max_queued_per_user: nothing is stored.
+inline Error queue_full(const std::string& user, int64_t queued, int64_t adding, int64_t limit) {
+    return Error("submit: " + user + " has " + std::to_string(queued) + " tasks queued; " + std::to_string(adding) +
+                     " more would pass [query] max_queued_per_user = " + std::to_string(limit) +
+                     "; nothing was stored",
+                 kExitQueueFull);
 }
 
 }  // namespace sqlq::engine

@@ -13,6 +13,7 @@ namespace sqlq {
 
 using engine::gave_up_error;
 using engine::owner_host;
+using engine::queue_full;
 
 namespace pgstore {
 
@@ -107,6 +108,22 @@ CREATE FUNCTION sqlq_tasks_notify() RETURNS trigger LANGUAGE plpgsql
     AS $$ BEGIN PERFORM pg_notify('sqlq_tasks', ''); RETURN NULL; END $$;
 CREATE TRIGGER sqlq_tasks_notify AFTER INSERT OR UPDATE OF status, cancel_requested_at ON sqlq_tasks
     FOR EACH STATEMENT EXECUTE FUNCTION sqlq_tasks_notify();
+)SQL";
+
+// Fairness (docs/architecture.md): the message whose delivery runs a task (its unit of work);
+// when each user was last served (the claim of one of their queued tasks); and the indexes the
+// choice of the next task reads: the waiting users one by one with their oldest task, their
+// running counts, a message's running task.
+constexpr const char* kSchemaV2 = R"SQL(
+ALTER TABLE sqlq_tasks ADD COLUMN unit bigint;
+CREATE SEQUENCE sqlq_served;
+CREATE TABLE sqlq_users (
+    name   text   PRIMARY KEY,
+    served bigint NOT NULL
+);
+CREATE INDEX sqlq_tasks_queue ON sqlq_tasks (submitter, id) WHERE status = 'queued';
+CREATE INDEX sqlq_tasks_running ON sqlq_tasks (submitter) WHERE status = 'running';
+CREATE INDEX sqlq_tasks_unit ON sqlq_tasks (unit) WHERE status = 'running';
 )SQL";
 
 // "coalesce($N::bigint, sqlq_now_ms())": the injected clock when there is one, else the server's.
@@ -297,6 +314,10 @@ void PgStore::migrate() {
             exec(kSchemaV1);
             exec("INSERT INTO sqlq_schema(version) VALUES (1)");
         }
+        if (v < 2) {
+            exec(kSchemaV2);
+            exec("INSERT INTO sqlq_schema(version) VALUES (2)");
+        }
         exec("COMMIT");
     } catch (...) {
         if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
@@ -304,7 +325,34 @@ void PgStore::migrate() {
     }
 }
 
-std::vector<int64_t> PgStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
+std::vector<int64_t> PgStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
+                                           const InsertRules& rules) {
+    if (rules.max_queued_per_user > 0) {
+        // The user's count and the insert in one transaction, behind a lock of the user's own, so
+        // that two submits at once (from any host) cannot both pass the limit: each statement of
+        // the transaction reads what committed before it, the lock holder's insert included.
+        exec("BEGIN");
+        try {
+            exec("SELECT pg_advisory_xact_lock(74663156, hashtext($1))", Params() << submitter);
+            const int64_t queued =
+                Row{exec("SELECT count(*) FROM sqlq_tasks WHERE status='queued' AND submitter=$1", Params() << submitter)
+                        .get(),
+                    0}
+                    .i64(0);
+            if (queued + int64_t(sqls.size()) > rules.max_queued_per_user)
+                throw queue_full(submitter, queued, int64_t(sqls.size()), rules.max_queued_per_user);
+            auto ids = insert_rows(sqls, submitter);
+            exec("COMMIT");
+            return ids;
+        } catch (...) {
+            if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
+            throw;
+        }
+    }
+    return insert_rows(sqls, submitter);
+}
+
+std::vector<int64_t> PgStore::insert_rows(const std::vector<std::string>& sqls, const std::string& submitter) {
     // One statement: all of them are stored, or none. Identities are drawn in the order of the
     // rows inserted (ORDER BY n), so the ids sorted are the texts' ids in order.
     auto r = exec("INSERT INTO sqlq_tasks(sql, submitter, status, created_at, sql_bytes) "
@@ -327,7 +375,7 @@ bool PgStore::owner_gone(const Owner& owner, int64_t lease_until, bool lost, int
     return lost || engine::owner_gone(deps_, owner, lease_until, now);
 }
 
-TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {
+TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) {
     for (int round = 0;; ++round) {
         // The SQL text is read here only for a queued task within max_sql_bytes; a running one's
         // once its takeover has won (a worker waiting for a live owner looks every 50 ms).
@@ -370,7 +418,7 @@ TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& r
         // Ours: returns the claim with the times the update wrote.
         auto take = [&](const std::string& update) -> std::optional<Claim> {
             auto r = exec(update, Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << id
-                                           << attempts);
+                                           << attempts << unit);
             if (PQntuples(r.get()) == 0) return std::nullopt;
             Claim c{ClaimKind::claimed, attempts + 1, Status::running, Row{r.get(), 0}.i64(1), std::move(sql)};
             c.created_at = created_at;
@@ -382,11 +430,16 @@ TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& r
         if (status == Status::queued) {
             if (too_long) {
                 if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
-            } else if (auto c = take("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
+            } else if (auto c = take("WITH taken AS (UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
                                      "executions=executions+1, owner=$2, owner_pid=$3, owner_start=$4, "
-                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5 "
+                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$8 "
                                      "WHERE id=$6 AND status='queued' AND attempts=$7 "
-                                     "RETURNING started_at, lease_until")) {
+                                     "RETURNING started_at, lease_until, submitter), "
+                                     // The user's turn, for fairness: served now.
+                                     "served AS (INSERT INTO sqlq_users(name, served) "
+                                     "SELECT submitter, nextval('sqlq_served') FROM taken "
+                                     "ON CONFLICT (name) DO UPDATE SET served=excluded.served) "
+                                     "SELECT started_at, lease_until FROM taken")) {
                 return *c;
             }
         } else {
@@ -418,7 +471,7 @@ TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& r
                                      ", lease_until=" + now_sql(1) + " + $5, "
                                      "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
                                      "ELSE greatest(0, " + now_sql(1) + " - owner_lost_at) END, "
-                                     "owner_lost_at=NULL, lost_reason=NULL "
+                                     "owner_lost_at=NULL, lost_reason=NULL, unit=$8 "
                                      "WHERE id=$6 AND status='running' AND attempts=$7 "
                                      "RETURNING started_at, lease_until")) {
                 c->sql = Row{exec("SELECT sql FROM sqlq_tasks WHERE id=$1", Params() << id).get(), 0}.text(0);
@@ -428,6 +481,60 @@ TaskStore::Claim PgStore::claim(int64_t id, const Owner& me, const ClaimRules& r
         // Someone else moved the task between our read and our write: look again.
         if (round > 100) throw Error("task " + std::to_string(id) + ": claim keeps losing races");
     }
+}
+
+TaskStore::Next PgStore::next_for(int64_t unit, int64_t max_running_per_user) {
+    // 1. The task an earlier delivery of this message runs (or ran, its worker now gone).
+    if (auto r = exec("SELECT id FROM sqlq_tasks WHERE unit=$1 AND status='running'", Params() << unit);
+        PQntuples(r.get()) > 0)
+        return {Next::Kind::task, Row{r.get(), 0}.i64(0), true};
+    // 2. The task it was published for, running with its owner gone: the sweeper republished it.
+    Status own_status = Status::queued;
+    {
+        auto r = exec("SELECT status, owner, owner_pid, owner_start, lease_until, owner_lost_at IS NOT NULL, " +
+                          now_sql(2) + " FROM sqlq_tasks WHERE id=$1",
+                      Params() << unit << clock());
+        if (PQntuples(r.get()) == 0) return {Next::Kind::unknown};
+        const Row row{r.get(), 0};
+        own_status = parse_status(row.text(0)).value_or(Status::failed);
+        if (row.text(0) == "running" &&
+            owner_gone({owner_host(row.text(1)), row.i64(2), row.i64(3)}, row.i64(4), row.boolean(5), row.i64(6)))
+            return {Next::Kind::task, unit};
+    }
+    // 3. The fairest queued task. The waiting users are found one by one through
+    // sqlq_tasks_queue (a skip scan: what it costs grows with the users waiting, not with their
+    // tasks), each with its oldest task and its running count; then fewest running, least
+    // recently served, oldest.
+    auto r = exec(
+        "WITH RECURSIVE waiting(name) AS ("
+        "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued')"
+        "  UNION ALL"
+        "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued' AND submitter > waiting.name)"
+        "  FROM waiting WHERE waiting.name IS NOT NULL),"
+        " candidates AS ("
+        "  SELECT (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
+        "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name) AS running,"
+        "         coalesce((SELECT served FROM sqlq_users u WHERE u.name=waiting.name), 0) AS served"
+        "  FROM waiting WHERE waiting.name IS NOT NULL) "
+        "SELECT head FROM candidates WHERE $1::bigint = 0 OR running < $1::bigint "
+        "ORDER BY running, served, head LIMIT 1",
+        Params() << max_running_per_user);
+    if (PQntuples(r.get()) > 0) return {Next::Kind::task, Row{r.get(), 0}.i64(0)};
+    const bool waiting =
+        Row{exec("SELECT EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')").get(), 0}.boolean(0);
+    return {waiting ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+}
+
+int64_t PgStore::task_of_unit(int64_t unit) {
+    auto r = exec("SELECT id FROM sqlq_tasks WHERE unit=$1 AND status='running'", Params() << unit);
+    return PQntuples(r.get()) > 0 ? Row{r.get(), 0}.i64(0) : unit;
+}
+
+std::map<std::string, int64_t> PgStore::running_per_user() {
+    auto r = exec("SELECT submitter, count(*) FROM sqlq_tasks WHERE status='running' GROUP BY submitter");
+    std::map<std::string, int64_t> out;
+    for (int i = 0; i < PQntuples(r.get()); ++i) out[Row{r.get(), i}.text(0)] = Row{r.get(), i}.i64(1);
+    return out;
 }
 
 TaskStore::Tick PgStore::tick(int64_t id, int64_t token, Renew renew) {

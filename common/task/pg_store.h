@@ -28,17 +28,19 @@ class Params;
 
 class PgStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     // Connects to cfg.url and migrates the schema. StoreError (transient) when the server cannot
     // be reached; Error when the URL cannot be read.
     PgStore(const StoreConfig& cfg, StoreDeps deps);
 
-    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) override;
+    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
+                                      const InsertRules& rules) override;
+    using TaskStore::insert_batch;
     void mark_published(const std::vector<int64_t>& ids) override;
     using TaskStore::mark_published;
-    Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) override;
-    using TaskStore::claim;
+    int64_t task_of_unit(int64_t unit) override;
+    std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
     FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
@@ -73,6 +75,9 @@ private:
     pg::Result exec(const std::string& sql);
     [[noreturn]] void fail(const PGresult* r, const std::string& doing);
     void migrate();
+    std::vector<int64_t> insert_rows(const std::vector<std::string>& sqls, const std::string& submitter);
+    Claim claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) override;
+    Next next_for(int64_t unit, int64_t max_running_per_user) override;
     // The injected clock's reading, or NULL: the statement then reads the database's clock.
     std::optional<int64_t> clock() const;
     // Whether the owner recorded in a running task's row is gone (process, record or lease).

@@ -18,6 +18,7 @@ namespace sqlq {
 
 using engine::gave_up_error;
 using engine::owner_host;
+using engine::queue_full;
 
 using sqlite::Db;
 using sqlite::Stmt;
@@ -60,6 +61,27 @@ CREATE TABLE results (
     rows       TEXT    NOT NULL,
     created_at INTEGER NOT NULL
 );
+)SQL";
+
+// Fairness: the users' order (users.served: a counter, the last claim of one of their queued
+// tasks), and the indexes the choice of the next task reads: the waiting users one by one, each
+// one's oldest task and its running count, and a message's running task. tasks_status gives way
+// to tasks_queue, which starts with the same column.
+constexpr const char* kSchemaV4 = R"SQL(
+CREATE TABLE users (
+    name   TEXT    PRIMARY KEY,
+    served INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX users_served ON users(served);
+CREATE TRIGGER tasks_served AFTER UPDATE OF status ON tasks
+    WHEN old.status = 'queued' AND new.status = 'running'
+BEGIN
+    INSERT INTO users(name, served) VALUES (new.submitter, (SELECT coalesce(max(served), 0) + 1 FROM users))
+        ON CONFLICT(name) DO UPDATE SET served = excluded.served;
+END;
+DROP INDEX tasks_status;
+CREATE INDEX tasks_queue ON tasks(status, submitter, id);
+CREATE INDEX tasks_unit ON tasks(unit) WHERE status = 'running';
 )SQL";
 
 // A list shows this many characters of a task's SQL (store.h); get() at most kGetChars.
@@ -270,10 +292,18 @@ void SqliteStore::migrate() {
         db_.exec("ALTER TABLE tasks ADD COLUMN sql_preview TEXT");
         db_.exec("PRAGMA user_version=3");
     }
+    if (v < 4) {
+        // Fairness (docs/architecture.md): the message whose delivery runs a task (its unit of
+        // work), and when each user was last served, kept by the claim of a queued task itself.
+        db_.exec("ALTER TABLE tasks ADD COLUMN unit INTEGER");
+        db_.exec(kSchemaV4);
+        db_.exec("PRAGMA user_version=4");
+    }
     txn.commit();
 }
 
-std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
+std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
+                                               const InsertRules& rules) {
     auto st = db_.prepare(
         "INSERT INTO tasks(sql, submitter, status, created_at, sql_bytes, sql_preview) VALUES('', ?, 'queued', ?, ?, ?)");
     auto text = db_.prepare("INSERT INTO task_sql(task_id, sql) VALUES(?, ?)");
@@ -282,6 +312,12 @@ std::vector<int64_t> SqliteStore::insert_batch(const std::vector<std::string>& s
     {
         auto w = writing();
         Txn txn(db_);
+        if (rules.max_queued_per_user > 0) {
+            auto n = db_.prepare("SELECT count(*) FROM tasks WHERE status='queued' AND submitter=?");
+            n.bind(1, submitter).step();
+            if (n.i64(0) + int64_t(sqls.size()) > rules.max_queued_per_user)
+                throw queue_full(submitter, n.i64(0), int64_t(sqls.size()), rules.max_queued_per_user);
+        }
         for (const auto& sql : sqls) {
             st.bind(1, submitter).bind(2, deps_.clock()).bind(3, int64_t(sql.size()))
                 .bind(4, sql_prefix(sql.substr(0, 4 * kPreviewChars), kPreviewChars))
@@ -306,8 +342,8 @@ void SqliteStore::mark_published(const std::vector<int64_t>& ids) {
     txn.commit();
 }
 
-TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRules& rules) {
-    Claim c = try_claim(id, me, rules);
+TaskStore::Claim SqliteStore::claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) {
+    Claim c = try_claim(id, me, rules, unit);
     // The caller acks the message of a task that ends here, or that it finds finished: make that
     // end durable first (outside the gate). A task found finished may carry another worker's
     // outcome that is committed but still waiting for that worker's sync.
@@ -317,7 +353,7 @@ TaskStore::Claim SqliteStore::claim(int64_t id, const Owner& me, const ClaimRule
     return c;
 }
 
-TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules) {
+TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) {
     for (int round = 0;; ++round) {
         int64_t now = deps_.clock();
         // The SQL text of a queued task is read here only when it is within max_sql_bytes
@@ -380,10 +416,10 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
             }
             auto& st = cached(
                 "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
-                "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=? "
+                "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, unit=? "
                 "WHERE id=? AND status='queued' AND attempts=?");
             st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, id).bind(7, attempts);
+                .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, unit).bind(7, id).bind(8, attempts);
             if (st.run()) return claimed();
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
@@ -415,11 +451,11 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                       "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
                                       "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                       "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
-                                      "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL") +
+                                      "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL, unit=?") +
                                   guard);
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                    .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now)
-                    .bind(7, id).bind(8, attempts);
+                    .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now).bind(7, unit)
+                    .bind(8, id).bind(9, attempts);
                 if (st.run()) {
                     // Ours now (the attempt fences out anyone else): only now load the text.
                     auto& text = cached(std::string("SELECT ") + kSqlOf + " FROM tasks WHERE id=?");
@@ -432,6 +468,62 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         // Someone else moved the task between our read and our write: look again.
         if (round > 100) throw Error("task " + std::to_string(id) + ": claim keeps losing races");
     }
+}
+
+TaskStore::Next SqliteStore::next_for(int64_t unit, int64_t max_running_per_user) {
+    // 1. The task an earlier delivery of this message runs (or ran, its worker now gone).
+    {
+        auto& mine = cached("SELECT id FROM tasks WHERE unit=? AND status='running'");
+        ResetGuard g{mine};
+        if (mine.bind(1, unit).step()) return {Next::Kind::task, mine.i64(0), true};
+    }
+    // 2. The task it was published for, running with its owner gone: the sweeper republished it.
+    Status own_status = Status::queued;
+    {
+        auto& own = cached("SELECT status, owner, owner_pid, owner_start, lease_until FROM tasks WHERE id=?");
+        ResetGuard g{own};
+        if (!own.bind(1, unit).step()) return {Next::Kind::unknown};
+        own_status = parse_status(own.text(0)).value_or(Status::failed);
+        if (own.text(0) == "running" &&
+            owner_gone({owner_host(own.text(1)), own.i64(2), own.i64(3)}, own.opt_i64(4).value_or(0), deps_.clock()))
+            return {Next::Kind::task, unit};
+    }
+    // 3. The fairest queued task. The waiting users are found one by one through tasks_queue (a
+    // skip scan: what it costs grows with the users waiting, not with their tasks), each with its
+    // oldest task and its running count; then fewest running, least recently served, oldest.
+    auto& fair = cached(
+        "WITH RECURSIVE waiting(name) AS ("
+        "  SELECT (SELECT min(submitter) FROM tasks WHERE status='queued')"
+        "  UNION ALL"
+        "  SELECT (SELECT min(submitter) FROM tasks WHERE status='queued' AND submitter > waiting.name)"
+        "  FROM waiting WHERE waiting.name IS NOT NULL),"
+        " candidates AS ("
+        "  SELECT (SELECT min(id) FROM tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
+        "         (SELECT count(*) FROM tasks WHERE status='running' AND submitter=waiting.name) AS running,"
+        "         coalesce((SELECT served FROM users WHERE users.name=waiting.name), 0) AS served"
+        "  FROM waiting WHERE waiting.name IS NOT NULL)"
+        "SELECT head FROM candidates WHERE ?1 = 0 OR running < ?1 ORDER BY running, served, head LIMIT 1");
+    ResetGuard g{fair};
+    if (fair.bind(1, max_running_per_user).step()) return {Next::Kind::task, fair.i64(0)};
+    fair.reset();
+    auto& any = cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE status='queued')");
+    ResetGuard g2{any};
+    any.step();
+    return {any.i64(0) ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+}
+
+int64_t SqliteStore::task_of_unit(int64_t unit) {
+    auto& mine = cached("SELECT id FROM tasks WHERE unit=? AND status='running'");
+    ResetGuard g{mine};
+    return mine.bind(1, unit).step() ? mine.i64(0) : unit;
+}
+
+std::map<std::string, int64_t> SqliteStore::running_per_user() {
+    auto& st = cached("SELECT submitter, count(*) FROM tasks WHERE status='running' GROUP BY submitter");
+    ResetGuard g{st};
+    std::map<std::string, int64_t> out;
+    while (st.step()) out[st.text(0)] = st.i64(1);
+    return out;
 }
 
 TaskStore::Tick SqliteStore::tick(int64_t id, int64_t token, Renew renew) {

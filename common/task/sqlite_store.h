@@ -13,16 +13,18 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 3;
+    static constexpr int kSchemaVersion = 4;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);
 
-    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) override;
+    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
+                                      const InsertRules& rules) override;
+    using TaskStore::insert_batch;
     void mark_published(const std::vector<int64_t>& ids) override;
     using TaskStore::mark_published;
-    Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) override;
-    using TaskStore::claim;
+    int64_t task_of_unit(int64_t unit) override;
+    std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
     FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
@@ -70,7 +72,9 @@ private:
     // A row of list() or changes(): the task, with its SQL preview read in place when the row
     // has none stored (a task from before schema version 3).
     Task list_row(const sqlite::Stmt& s);
-    Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules);
+    Claim claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) override;
+    Next next_for(int64_t unit, int64_t max_running_per_user) override;
+    Claim try_claim(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit);
     FailKind try_fail_unowned(int64_t id, const std::string& error, const Owner& me);
     // Whether the owner recorded in a running task's row is gone (process or lease).
     bool owner_gone(const Owner& owner, int64_t lease_until, int64_t now) const;

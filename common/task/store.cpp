@@ -1,6 +1,7 @@
 #include "task/store.h"
 
 #include <ctime>
+#include <new>
 #include <unistd.h>
 
 #include "task/pg_store.h"
@@ -53,6 +54,42 @@ int64_t StoreDeps::wall_clock() { return now_ms(); }
 StoreDeps::Liveness StoreDeps::local_process(const Owner& o) {
     if (o.host != host_name()) return Liveness::unknown;
     return process_alive(pid_t(o.pid), uint64_t(o.start)) ? Liveness::alive : Liveness::dead;
+}
+
+TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const ClaimRules& rules) {
+    for (int round = 0;; ++round) {
+        const Next n = next_for(unit, rules.max_running_per_user);
+        Claim c;
+        switch (n.kind) {
+        case Next::Kind::unknown: c.kind = ClaimKind::unknown; break;
+        case Next::Kind::none:
+            c.kind = ClaimKind::none;
+            c.status = n.status;
+            break;
+        case Next::Kind::limited: c.kind = ClaimKind::limited; break;
+        case Next::Kind::task:
+            try {
+                c = claim_as(n.id, me, rules, unit);
+            } catch (const StoreError& e) {
+                if (!e.resource()) throw;
+                c = Claim{ClaimKind::no_memory};
+                c.why = e.what();
+            } catch (const std::bad_alloc&) {
+                c = Claim{ClaimKind::no_memory};
+                c.why = "out of memory";
+            }
+            // Another delivery took it first (or it ended meanwhile): choose again. A task of
+            // our own message that ended is done with: this delivery may run another.
+            const bool lost_race = c.kind == ClaimKind::finished || (c.kind == ClaimKind::held && !n.resume);
+            if (lost_race) {
+                if (round < 100) continue;
+                c = Claim{ClaimKind::held};  // contention without end: the worker asks again shortly
+            }
+            break;
+        }
+        c.id = n.kind == Next::Kind::task ? n.id : unit;
+        return c;
+    }
 }
 
 std::unique_ptr<TaskStore> open_store(const StoreConfig& cfg, StoreDeps deps) {

@@ -98,7 +98,17 @@ public:
 
     // --- producer ---
     // Many tasks in one transaction (one fsync): all of them are stored, or none.
-    virtual std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) = 0;
+    // With a limit, refused whole (Error with kExitQueueFull, nothing stored) when the user would then have more
+    // than `max_queued_per_user` tasks queued; the count and the insert are one transaction, so
+    // two submits at once cannot both slip under it.
+    struct InsertRules {
+        int64_t max_queued_per_user = 0;  // 0: no limit
+    };
+    virtual std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
+                                              const InsertRules& rules) = 0;
+    std::vector<int64_t> insert_batch(const std::vector<std::string>& sqls, const std::string& submitter) {
+        return insert_batch(sqls, submitter, InsertRules{});
+    }
     int64_t insert(const std::string& sql, const std::string& submitter) { return insert_batch({sql}, submitter).front(); }
     // The broker confirmed a message for these tasks. Unconditional on the status: a worker can
     // run a task before the confirm reaches its producer.
@@ -115,6 +125,10 @@ public:
         past_deadline, // marked failed now: its gone owner held it past the hard deadline
         cancelled_now, // its cancel was pending and its owner is gone: marked cancelled now
         unknown,       // no such task
+        // claim_next() only:
+        none,          // no task waits: what this message stood for was run under another one; ack it
+        limited,       // tasks wait, but each one's user already runs max_running_per_user: ask again
+        no_memory,     // loading task `id` ran out of memory (`why`): fail it with fail_unowned()
     };
     struct Claim {
         ClaimKind kind = ClaimKind::unknown;
@@ -128,6 +142,8 @@ public:
         int64_t created_at = 0;
         int64_t claimed_at = 0;
         int64_t cancel_requested_at = 0;
+        int64_t id = 0;     // the task (claim_next: not always its message's)
+        std::string why{};  // no_memory: what ran out
     };
     struct ClaimRules {
         int max_attempts = 3;                  // claims before a task whose workers die is failed
@@ -136,12 +152,32 @@ public:
         // owner held it longer than this is failed (hard_deadline_error), not run again.
         int64_t timeout_ms = 0;
         int64_t deadline_grace_ms = 0;
+        int64_t max_running_per_user = 0;      // claim_next: 0, no limit
     };
-    // Takes a queued task, or a running one whose owner is gone or whose lease has expired. A
-    // claim that ends the task (finished, gave_up, cancelled_now, refused) is durable when it
-    // returns: the caller acks on it.
-    virtual Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) = 0;
+    // Takes task `id`: a queued task, or a running one whose owner is gone or whose lease has
+    // expired. A claim that ends the task (finished, gave_up, cancelled_now, refused) is durable
+    // when it returns: the caller acks on it.
+    Claim claim(int64_t id, const Owner& me, const ClaimRules& rules) { return claim_as(id, me, rules, id); }
     Claim claim(int64_t id, const Owner& me, int max_attempts) { return claim(id, me, ClaimRules{max_attempts}); }
+
+    // What a worker calls for each message: a message is a unit of work, not a task's ticket
+    // (docs/architecture.md, "Fairness"). Its delivery runs, in this order:
+    //   1. the task an earlier delivery of the same message was running (a redelivery after its
+    //      worker died: the takeover, attempts counted; `held` while that worker lives);
+    //   2. the task it was published for, if that one is running with its owner gone (the
+    //      sweeper republished it);
+    //   3. else the fairest queued task: of the users with tasks queued and fewer than
+    //      max_running_per_user running, the one running fewest, then the one served least
+    //      recently, then its oldest task.
+    // `none` when nothing waits (ack the message: every queued task still has a message of its
+    // own), `limited` when only users at their limit wait. `unknown` when the message's task
+    // does not exist (a message for another store).
+    Claim claim_next(int64_t unit, const Owner& me, const ClaimRules& rules);
+    // The task the message `unit` stands for now: the running task its delivery runs, else the
+    // task it was published for (the sweeper fails it when the broker dead-letters the message).
+    virtual int64_t task_of_unit(int64_t unit) = 0;
+    // Tasks running per user (those with one at least), for "queued: user limit".
+    virtual std::map<std::string, int64_t> running_per_user() = 0;
 
     // While running: tells whether a cancel was requested and whether this attempt still owns
     // the task (false: fenced out, stop and record nothing); with Renew::yes, also renews the
@@ -264,7 +300,21 @@ public:
     virtual std::string where() const = 0;
     // Why the store runs slower than it could ("" when it does not); the worker logs it once.
     virtual std::string warning() const { return {}; }
+
+protected:
+    // claim(): the claim, recording `unit` as the message whose delivery runs the task.
+    virtual Claim claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) = 0;
+    // claim_next()'s choice (steps 1-3), read without writing; claim_next claims it, and asks
+    // again when another worker took it first.
+    struct Next {
+        enum class Kind { task, none, limited, unknown } kind = Kind::none;
+        int64_t id = 0;
+        bool resume = false;  // step 1: wait (held) while its owner lives
+        Status status = Status::queued;  // none: the status of the message's own task
+    };
+    virtual Next next_for(int64_t unit, int64_t max_running_per_user) = 0;
 };
+
 
 // Opens (creating it if needed) the store that the config names, and migrates its schema to
 // the version of this sqlq. Throws StoreError, or Error when the config names no usable store.

@@ -43,6 +43,9 @@ struct Task {
     std::optional<int64_t> recovery_ms;
     int64_t sql_bytes = 0;       // the whole SQL text's length
     bool sql_truncated = false;  // `sql` holds only its beginning (list previews, huge texts)
+    // Why a queued task is not running yet beyond the queue's order (TaskService): "user limit"
+    // when its user runs [query] max_running_per_user tasks already; "" otherwise.
+    std::string waiting_on{};
 };
 
 }  // namespace sqlq

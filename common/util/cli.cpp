@@ -21,6 +21,7 @@ std::string exit_codes_help() {
            "   4  no such task (or its result has expired)\n"
            "   5  the state forbids it (the task already finished; a supervisor already runs)\n"
            "   6  submit: a query is longer than [query] max_sql_bytes; nothing was stored\n"
+           "   7  submit, run: the user has [query] max_queued_per_user tasks queued; nothing was stored\n"
            "  10  wait, run: the task failed\n"
            "  11  wait, run: the task was cancelled (run: by its Ctrl-C)\n"
            "  12  wait: timed out; run: timed out, the task cancelled; cancel: still running after the grace\n"

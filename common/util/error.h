@@ -15,6 +15,7 @@ enum ExitCode : int {
     kExitNotFound = 4,      // no such task
     kExitConflict = 5,      // the state forbids it: task already finished, supervisor already running
     kExitTooLarge = 6,      // submit: the SQL text is longer than [query] max_sql_bytes; nothing stored
+    kExitQueueFull = 7,     // submit: the user has [query] max_queued_per_user tasks queued; nothing stored
     kExitTaskFailed = 10,   // wait: the task failed
     kExitTaskCancelled = 11,// wait: the task was cancelled
     kExitTimeout = 12,      // wait: timed out before the task ended

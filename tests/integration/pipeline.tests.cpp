@@ -87,7 +87,10 @@ TEST_CASE("a redelivered message of a finished task is acked and skipped", "[pip
     CHECK(t["executions"] == 1);
     CHECK(t["outcomes"] == 1);
     CHECK(queue_depth(env) == 0);
-    CHECK(w->log_shows("task " + std::to_string(id) + ": already succeeded, skipped"));
+    // A message is a unit of work (claim_next): the duplicate's delivery runs the next queued task,
+    // the marker, and the marker's own message then finds nothing left to run. Either way, one
+    // message is skipped.
+    CHECK(eventually([&] { return w->log_shows("task " + std::to_string(id) + ": already succeeded, skipped", 0) || w->log_shows("task " + std::to_string(marker) + ": already succeeded, skipped", 0); }, 5000));
 }
 
 TEST_CASE("malformed messages are dead-lettered and the worker keeps serving", "[pipeline][poison]") {

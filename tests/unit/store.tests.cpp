@@ -757,3 +757,194 @@ TEST_CASE("watch: unended tasks, new ones and those named, nothing else", "[stor
     CHECK(t[0].status == Status::cancelled);
     CHECK(t[0].submitter == "alice");
 }
+
+// --- fairness: a message is a unit of work (claim_next) ---
+
+namespace {
+TaskStore::ClaimRules fair_rules(int64_t max_running_per_user = 0) {
+    TaskStore::ClaimRules r;
+    r.max_running_per_user = max_running_per_user;
+    return r;
+}
+}  // namespace
+
+TEST_CASE("claim_next: the waiting user who runs fewest goes first, then the one served least recently",
+          "[store][fair]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    // alice queued 4 before bob's 1 and carol's 1: FIFO would run all of alice's first.
+    auto a = store->insert_batch({"SELECT 'a1'", "SELECT 'a2'", "SELECT 'a3'", "SELECT 'a4'"}, "alice");
+    const int64_t b = store->insert("SELECT 'b1'", "bob");
+    const int64_t c = store->insert("SELECT 'c1'", "carol");
+    Owner me = w.alive(500);
+
+    // Nobody runs anything: alice's oldest first (no one served yet: oldest task), and the
+    // delivery of bob's message runs it: a message is a unit of work, not a ticket.
+    auto first = store->claim_next(b, me, fair_rules());
+    REQUIRE(first.kind == Kind::claimed);
+    CHECK(first.id == a[0]);
+    CHECK(first.sql == "SELECT 'a1'");
+    // alice runs 1; bob and carol none: bob (his oldest task is older than carol's).
+    auto second = store->claim_next(a[1], me, fair_rules());
+    REQUIRE(second.kind == Kind::claimed);
+    CHECK(second.id == b);
+    // carol is the only one running none.
+    auto third = store->claim_next(a[2], me, fair_rules());
+    REQUIRE(third.kind == Kind::claimed);
+    CHECK(third.id == c);
+    // Only alice waits now.
+    auto fourth = store->claim_next(c, me, fair_rules());
+    REQUIRE(fourth.kind == Kind::claimed);
+    CHECK(fourth.id == a[1]);
+
+}
+
+TEST_CASE("claim_next: between users running as many, the one served least recently goes first", "[store][fair]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    Owner me = w.alive(501);
+    const int64_t y1 = store->insert("SELECT 'y1'", "yves");
+    const int64_t x1 = store->insert("SELECT 'x1'", "xena");
+    const int64_t y2 = store->insert("SELECT 'y2'", "yves");
+    const int64_t y3 = store->insert("SELECT 'y3'", "yves");
+    const int64_t x2 = store->insert("SELECT 'x2'", "xena");
+    auto run_next = [&](int64_t unit) {
+        auto c = store->claim_next(unit, me, fair_rules());
+        REQUIRE(c.kind == Kind::claimed);
+        REQUIRE(store->finish(c.id, c.token, ok_outcome()));
+        return c.id;
+    };
+    CHECK(run_next(y1) == y1);  // nobody served yet: the oldest task
+    CHECK(run_next(x1) == x1);
+    CHECK(run_next(y2) == y2);  // yves served before xena
+    // yves's y3 is older than xena's x2, but xena was served longer ago: her turn.
+    CHECK(run_next(y3) == x2);
+    CHECK(run_next(x2) == y3);
+    CHECK(store->claim_next(x2, me, fair_rules()).kind == Kind::none);
+}
+
+TEST_CASE("claim_next: max_running_per_user holds a user's further tasks back", "[store][fair][limit]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    Owner me = w.alive(502);
+    auto a = store->insert_batch({"SELECT 'a1'", "SELECT 'a2'", "SELECT 'a3'"}, "alice");
+    auto first = store->claim_next(a[0], me, fair_rules(2));
+    auto second = store->claim_next(a[1], me, fair_rules(2));
+    REQUIRE(first.kind == Kind::claimed);
+    REQUIRE(second.kind == Kind::claimed);
+    // alice runs 2 of 2: her third waits, and the message that would run it is told so.
+    auto third = store->claim_next(a[2], me, fair_rules(2));
+    CHECK(third.kind == Kind::limited);
+    CHECK(store->get(a[2])->status == Status::queued);
+    CHECK(store->running_per_user() == std::map<std::string, int64_t>{{"alice", 2}});
+    // Another user's task runs meanwhile, under alice's message.
+    const int64_t b = store->insert("SELECT 'b1'", "bob");
+    auto other = store->claim_next(a[2], me, fair_rules(2));
+    REQUIRE(other.kind == Kind::claimed);
+    CHECK(other.id == b);
+    // One of alice's ends: her third may run.
+    REQUIRE(store->finish(first.id, first.token, ok_outcome()));
+    auto now_hers = store->claim_next(b, me, fair_rules(2));
+    REQUIRE(now_hers.kind == Kind::claimed);
+    CHECK(now_hers.id == a[2]);
+    // Nothing waits: the message's work was done under another one.
+    CHECK(store->claim_next(a[0], me, fair_rules(2)).kind == Kind::none);
+}
+
+TEST_CASE("claim_next: a redelivered message takes over the task its dead delivery ran, with attempts counted",
+          "[store][fair][claim]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    const int64_t mine = store->insert("SELECT 'mine'", "alice");
+    const int64_t other = store->insert("SELECT 'other'", "bob");
+    // Message `other` ran task `mine` (the fair choice), in a worker that then died.
+    Owner ghost = w.dead(600);
+    auto first = store->claim_next(other, ghost, fair_rules());
+    REQUIRE(first.kind == Kind::claimed);
+    REQUIRE(first.id == mine);
+    CHECK(store->task_of_unit(other) == mine);
+    CHECK(store->task_of_unit(mine) == mine);  // no delivery of its own message runs anything
+
+    SECTION("its redelivery resumes that task: the second attempt, fencing the first") {
+        auto again = store->claim_next(other, w.alive(601), fair_rules());
+        REQUIRE(again.kind == Kind::claimed);
+        CHECK(again.id == mine);
+        CHECK(again.token == 2);
+        CHECK_FALSE(store->finish(mine, first.token, ok_outcome()));
+        CHECK(store->finish(mine, again.token, ok_outcome()));
+        CHECK(store->get(mine)->outcomes == 1);
+        CHECK(store->get(other)->status == Status::queued);
+    }
+    SECTION("while the worker running it lives, its redelivery waits") {
+        Owner live = w.alive(602);
+        auto busy = store->claim_next(other, live, fair_rules());  // taken over by a live worker
+        REQUIRE(busy.kind == Kind::claimed);
+        auto held = store->claim_next(other, w.alive(603), fair_rules());
+        CHECK(held.kind == Kind::held);
+        CHECK(held.id == mine);
+        // Once it ended, the redelivery is free to run the next task.
+        REQUIRE(store->finish(mine, busy.token, ok_outcome()));
+        auto next = store->claim_next(other, w.alive(603), fair_rules());
+        REQUIRE(next.kind == Kind::claimed);
+        CHECK(next.id == other);
+    }
+    SECTION("the task's own message, republished by the sweeper, takes it over too") {
+        auto again = store->claim_next(mine, w.alive(604), fair_rules());
+        REQUIRE(again.kind == Kind::claimed);
+        CHECK(again.id == mine);
+        CHECK(again.token == 2);
+        // ... and the first message's redelivery, finding its task run by another, runs the next.
+        auto next = store->claim_next(other, w.alive(605), fair_rules());
+        REQUIRE(next.kind == Kind::claimed);
+        CHECK(next.id == other);
+    }
+    SECTION("a message whose task runs in a live worker elsewhere runs another one") {
+        auto live = store->claim_next(other, w.alive(606), fair_rules());
+        REQUIRE(live.id == mine);
+        auto next = store->claim_next(mine, w.alive(607), fair_rules());
+        REQUIRE(next.kind == Kind::claimed);
+        CHECK(next.id == other);
+    }
+}
+
+TEST_CASE("claim_next: a message for no task of this store is unknown; poison is still given up",
+          "[store][fair][poison]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    CHECK(store->claim_next(9999, w.alive(700), fair_rules()).kind == Kind::unknown);
+    const int64_t id = store->insert("SELECT 'poison'", "alice");
+    TaskStore::ClaimRules rules = fair_rules();
+    rules.max_attempts = 2;
+    for (int64_t pid : {701, 702}) {
+        auto c = store->claim_next(id, w.dead(pid), rules);
+        REQUIRE(c.kind == Kind::claimed);
+        CHECK(c.id == id);
+    }
+    auto last = store->claim_next(id, w.alive(703), rules);
+    CHECK(last.kind == Kind::gave_up);
+    CHECK(last.id == id);
+    CHECK(store->get(id)->status == Status::failed);
+}
+
+TEST_CASE("max_queued_per_user refuses a whole submit beyond it, storing nothing", "[store][fair][limit][insert]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    TaskStore::InsertRules rules{3};
+    REQUIRE(store->insert_batch({"SELECT 1", "SELECT 2"}, "alice", rules).size() == 2);
+    try {
+        store->insert_batch({"SELECT 3", "SELECT 4"}, "alice", rules);
+        FAIL("a batch past the limit was stored");
+    } catch (const Error& e) {
+        CHECK(e.exit_code() == kExitQueueFull);
+        CHECK(std::string(e.what()).find("max_queued_per_user = 3") != std::string::npos);
+    }
+    CHECK(store->counts()["queued"] == 2);
+    // Another user has a queue of their own; a running task does not count.
+    CHECK(store->insert_batch({"SELECT 1", "SELECT 2", "SELECT 3"}, "bob", rules).size() == 3);
+    const int64_t alices_first = store->list(TaskStore::ListFilter{std::nullopt, std::string("alice"), 2}).back().id;
+    auto c = store->claim_next(alices_first, w.alive(800), fair_rules());
+    REQUIRE(c.kind == Kind::claimed);
+    REQUIRE(c.id == alices_first);  // the oldest task, nobody served yet
+    CHECK(store->insert_batch({"SELECT 3", "SELECT 4"}, "alice", rules).size() == 2);
+    CHECK(store->counts()["queued"] == 3 + 3);
+}

@@ -212,6 +212,26 @@ class ApiTest(unittest.TestCase):
         self.assertNotIn("hunter2-secret", self.env.log())
 
 
+class UserLimitsTest(unittest.TestCase):
+    def test_a_submit_past_the_users_queue_limit_gets_429_and_stores_nothing(self):
+        env = WebEnv(query_extra="max_queued_per_user = 2\n")
+        try:
+            env.start_web()  # no fleet: the tasks stay queued
+            alice = env.client("alice")
+            alice.submit("SELECT 1")
+            alice.submit("SELECT 2")
+            status, body = alice.request("POST", "/api/tasks", {"sql": "SELECT 3"})
+            self.assertEqual(status, 429, body)
+            self.assertIn("max_queued_per_user = 2", body["error"])
+            cli = subprocess.run([bin_path("sqlq"), "-c", env.config, "list", "--user", "alice", "--json"],
+                                 capture_output=True, text=True)
+            self.assertEqual(len(json.loads(cli.stdout)), 2)
+            # Another user's queue is their own.
+            env.client("bob").submit("SELECT 1")
+        finally:
+            env.close()
+
+
 class LifecycleTest(unittest.TestCase):
     def test_sigterm_stops_it_cleanly(self):
         env = WebEnv()

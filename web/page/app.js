@@ -45,6 +45,8 @@
   }
 
   const ended = (s) => s === 'succeeded' || s === 'failed' || s === 'cancelled';
+  // "queued: user limit" while the user's other tasks fill [query] max_running_per_user.
+  const statusText = (t) => t.waiting_on ? t.status + ': ' + t.waiting_on : t.status;
 
   // --- sign-in ---
   function show(section) {
@@ -150,7 +152,7 @@
   function renderRow(t) {
     const li = rowFor(t.id);
     if (!li) return;
-    li.querySelector('.task-status').textContent = t.status;
+    li.querySelector('.task-status').textContent = statusText(t);
     li.querySelector('.task-status').className = 'task-status status ' + t.status;
     li.dataset.status = t.status;
     li.querySelector('.task-elapsed').textContent = fmtMs(elapsed(t));
@@ -189,7 +191,7 @@
     $('detail').dataset.id = String(t.id);
     $('detail').dataset.status = t.status;
     $('detail-title').textContent = 'Task #' + t.id;
-    $('detail-status').textContent = t.status;
+    $('detail-status').textContent = statusText(t);
     $('detail-status').className = 'status ' + t.status;
     $('detail-elapsed').textContent = fmtMs(elapsed(t));
     if ($('detail-sql').dataset.id !== String(t.id)) { $('detail-sql').textContent = t.sql; $('detail-sql').dataset.id = String(t.id); }
