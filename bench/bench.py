@@ -1003,11 +1003,11 @@ def report(res):
                   f"p99 {cc['command_ms']['p99']:.0f} ms", ""]
     if "fairness" in res:
         f = res["fairness"]
-        rows = [[r["round"] + 1, f"{r['duration_ms']:.0f}", f"{r['b_wait_durations']:.2f}", f"{r['fifo_wait_durations']:.1f}",
-                 fmt(r["alone"]), fmt(r["with_b"]), f"{r['ratio'] * 100:.1f} %"] for r in f["samples"]]
         rows = [[c["users"], fmt(c["fifo_us"], "", 1, 1), fmt(c["fair_us"], "", 1, 1)] for c in f.get("claim_cost", [])]
         lines += [f"fairness: the store's claim + finish per task, {f['backlog']} queued (SQLite, durability off: CPU only), µs",
                   table(["users", "claim by id (FIFO)", "claim_next (fair)"], rows)]
+        rows = [[r["round"] + 1, f"{r['duration_ms']:.0f}", f"{r['b_wait_durations']:.2f}", f"{r['fifo_wait_durations']:.1f}",
+                 f"{r['alone']:.0f}", f"{r['with_b']:.0f}", f"{r['ratio'] * 100:.1f} %"] for r in f["samples"]]
         lines += [f"fairness: 8 workers, moderate queries; A submits {f['backlog']}, then B submits 1 "
                   f"(B's wait in query durations; FIFO: what first in, first out would have made it wait)",
                   table(["round", "duration ms", "B waited", "FIFO", "A alone/s", "A with B/s", "A with B"], rows)]
