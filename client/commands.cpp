@@ -306,6 +306,47 @@ int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, TaskService
                {{"id", id}, {"cancelled", false}, {"status", to_string(r.status)}, {"requested", true}}, kExitTimeout);
 }
 
+int cmd_workers(const Config& cfg, const Output& out) {
+    auto fleets = TaskService(cfg).fleets();
+    json arr = json::array();
+    for (const auto& f : fleets) {
+        json workers = json::parse(f.record.workers_json, nullptr, false);
+        if (workers.is_discarded() || !workers.is_array()) workers = json::array();
+        arr.push_back({{"host", f.record.host},
+                       {"run_dir", f.record.run_dir},
+                       {"supervisor_pid", f.record.pid},
+                       {"heartbeat_age_ms", f.record.age_ms},
+                       {"interval_ms", f.record.interval_ms},
+                       {"stale", f.stale},
+                       {"workers", std::move(workers)}});
+    }
+    if (out.json) {
+        std::cout << arr.dump() << "\n";
+        return kExitOk;
+    }
+    if (arr.empty()) {
+        std::cout << "no fleet has recorded itself in this task store (a supervisor does at every sweep)\n";
+        return kExitOk;
+    }
+    auto num = [](const json& v) { return v.is_null() ? std::string("-") : std::to_string(v.get<int64_t>()); };
+    std::vector<std::vector<std::string>> rows;
+    for (const json& f : arr) {
+        const std::string age = format_duration(f["heartbeat_age_ms"].get<int64_t>());
+        const std::string beat = f["stale"].get<bool>() ? "NO HEARTBEAT for " + age : age + " ago";
+        const std::string fleet = f["host"].get<std::string>() + " (supervisor " + num(f["supervisor_pid"]) + ")";
+        if (f["workers"].empty()) rows.push_back({fleet, beat, "-", "-", "no workers", "-", "-"});
+        for (const json& w : f["workers"]) {
+            std::string state = w.value("state", std::string("?"));
+            if (w.contains("waiting_for")) state += " for task " + num(w["waiting_for"]);
+            rows.push_back({fleet, beat, num(w.value("slot", json())), num(w.value("pid", json())), state,
+                            num(w.value("task", json())),
+                            w.value("task_ms", json()).is_null() ? "-" : format_duration(w["task_ms"].get<int64_t>())});
+        }
+    }
+    std::cout << format_table({"FLEET", "HEARTBEAT", "SLOT", "PID", "STATE", "TASK", "TASK TIME"}, rows);
+    return kExitOk;
+}
+
 int cmd_audit(const Config& cfg, const Output& out) {
     auto a = TaskService(cfg).audit();
     const auto& f = a.store;

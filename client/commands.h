@@ -28,6 +28,8 @@ int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Outpu
 int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out);
 int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, TaskService::WaitForStop wait, const Output& out);
 int cmd_audit(const Config& cfg, const Output& out);
+// Every host's fleet, as its supervisor last recorded it in the task store.
+int cmd_workers(const Config& cfg, const Output& out);
 
 struct RunOptions {
     std::string sql, file, user;

@@ -87,6 +87,9 @@ int main(int argc, char** argv) {
     auto* audit = app.add_subcommand("audit", "reconcile the task store with the broker; non-zero when "
                                               "tasks are lost or stuck");
 
+    auto* workers = app.add_subcommand("workers", "every host's workers, as their supervisors last recorded them in "
+                                                  "the task store; flags a fleet whose heartbeat stopped");
+
     if (int code = parse_command_line(app, argc, argv, "sqlq"); code >= 0) return code;
 
     try {
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
         if (*wait) return cmd_wait(cfg, id, timeout_s, out);
         if (*cancel) return cmd_cancel(cfg, id, so.user, no_wait ? TaskService::WaitForStop::no : TaskService::WaitForStop::yes, out);
         if (*audit) return cmd_audit(cfg, out);
+        if (*workers) return cmd_workers(cfg, out);
         if (*run) return cmd_run(cfg, ro, out);
     } catch (const Error& e) {
         return report_error("sqlq", e.what(), e.exit_code(), json);

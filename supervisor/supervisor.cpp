@@ -104,6 +104,8 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
         sweeper_.owner_lost(t.task, o, t.why, t.fail ? Sweeper::Lost::fail_task : Sweeper::Lost::may_rerun);
     });
     sweeper_.on_swept([this](const Sweeper::Swept& s) {
+        // What the next sweep records of this fleet for `sqlq workers`.
+        sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
         sweep_figures_ = s.figures;
         task_metrics_.finished_by_sweeper(Status::failed, s.failed);
         task_metrics_.finished_by_sweeper(Status::cancelled, s.cancelled);
@@ -134,6 +136,7 @@ int Supervisor::run() {
     signals_.add(SIGPIPE);
     wait_signals();
     control_.listen();
+    sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_url(cfg_.broker.url), cfg_.supervisor.run_dir);

@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <unordered_set>
 
 #include "amqp/connection.h"
 #include "task/message.h"
 #include "task/publish.h"
 #include "util/clock.h"
+#include "util/process.h"
 
 namespace sqlq::supervisor {
 
@@ -42,6 +45,11 @@ void Sweeper::owner_lost(int64_t task, const Owner& owner, std::string why, Lost
     cv_.notify_all();
 }
 
+void Sweeper::fleet_view(std::string workers_json) {
+    std::lock_guard lock(mu_);
+    fleet_view_ = std::move(workers_json);
+}
+
 void Sweeper::log(int level, std::string line) {
     post_([level, line = std::move(line)] { spdlog::log(static_cast<spdlog::level::level_enum>(level), "{}", line); });
 }
@@ -58,7 +66,7 @@ void Sweeper::run() {
             std::unique_lock lock(mu_);
             cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, next_sweep - mono_ms())),
                          [&] { return stop_ || !lost_.empty() || mono_ms() >= next_sweep; });
-            if (stop_) return;
+            if (stop_) break;
             lost.swap(lost_);
         }
         for (const auto& [task, owner, why, how] : lost) {
@@ -88,6 +96,39 @@ void Sweeper::run() {
             next_sweep = mono_ms() + cfg_.supervisor.sweep_interval_ms;
         }
     }
+    forget_fleet();
+}
+
+void Sweeper::record_fleet(const Config& cfg) {
+    std::string view;
+    {
+        std::lock_guard lock(mu_);
+        view = fleet_view_;
+    }
+    try {
+        if (!store_) store_ = open_store(cfg.store);
+        store_->record_fleet({host_name(), cfg.supervisor.run_dir, int64_t(::getpid()), cfg.supervisor.sweep_interval_ms,
+                              std::move(view)});
+        recorded_ = true;
+    } catch (const std::exception&) {
+        store_.reset();  // the sweep that follows tries again, and logs what is wrong
+    }
+}
+
+void Sweeper::forget_fleet() {
+    if (!recorded_) return;
+    Config cfg;
+    {
+        std::lock_guard lock(mu_);
+        cfg = cfg_;
+    }
+    try {
+        if (!store_) store_ = open_store(cfg.store);
+        store_->forget_fleet(host_name(), cfg.supervisor.run_dir);
+    } catch (const std::exception& e) {
+        // Its heartbeat stops: `sqlq workers` flags it, as for a supervisor that died.
+        spdlog::warn("cannot remove this fleet's record from the task store: {}", e.what());
+    }
 }
 
 void Sweeper::tell() {
@@ -104,6 +145,7 @@ void Sweeper::sweep() {
         cfg = cfg_;
     }
     const int64_t started = mono_ms();
+    record_fleet(cfg);
     try {
         if (!store_) store_ = open_store(cfg.store);
         if (!conn_ || !conn_->open()) {

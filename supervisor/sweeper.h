@@ -52,6 +52,10 @@ public:
         int64_t cancelled = 0;
     };
     void on_swept(std::function<void(const Swept&)> f) { on_swept_ = std::move(f); }
+    // The fleet's workers (the `workers` array of status, as JSON text), written to the store
+    // with the supervisor's heartbeat at every sweep for `sqlq workers`; the record is removed
+    // when the sweeper stops.
+    void fleet_view(std::string workers_json);
 
 private:
     void run();
@@ -61,6 +65,8 @@ private:
     std::vector<int64_t> drop_dead_lettered(const Config& cfg, std::vector<int64_t> ids);
     void log(int level, std::string line);
 
+    void record_fleet(const Config& cfg);  // this fleet's record, with its heartbeat (sqlq workers)
+    void forget_fleet();                   // removes it, at stop
     void tell();  // posts figures_ and the outcomes counted since the last time to on_swept_
 
     Post post_;
@@ -69,6 +75,8 @@ private:
     std::condition_variable cv_;
     bool stop_ = false;
     Config cfg_;                                    // guarded by mu_
+    std::string fleet_view_ = "[]";                 // guarded by mu_
+    bool recorded_ = false;                         // the store holds this fleet's record
     struct LostTask {
         int64_t task;
         Owner owner;

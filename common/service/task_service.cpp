@@ -272,6 +272,15 @@ bool TaskService::Audit::bad() const {
     return lost > 0 || store.stuck > 0 || store.duplicate_outcomes > 0 || !broker_error.empty();
 }
 
+std::vector<TaskService::Fleet> TaskService::fleets() {
+    std::vector<Fleet> out;
+    for (auto& r : store_->fleets()) {
+        const bool stale = r.age_ms > 3 * r.interval_ms + 2000;
+        out.push_back({std::move(r), stale});
+    }
+    return out;
+}
+
 TaskService::Audit TaskService::audit() {
     Audit a;
     a.store = store_->audit();

@@ -122,6 +122,13 @@ public:
         bool bad() const;            // something lost, stuck or duplicated, or no broker
     };
     Audit audit();
+    // Every fleet that records itself in this store (sqlq workers): its supervisor, its workers
+    // and how long ago it last wrote; `stale` when that is over 3 of its sweep intervals (+2 s).
+    struct Fleet {
+        TaskStore::FleetRecord record;
+        bool stale = false;
+    };
+    std::vector<Fleet> fleets();
 
 private:
     amqp::Connection& publisher();  // the kept connection, made when missing

@@ -318,6 +318,13 @@ void PgStore::migrate() {
             exec(kSchemaV2);
             exec("INSERT INTO sqlq_schema(version) VALUES (2)");
         }
+        if (v < 3) {
+            // The fleet-wide view: each supervisor's record of itself and its workers (sqlq workers).
+            exec("CREATE TABLE sqlq_fleets (host text NOT NULL, run_dir text NOT NULL, pid bigint NOT NULL, "
+                 "interval_ms bigint NOT NULL, workers text NOT NULL, heartbeat_at bigint NOT NULL, "
+                 "PRIMARY KEY (host, run_dir))");
+            exec("INSERT INTO sqlq_schema(version) VALUES (3)");
+        }
         exec("COMMIT");
     } catch (...) {
         if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
@@ -523,6 +530,30 @@ TaskStore::Next PgStore::next_for(int64_t unit, int64_t max_running_per_user) {
     const bool waiting =
         Row{exec("SELECT EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')").get(), 0}.boolean(0);
     return {waiting ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+}
+
+void PgStore::record_fleet(const FleetRecord& r) {
+    exec("INSERT INTO sqlq_fleets(host, run_dir, pid, interval_ms, workers, heartbeat_at) "
+         "VALUES ($1, $2, $3, $4, $5, " + now_sql(6) + ") "
+         "ON CONFLICT (host, run_dir) DO UPDATE SET pid=excluded.pid, interval_ms=excluded.interval_ms, "
+         "workers=excluded.workers, heartbeat_at=excluded.heartbeat_at",
+         Params() << r.host << r.run_dir << r.pid << r.interval_ms << r.workers_json << clock());
+}
+
+void PgStore::forget_fleet(const std::string& host, const std::string& run_dir) {
+    exec("DELETE FROM sqlq_fleets WHERE host=$1 AND run_dir=$2", Params() << host << run_dir);
+}
+
+std::vector<TaskStore::FleetRecord> PgStore::fleets() {
+    auto r = exec("SELECT host, run_dir, pid, interval_ms, workers, heartbeat_at, " + now_sql(1) +
+                      " - heartbeat_at FROM sqlq_fleets ORDER BY host, run_dir",
+                  Params() << clock());
+    std::vector<FleetRecord> out;
+    for (int i = 0; i < PQntuples(r.get()); ++i) {
+        const Row row{r.get(), i};
+        out.push_back({row.text(0), row.text(1), row.i64(2), row.i64(3), row.text(4), row.i64(5), row.i64(6)});
+    }
+    return out;
 }
 
 int64_t PgStore::task_of_unit(int64_t unit) {

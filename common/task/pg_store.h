@@ -28,7 +28,7 @@ class Params;
 
 class PgStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 2;
+    static constexpr int kSchemaVersion = 3;
 
     // Connects to cfg.url and migrates the schema. StoreError (transient) when the server cannot
     // be reached; Error when the URL cannot be read.
@@ -40,6 +40,9 @@ public:
     void mark_published(const std::vector<int64_t>& ids) override;
     using TaskStore::mark_published;
     int64_t task_of_unit(int64_t unit) override;
+    void record_fleet(const FleetRecord& r) override;
+    void forget_fleet(const std::string& host, const std::string& run_dir) override;
+    std::vector<FleetRecord> fleets() override;
     std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;

@@ -299,6 +299,13 @@ void SqliteStore::migrate() {
         db_.exec(kSchemaV4);
         db_.exec("PRAGMA user_version=4");
     }
+    if (v < 5) {
+        // The fleet-wide view: each supervisor's record of itself and its workers (sqlq workers).
+        db_.exec("CREATE TABLE fleets (host TEXT NOT NULL, run_dir TEXT NOT NULL, pid INTEGER NOT NULL, "
+                 "interval_ms INTEGER NOT NULL, workers TEXT NOT NULL, heartbeat_at INTEGER NOT NULL, "
+                 "PRIMARY KEY (host, run_dir)) WITHOUT ROWID");
+        db_.exec("PRAGMA user_version=5");
+    }
     txn.commit();
 }
 
@@ -510,6 +517,31 @@ TaskStore::Next SqliteStore::next_for(int64_t unit, int64_t max_running_per_user
     ResetGuard g2{any};
     any.step();
     return {any.i64(0) ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+}
+
+void SqliteStore::record_fleet(const FleetRecord& r) {
+    auto w = writing();
+    cached("INSERT INTO fleets(host, run_dir, pid, interval_ms, workers, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (host, run_dir) DO UPDATE SET pid=excluded.pid, interval_ms=excluded.interval_ms, "
+           "workers=excluded.workers, heartbeat_at=excluded.heartbeat_at")
+        .bind(1, r.host).bind(2, r.run_dir).bind(3, r.pid).bind(4, r.interval_ms).bind(5, r.workers_json)
+        .bind(6, deps_.clock())
+        .run();
+}
+
+void SqliteStore::forget_fleet(const std::string& host, const std::string& run_dir) {
+    auto w = writing();
+    cached("DELETE FROM fleets WHERE host=? AND run_dir=?").bind(1, host).bind(2, run_dir).run();
+}
+
+std::vector<TaskStore::FleetRecord> SqliteStore::fleets() {
+    auto& st = cached("SELECT host, run_dir, pid, interval_ms, workers, heartbeat_at FROM fleets ORDER BY host, run_dir");
+    ResetGuard g{st};
+    const int64_t now = deps_.clock();
+    std::vector<FleetRecord> out;
+    while (st.step())
+        out.push_back({st.text(0), st.text(1), st.i64(2), st.i64(3), st.text(4), st.i64(5), now - st.i64(5)});
+    return out;
 }
 
 int64_t SqliteStore::task_of_unit(int64_t unit) {

@@ -13,7 +13,7 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 4;
+    static constexpr int kSchemaVersion = 5;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);
@@ -24,6 +24,9 @@ public:
     void mark_published(const std::vector<int64_t>& ids) override;
     using TaskStore::mark_published;
     int64_t task_of_unit(int64_t unit) override;
+    void record_fleet(const FleetRecord& r) override;
+    void forget_fleet(const std::string& host, const std::string& run_dir) override;
+    std::vector<FleetRecord> fleets() override;
     std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;

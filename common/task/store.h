@@ -276,6 +276,23 @@ public:
     virtual int64_t expire_results(const Retention& r) = 0;
     int64_t expire_results(int64_t ttl_s) { return expire_results(Retention{ttl_s}); }
 
+    // --- the fleet-wide view ---
+    // What a supervisor writes of itself at every sweep, so that `sqlq workers` shows every
+    // host's fleet: one record per host and run dir, its workers as the `workers` array of its
+    // status (JSON text), its heartbeat in the store's clock.
+    struct FleetRecord {
+        std::string host;
+        std::string run_dir;
+        int64_t pid = 0;              // the supervisor's
+        int64_t interval_ms = 0;      // how often it writes (its sweep interval)
+        std::string workers_json = "[]";
+        int64_t heartbeat_at = 0;     // read back: when it last wrote (store clock)
+        int64_t age_ms = 0;           // read back: the store's clock now, less heartbeat_at
+    };
+    virtual void record_fleet(const FleetRecord& r) = 0;  // heartbeat_at = now
+    virtual void forget_fleet(const std::string& host, const std::string& run_dir) = 0;
+    virtual std::vector<FleetRecord> fleets() = 0;  // by host, then run dir
+
     // --- audit ---
     struct AuditFigures {
         std::map<std::string, int64_t> by_status;

@@ -1,9 +1,11 @@
 // Fairness between users on the real broker and fleet (issue 18): a second user's task starts
 // before the first user's backlog drains, max_running_per_user holds a user's further tasks back
-// (visible as such), and max_queued_per_user refuses a submit whole, storing nothing.
+// (visible as such), and max_queued_per_user refuses a submit whole, storing nothing. And the
+// fleet-wide view every supervisor writes to the store (issue 15): sqlq workers.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <csignal>
 
 #include "support/harness.h"
 
@@ -117,4 +119,58 @@ TEST_CASE("max_queued_per_user refuses a submit beyond it with exit 7, storing a
     // bob is not limited by alice's queue.
     CHECK(submit_as(env, "bob", {"SELECT 1", "SELECT 2"}).size() == 2);
     CHECK(queue_depth(env) == 2 + 2);
+}
+
+// --- the fleet-wide view (issue 15, part 3): each supervisor records its fleet in the store ---
+
+namespace {
+// This env's fleet in `sqlq workers --json` (null when absent).
+json fleet_record(const Env& env) {
+    auto r = cli(env, {"workers", "--json"});
+    if (r.code != 0) throw std::runtime_error("sqlq workers: " + r.err);
+    for (const json& f : json::parse(r.out))
+        if (f["run_dir"] == env.cfg().supervisor.run_dir) return f;
+    return json();
+}
+}  // namespace
+
+TEST_CASE("sqlq workers shows each fleet's workers from the store, flags a stopped heartbeat, forgets a clean stop",
+          "[fleetview][integration]") {
+    Setup s;
+    s.workers = 2;
+    s.sections["supervisor"] = "sweep_interval_ms = 200\n";
+    Env env(s);
+    SECTION("a running fleet, then a clean stop") {
+        Fleet fleet(env);
+        const int64_t id = submit(env, slow_query(3000));
+        REQUIRE(eventually([&] {
+            const json f = fleet_record(env);
+            if (f.is_null()) return false;
+            for (const json& w : f["workers"])
+                if (w["state"] == "busy" && w["task"] == id) return true;
+            return false;
+        }, 20000));
+        const json f = fleet_record(env);
+        INFO(f.dump());
+        CHECK(f["supervisor_pid"] == fleet.pid());
+        CHECK(f["workers"].size() == 2);
+        CHECK(f["stale"] == false);
+        CHECK(f["heartbeat_age_ms"].get<int64_t>() < 60000);
+        const auto table = cli(env, {"workers"});
+        CHECK(table.code == 0);
+        CHECK(table.out.find("busy") != std::string::npos);
+        CHECK(table.out.find(std::to_string(id)) != std::string::npos);
+        REQUIRE(cli(env, {"cancel", std::to_string(id)}).code == 0);
+        REQUIRE(fleet.stop().code == 0);
+        CHECK(fleet_record(env).is_null());
+    }
+    SECTION("a supervisor killed: its record stays, its heartbeat flagged as stopped") {
+        Fleet fleet(env);
+        REQUIRE(eventually([&] { return !fleet_record(env).is_null(); }, 20000));
+        const pid_t sup = fleet.pid();
+        REQUIRE(::kill(sup, SIGKILL) == 0);
+        REQUIRE(eventually([&] { return fleet_record(env)["stale"] == true; }, 20000));
+        const auto table = cli(env, {"workers"});
+        CHECK(table.out.find("NO HEARTBEAT") != std::string::npos);
+    }
 }

@@ -948,3 +948,30 @@ TEST_CASE("max_queued_per_user refuses a whole submit beyond it, storing nothing
     CHECK(store->insert_batch({"SELECT 3", "SELECT 4"}, "alice", rules).size() == 2);
     CHECK(store->counts()["queued"] == 3 + 3);
 }
+
+TEST_CASE("fleet records: written with the store's clock, read back with their age, forgotten", "[store][fleetview]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    CHECK(store->fleets().empty());
+    store->record_fleet({"host-a", "/run/a", 100, 2000, R"([{"slot":0,"state":"ready"}])"});
+    w.now += 500;
+    store->record_fleet({"host-b", "/run/b", 200, 2000, "[]"});
+    w.now += 1500;
+    auto fleets = store->fleets();
+    REQUIRE(fleets.size() == 2);
+    CHECK(fleets[0].host == "host-a");
+    CHECK(fleets[0].pid == 100);
+    CHECK(fleets[0].interval_ms == 2000);
+    CHECK(fleets[0].workers_json == R"([{"slot":0,"state":"ready"}])");
+    CHECK(fleets[0].age_ms == 2000);
+    CHECK(fleets[1].age_ms == 1500);
+    // A heartbeat replaces the record; a stop forgets it.
+    store->record_fleet({"host-a", "/run/a", 101, 1000, "[]"});
+    fleets = store->fleets();
+    CHECK(fleets[0].pid == 101);
+    CHECK(fleets[0].age_ms == 0);
+    store->forget_fleet("host-a", "/run/a");
+    fleets = store->fleets();
+    REQUIRE(fleets.size() == 1);
+    CHECK(fleets[0].host == "host-b");
+}
