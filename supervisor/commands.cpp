@@ -98,6 +98,27 @@ std::string consumer_timeout_warning(const Config& cfg) {
            "(sqlq cannot read the broker's value; see docs/operations.md)";
 }
 
+// On a task store shared by hosts (PostgreSQL), a worker of this host is a remote owner for the
+// others: they take its task over once its lease has run out, while this host's supervisor kills
+// a silent (wedged, paused) worker only after watchdog_ms. A running worker renews its lease every
+// third of it, so a worker that falls silent has at least two thirds of its lease left; that must
+// outlast the watchdog, the kill, and the second a PostgreSQL target's statement may outlive its
+// worker (client_connection_check_interval): lease_ms >= 1.5 * (watchdog_ms + 2000).
+int64_t shared_lease_floor_ms(const Config& cfg) { return (cfg.supervisor.watchdog_ms + 2000) * 3 / 2; }
+
+std::string shared_lease_warning(const Config& cfg) {
+    if (cfg.store.url.empty()) return {};
+    const int64_t floor = shared_lease_floor_ms(cfg);
+    if (cfg.store.lease_ms >= floor) return {};
+    const int64_t window = cfg.supervisor.watchdog_ms - cfg.store.lease_ms * 2 / 3 + 1000;
+    return "[store] lease_ms = " + std::to_string(cfg.store.lease_ms) +
+           " ms is shorter than what this host's supervisor enforces on a store shared by hosts ([supervisor] "
+           "watchdog_ms = " + std::to_string(cfg.supervisor.watchdog_ms) +
+           " ms): another host may take over the task of a silent (wedged) worker here while it still runs, for up "
+           "to about " + std::to_string(window) + " ms; lease_ms >= " + std::to_string(floor) +
+           " closes that window (a host that vanishes whole then keeps its tasks that long; docs/reliability.md)";
+}
+
 std::string log_file(const Config& cfg) {
     return cfg.supervisor.log_file.empty() ? cfg.supervisor.run_dir + "/supervisor.log" : cfg.supervisor.log_file;
 }
@@ -203,7 +224,8 @@ int cmd_start(const std::string& config_opt, Attach attach, Format format) {
     opts.worker = find_worker(cfg.supervisor.worker_path);
     if (cfg.web.enabled) opts.web = find_program("sqlq-web", "web", " ([web] enabled = true)");
     preflight(cfg);
-    if (auto w = consumer_timeout_warning(cfg); !w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
+    for (const auto& w : {consumer_timeout_warning(cfg), shared_lease_warning(cfg)})
+        if (!w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
 
     if (foreground) {
         lock.write_pid(::getpid());
