@@ -198,7 +198,15 @@ TEST_CASE("a worker gives back the memory its work took once it falls idle", "[p
         after = process_memory(w->pid()).rss_kib;
         return after <= before + 1024;
     }, 10000);
-    INFO("RSS before any task " << before << " KiB, idle after 200 queries " << after << " KiB");
+    const Memory idle = process_memory(w->pid());
+    INFO("RSS before any task " << before << " KiB, idle after 200 queries " << after << " KiB (PSS "
+                                << idle.pss_kib << " KiB, private " << idle.private_kib << " KiB)");
     CHECK(gave_back);
+    // Issue 13's targets for an idle worker after work: RSS < 8 MB and PSS < 2 MB. PSS depends on
+    // how many other processes map the same libraries (here: this test and whatever else runs), so
+    // the check is on its floor, the worker's private pages (PSS with every shared page shared
+    // widely); docs/performance.md, "Idle memory", says where they go.
+    CHECK(idle.rss_kib < 8 * 1024);
+    CHECK(idle.private_kib < 2 * 1024);
     CHECK(w->running());
 }
