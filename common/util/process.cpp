@@ -59,7 +59,7 @@ Memory process_memory(pid_t pid) {
         if (!(fields >> key >> value)) continue;
         if (key == "Rss:") m.rss_kib = value;
         if (key == "Pss:") m.pss_kib = value;
-        if (key == "Private_Clean:" || key == "Private_Dirty:") m.private_kib += value;
+        if (key == "Private_Dirty:") m.private_dirty_kib = value;
     }
     return m;
 }

@@ -16,12 +16,12 @@ uint64_t process_start_time(pid_t pid);
 bool process_alive(pid_t pid, uint64_t start_time);
 
 // A process's memory in KiB, from /proc/PID/smaps_rollup (0 when unknown): resident (RSS), its
-// proportional share of what it shares with other processes (PSS), and its own pages (private,
-// clean and dirty: what PSS would be if every shared page were shared by many).
+// proportional share of pages it shares with other processes (PSS: depends on what else runs),
+// and the pages it wrote itself (private dirty: heap, stacks, the libraries' relocated data).
 struct Memory {
     uint64_t rss_kib = 0;
     uint64_t pss_kib = 0;
-    uint64_t private_kib = 0;
+    uint64_t private_dirty_kib = 0;
 };
 Memory process_memory(pid_t pid);
 
