@@ -21,6 +21,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 TERMINAL = ("succeeded", "failed", "cancelled")
 TRIVIAL = "SELECT 1"
 # An aggregate over the demo database's 200k-row table (about 35 ms of CPU on the reference machine).
@@ -147,7 +148,7 @@ database = "{database or self.demo}"
         for q in (c["queue"], c["queue"] + ".dead"):
             try:
                 self.pub("delete", queue=q)
-            except RuntimeError:
+            except (RuntimeError, OSError):  # OSError: a build without the bench tools (-DSQLQ_BENCH=OFF)
                 pass
 
     def wait_done(self, store, n, timeout=900):
@@ -452,6 +453,139 @@ database = "{database or self.demo}"
             "samples": rows, "summary": out, "tasks": {"trivial": a.trivial, "moderate": a.moderate},
             "cancel": {"stop_ms": {"p50": pct(stop_ms, 50), "p99": pct(stop_ms, 99), "max": max(stop_ms), "n": len(stop_ms)},
                        "command_ms": {"p50": pct(wall_ms, 50), "p99": pct(wall_ms, 99), "max": max(wall_ms), "n": len(wall_ms)}}}
+
+    # --- 12. the cross-host overlap window ---
+
+    def pg_super(self, db, sql):
+        """One statement as the PostgreSQL server's superuser, over its socket: its rows, each a
+        list of the |-separated values."""
+        r = self.run(os.path.join(ROOT, "scripts", "postgres.sh"), "psql", self.a.pg_dir, "-d", db, "-tAc", sql)
+        return [ln.split("|") for ln in r.stdout.splitlines() if ln]
+
+    def overlap_round(self, variant, store_db, store_url, lease_ms, watchdog_ms, heartbeat_s):
+        """Two hosts on one PostgreSQL store, one worker each; host B is this machine in a UTS
+        namespace of its own (hostname hostb), so host A's worker is a remote owner for it and only
+        its lease (or its supervisor's record of its loss) says when it is gone. A's worker runs a
+        PostgreSQL query and is SIGSTOPped (wedged) at t=0; B is started then. Times from t=0: B's
+        takeover (attempt 2's start, the store's clock), A's worker killed by its own supervisor
+        (watchdog), A's statement gone from pg_stat_activity."""
+        self.seq += 1
+        queue = f"bench.overlap.{self.seq}"
+        marker = f"overlap-{self.seq}-{int(time.time())}"
+        conf = {}
+        for host in ("a", "b"):
+            d = os.path.join(self.work, f"overlap{self.seq:04d}{host}")
+            os.makedirs(d)
+            path = os.path.join(d, "sqlq.conf")
+            with open(path, "w") as f:
+                f.write(f"""[broker]
+url = "amqp://guest:guest@127.0.0.1:{self.port}"
+queue = "{queue}"
+heartbeat_s = {heartbeat_s}
+[store]
+url = "{store_url}"
+lease_ms = {lease_ms}
+[query]
+database = "{self.a.pg_url}"
+[supervisor]
+workers = 1
+run_dir = "{os.path.join(d, 'run')}"
+watchdog_ms = {watchdog_ms}
+""")
+            conf[host] = {"path": path, "queue": queue}
+        a, b = conf["a"], conf["b"]
+        started_b = False
+        self.sup(a, "start")
+        try:
+            tid = int(self.sqlq(a, "submit", "--user", "bench", f"SELECT pg_sleep(50), '{marker}'").stdout.strip())
+            pid = 0
+            deadline = time.time() + 60
+            while not pid:
+                if time.time() > deadline:
+                    raise RuntimeError(f"overlap: task {tid} never ran on host A")
+                for w in self.status(a)["workers"]:
+                    if w.get("task") == tid:
+                        pid = w["pid"]
+                time.sleep(0.02)
+            app = f"sqlq-worker {pid}"
+            active = f"(SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' AND state = 'active')"
+            while self.pg_super(store_db, f"SELECT {active}")[0][0] != "1":
+                time.sleep(0.02)
+            t0 = time.time()
+            os.kill(pid, signal.SIGSTOP)
+            self.run("unshare", "--uts", "sh", "-c", 'hostname hostb && exec "$0" "$@"', self.bin["sup"], "start",
+                     "-c", b["path"])
+            started_b = True
+            seen = {}
+            deadline = t0 + 120
+            wanted = ("takeover", "killed", "statement_gone")
+            while not all(k in seen for k in wanted) and time.time() < deadline:
+                now = time.time()
+                n, attempts, started_at, owner = self.pg_super(
+                    store_db, f"SELECT {active}, attempts, started_at, owner FROM sqlq_tasks WHERE id = {tid}")[0]
+                if "takeover" not in seen and int(attempts) >= 2:
+                    seen["takeover"] = int(started_at) / 1000.0 - t0
+                    seen["by"] = owner.rsplit(":", 1)[0]
+                if "killed" not in seen and not os.path.exists(f"/proc/{pid}"):
+                    seen["killed"] = now - t0
+                if "statement_gone" not in seen and n == "0":
+                    seen["statement_gone"] = now - t0
+                time.sleep(0.05)
+            if not all(k in seen for k in wanted):
+                raise RuntimeError(f"overlap: {variant}: only {sorted(seen)} within 120 s")
+            self.sqlq(a, "cancel", "--no-wait", str(tid), check=False)
+        finally:
+            if started_b:
+                self.sup(b, "stop", check=False)
+            self.sup(a, "stop", check=False)
+            self.drop_queue(a)
+        seen["process_overlap"] = max(0.0, seen["killed"] - seen["takeover"])
+        seen["statement_overlap"] = max(0.0, seen["statement_gone"] - seen["takeover"])
+        log(f"overlap {variant}: takeover by {seen['by']} at {seen['takeover']:.2f} s, A killed at {seen['killed']:.2f} s, "
+            f"A's statement gone at {seen['statement_gone']:.2f} s")
+        return seen
+
+    def overlap(self):
+        """The cross-host overlap window (issue 13): how long a wedged worker's query on one host
+        lives on beside the takeover by another host, at the default lease and watchdog and with
+        the lease an operator can set to close it (1.5 x (watchdog_ms + 2 s), see
+        docs/reliability.md), each with the default broker heartbeat and a short one."""
+        a = self.a
+        if not a.pg_url:
+            raise RuntimeError("no --pg-url (bench/run.sh starts a private PostgreSQL server)")
+        port = re.search(r"@[^:/]+:(\d+)/", a.pg_url).group(1)
+        password = "overlap-store-pw"
+        self.pg_super("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sqlq_overlap') "
+                                  f"THEN CREATE ROLE sqlq_overlap LOGIN PASSWORD '{password}'; END IF; END $$")
+        # The broker's heartbeat decides when it drops the wedged worker's connection and so when
+        # B gets the delivery; the lease (or A's record of its worker's loss) when B may take over.
+        variants = [("defaults", 3000, 30000, 10), ("heartbeat_s = 2", 3000, 30000, 2),
+                    ("lease_ms = 48000", 48000, 30000, 10), ("lease_ms = 48000, heartbeat_s = 2", 48000, 30000, 2)]
+        rows = []
+        for rnd in range(a.overlap_rounds):
+            for variant, lease, watchdog, heartbeat in variants:
+                db = f"sqlq_overlap_{rnd}_{lease}_{heartbeat}"
+                self.pg_super("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+                self.pg_super("postgres", f"CREATE DATABASE {db} OWNER sqlq_overlap")
+                url = f"postgresql://sqlq_overlap:{password}@127.0.0.1:{port}/{db}"
+                try:
+                    r = self.overlap_round(variant, db, url, lease, watchdog, heartbeat)
+                except RuntimeError as e:  # one round that went wrong must not lose the others
+                    log(f"overlap {variant}, round {rnd + 1}: skipped: {e}")
+                    continue
+                finally:
+                    self.pg_super("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+                r.update({"round": rnd, "variant": variant, "lease_ms": lease, "watchdog_ms": watchdog,
+                          "heartbeat_s": heartbeat})
+                rows.append(r)
+        out = []
+        for variant, lease, watchdog, heartbeat in variants:
+            sel = [r for r in rows if r["variant"] == variant]
+            out.append({"variant": variant, "lease_ms": lease, "watchdog_ms": watchdog, "heartbeat_s": heartbeat,
+                        **{k: summary([r[k] for r in sel]) for k in
+                           ("takeover", "killed", "statement_gone", "process_overlap", "statement_overlap")},
+                        "taken_over_by": sorted({r["by"] for r in sel})})
+        self.results["overlap"] = {"samples": rows, "summary": out}
 
     # --- 6 and 7. memory and scale ---
 
@@ -1017,6 +1151,15 @@ def report(res):
         lines += [f"ten users, user i submitting i+1 tasks every 100 ms for {f['seconds']} s: "
                   "each one's share of the tasks started, against equal (1.00)",
                   table(["round", "started", "min", "max", "user0 .. user9"], rows), ""]
+    if "overlap" in res:
+        o = res["overlap"]
+        rows = [[f"{s['lease_ms'] / 1000:g} s", f"{s['watchdog_ms'] / 1000:g} s", f"{s['heartbeat_s']} s", fmt(s["takeover"], " s", 1, 1),
+                 fmt(s["killed"], " s", 1, 1), fmt(s["statement_gone"], " s", 1, 1), fmt(s["process_overlap"], " s", 1, 1),
+                 fmt(s["statement_overlap"], " s", 1, 1)] for s in o["summary"]]
+        lines += ["12. cross-host overlap: PostgreSQL store and target, one worker on host A and one on host B (a UTS "
+                  "namespace); A's worker SIGSTOPped mid-query at t=0; times from t=0",
+                  table(["lease_ms", "watchdog_ms", "heartbeat_s", "B takes over", "A's worker killed", "A's statement gone",
+                         "A's worker beside B's run", "two statements at once"], rows), ""]
     return "\n".join(lines)
 
 
@@ -1083,7 +1226,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,fairness")
+    ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -1099,6 +1243,7 @@ def main():
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
         a.fair_backlog, a.fair_seconds = 500, 6
+        a.overlap_rounds = 1
     else:
         a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
@@ -1109,9 +1254,11 @@ def main():
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
         a.fair_backlog, a.fair_seconds = 2000, 15
+        a.overlap_rounds = 3
+    a.pg_dir = a.pg_dir or os.path.join(a.work, "pg")
     os.makedirs(a.out, exist_ok=True)
     all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres",
-                    "fairness"]
+                    "overlap", "fairness"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

@@ -14,6 +14,7 @@
 
 #include "amqp/connection.h"
 #include "config/config.h"
+#include "supervisor/broker_node.h"
 #include "supervisor/launch.h"
 #include "supervisor/supervisor.h"
 #include "task/store.h"
@@ -84,18 +85,58 @@ void preflight(const Config& cfg) {
     open_store(cfg.store);  // creates and migrates the schema once
 }
 
-// RabbitMQ closes the channel of a delivery left unacked longer than its consumer_timeout. Its
-// value cannot be learnt over AMQP (the broker's connection.start properties do not carry it,
-// and the management API is not assumed): compare with the default of RabbitMQ 3.8.17 and later.
+// RabbitMQ closes the channel of a delivery left unacked longer than its consumer_timeout. No AMQP
+// frame carries its value (the connection.start properties do not, and the management API is not
+// assumed): with [broker] node set, start asks the node (rabbitmqctl eval, about 1.3 s); without,
+// it compares with the default of RabbitMQ 3.8.17 and later, and says so.
 constexpr int64_t kDefaultConsumerTimeoutMs = 30 * 60 * 1000;
+constexpr int64_t kAskNodeTimeoutMs = 5000;
 
 std::string consumer_timeout_warning(const Config& cfg) {
-    if (cfg.query.timeout_ms < kDefaultConsumerTimeoutMs) return {};
-    return "[query] timeout_ms = " + std::to_string(cfg.query.timeout_ms) +
-           " ms is not below RabbitMQ's default consumer_timeout (" + std::to_string(kDefaultConsumerTimeoutMs) +
-           " ms, 30 min): unless the broker's consumer_timeout (rabbitmq.conf) is set above it, the broker takes "
-           "back the delivery of a query that runs that long and another worker waits for it until it ends "
-           "(sqlq cannot read the broker's value; see docs/operations.md)";
+    const std::string timeout = "[query] timeout_ms = " + std::to_string(cfg.query.timeout_ms) + " ms";
+    const std::string consequence =
+        ": the broker takes back the delivery of a query that runs that long, and another worker waits for it "
+        "until it ends (docs/operations.md, \"Timeouts that must fit together\")";
+    if (cfg.broker.node.empty()) {
+        if (cfg.query.timeout_ms < kDefaultConsumerTimeoutMs) return {};
+        return timeout + " is not below RabbitMQ's default consumer_timeout (" +
+               std::to_string(kDefaultConsumerTimeoutMs) + " ms, 30 min)" + consequence +
+               " ([broker] node is not set, so the broker's own value was not read: set it to the node's name to "
+               "compare with that instead)";
+    }
+    const ConsumerTimeout node = read_consumer_timeout(cfg.broker.node, kAskNodeTimeoutMs);
+    switch (node.kind) {
+    case ConsumerTimeout::Kind::disabled: return {};
+    case ConsumerTimeout::Kind::unknown:
+        return "cannot ask broker node " + cfg.broker.node + " ([broker] node) for its consumer_timeout: " + node.why +
+               "; " + timeout + " is not checked against it";
+    case ConsumerTimeout::Kind::set: break;
+    }
+    if (cfg.query.timeout_ms < node.ms) return {};
+    return timeout + " is not below the consumer_timeout of broker node " + cfg.broker.node + " (" +
+           std::to_string(node.ms) + " ms)" + consequence + "; raise consumer_timeout above it (rabbitmq.conf) or "
+           "lower timeout_ms";
+}
+
+// On a task store shared by hosts (PostgreSQL), a worker of this host is a remote owner for the
+// others: they take its task over once its lease has run out, while this host's supervisor kills
+// a silent (wedged, paused) worker only after watchdog_ms. A running worker renews its lease every
+// third of it, so a worker that falls silent has at least two thirds of its lease left; that must
+// outlast the watchdog, the kill, and the second a PostgreSQL target's statement may outlive its
+// worker (client_connection_check_interval): lease_ms >= 1.5 * (watchdog_ms + 2000).
+int64_t shared_lease_floor_ms(const Config& cfg) { return (cfg.supervisor.watchdog_ms + 2000) * 3 / 2; }
+
+std::string shared_lease_warning(const Config& cfg) {
+    if (cfg.store.url.empty()) return {};
+    const int64_t floor = shared_lease_floor_ms(cfg);
+    if (cfg.store.lease_ms >= floor) return {};
+    const int64_t window = cfg.supervisor.watchdog_ms - cfg.store.lease_ms * 2 / 3 + 1000;
+    return "[store] lease_ms = " + std::to_string(cfg.store.lease_ms) +
+           " ms is shorter than what this host's supervisor enforces on a store shared by hosts ([supervisor] "
+           "watchdog_ms = " + std::to_string(cfg.supervisor.watchdog_ms) +
+           " ms): another host may take over the task of a silent (wedged) worker here while it still runs, for up "
+           "to about " + std::to_string(window) + " ms; lease_ms >= " + std::to_string(floor) +
+           " closes that window (a host that vanishes whole then keeps its tasks that long; docs/reliability.md)";
 }
 
 std::string log_file(const Config& cfg) {
@@ -203,7 +244,8 @@ int cmd_start(const std::string& config_opt, Attach attach, Format format) {
     opts.worker = find_worker(cfg.supervisor.worker_path);
     if (cfg.web.enabled) opts.web = find_program("sqlq-web", "web", " ([web] enabled = true)");
     preflight(cfg);
-    if (auto w = consumer_timeout_warning(cfg); !w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
+    for (const auto& w : {consumer_timeout_warning(cfg), shared_lease_warning(cfg)})
+        if (!w.empty()) std::cerr << "sqlq-supervisor: warning: " << w << "\n";
 
     if (foreground) {
         lock.write_pid(::getpid());

@@ -50,6 +50,16 @@ Key integer(const char* section, const char* name, int64_t min, int64_t max, Int
             }};
 }
 
+// An Erlang node name as rabbitmqctl -n takes it: NAME@HOST, letters, digits, "_", "-", ".".
+bool node_name(const std::string& s) {
+    auto at = s.find('@');
+    if (at == 0 || at == std::string::npos || at + 1 == s.size() || s.find('@', at + 1) != std::string::npos)
+        return false;
+    for (unsigned char ch : s)
+        if (!std::isalnum(ch) && ch != '_' && ch != '-' && ch != '.' && ch != '@') return false;
+    return true;
+}
+
 Key text(const char* section, const char* name, std::vector<std::string> allowed, StrRef store) {
     return {section, name, [=](Config& c, const toml::node& n) -> std::string {
                 auto v = n.value_exact<std::string>();
@@ -104,6 +114,14 @@ const std::vector<Key>& keys() {
                 [](Config& c, int64_t v) { c.broker.reconnect_max_ms = int(v); }),
         integer("broker", "connect_timeout_ms", 10, 600000,
                 [](Config& c, int64_t v) { c.broker.connect_timeout_ms = int(v); }),
+        {"broker", "node", [](Config& c, const toml::node& n) -> std::string {
+             auto v = n.value_exact<std::string>();
+             if (!v) return "must be a string";
+             if (!v->empty() && !node_name(*v))
+                 return "must be a RabbitMQ node name NAME@HOST (like rabbit@mq1), not \"" + *v + "\"";
+             c.broker.node = *v;
+             return "";
+         }},
 
         path("store", "path", [](Config& c, const std::string& v) { c.store.path = v; }),
         text("store", "url", {}, [](Config& c, const std::string& v) { c.store.url = v; }),

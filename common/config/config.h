@@ -18,6 +18,9 @@ struct BrokerConfig {
     int delivery_limit = 20;            // quorum queues only: a second guard behind max_attempts
     int reconnect_max_ms = 5000;
     int connect_timeout_ms = 5000;
+    // The RabbitMQ node's Erlang name ("rabbit@host"), for `sqlq-supervisor start` to read its
+    // consumer_timeout (rabbitmqctl eval); empty: compared with RabbitMQ's default instead.
+    std::string node;
 
     std::string dead_letter_exchange() const { return queue + ".dlx"; }
     std::string dead_letter_queue() const { return queue + ".dead"; }

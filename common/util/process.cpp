@@ -58,6 +58,8 @@ Memory process_memory(pid_t pid) {
         uint64_t value = 0;
         if (!(fields >> key >> value)) continue;
         if (key == "Rss:") m.rss_kib = value;
+        if (key == "Pss:") m.pss_kib = value;
+        if (key == "Private_Dirty:") m.private_dirty_kib = value;
     }
     return m;
 }

@@ -15,8 +15,14 @@ uint64_t process_start_time(pid_t pid);
 // True when the process (pid, start_time) still exists on this host. A zombie counts as gone.
 bool process_alive(pid_t pid, uint64_t start_time);
 
-// Resident set size of a process in KiB (0 when unknown).
-struct Memory { uint64_t rss_kib = 0; };
+// A process's memory in KiB, from /proc/PID/smaps_rollup (0 when unknown): resident (RSS), its
+// proportional share of pages it shares with other processes (PSS: depends on what else runs),
+// and the pages it wrote itself (private dirty: heap, stacks, the libraries' relocated data).
+struct Memory {
+    uint64_t rss_kib = 0;
+    uint64_t pss_kib = 0;
+    uint64_t private_dirty_kib = 0;
+};
 Memory process_memory(pid_t pid);
 
 // Directory of the running executable (to find sibling binaries).

@@ -27,8 +27,8 @@ echo "fuzz: building with $cxx"
     "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
     "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
     "$root/common/target/postgres/pg_target.cpp" "$root/common/target/postgres/statement.cpp" \
-    "$root/common/target/postgres/values.cpp" "$root/common/pg/conninfo.cpp" $(pkg-config --cflags libpq) \
-    -lsqlite3 $(pkg-config --libs libpq) -o "$out/target_fuzz"
+    "$root/common/target/postgres/values.cpp" "$root/common/pg/conninfo.cpp" "$root/common/pg/libpq.cpp" \
+    $(pkg-config --cflags libpq) -lsqlite3 -o "$out/target_fuzz"
 
 status=0
 for target in message config target; do

@@ -304,9 +304,75 @@ TEST_CASE("start warns when query.timeout_ms is not below the broker's default c
         INFO(fleet.start_result.err);
         CHECK(fleet.start_result.err.find("consumer_timeout") != std::string::npos);
         CHECK(fleet.start_result.err.find("timeout_ms = 1800000") != std::string::npos);
+        CHECK(fleet.start_result.err.find("[broker] node is not set") != std::string::npos);
     }
     s.sections["query"] = "timeout_ms = 60000\n";
     env.rewrite(s);
     Fleet quiet(env);
     CHECK(quiet.start_result.err.find("consumer_timeout") == std::string::npos);
+}
+
+namespace {
+// The fixture node's consumer_timeout, changed for a test (rabbitmqctl eval) and set back to what
+// scripts/broker.sh gives it (one hour) at the end.
+struct NodeConsumerTimeout {
+    static Result eval(const std::string& expr) {
+        return run({source_dir() + "/scripts/broker.sh", "ctl", broker_dir() + "/node", "eval", expr});
+    }
+    void set(const std::string& value) {
+        REQUIRE(eval("application:set_env(rabbit, consumer_timeout, " + value + ").").code == 0);
+    }
+    void unset() { REQUIRE(eval("application:unset_env(rabbit, consumer_timeout).").code == 0); }
+    ~NodeConsumerTimeout() { eval("application:set_env(rabbit, consumer_timeout, 3600000)."); }
+};
+
+int lines_with(const std::string& text, const std::string& what) {
+    int n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+}
+}  // namespace
+
+TEST_CASE("with [broker] node set, start reads the node's consumer_timeout and warns against it",
+          "[supervisor][edges][consumer-timeout]") {
+    std::string node = read_file(broker_dir() + "/node/nodename");
+    while (!node.empty() && (node.back() == '\n' || node.back() == ' ')) node.pop_back();
+    REQUIRE(!node.empty());
+    NodeConsumerTimeout on_node;
+    Setup s;
+    s.workers = 0;
+    s.sections["broker"] = "node = \"" + node + "\"\n";
+    s.sections["query"] = "timeout_ms = 3600000\n";  // not below one hour, the private nodes' value
+    Env env(s);
+    SECTION("timeout_ms not below the node's value: the warning names the node and its value") {
+        on_node.set("3600000");
+        Fleet fleet(env);
+        INFO(fleet.start_result.err);
+        CHECK(fleet.start_result.err.find("[query] timeout_ms = 3600000 ms is not below the consumer_timeout of "
+                                          "broker node " + node + " (3600000 ms)") != std::string::npos);
+        CHECK(lines_with(fleet.start_result.err, "sqlq-supervisor: warning:") == 1);
+        fleet.stop();
+        // The node's own value counts, not the default: 4 hours there, no warning for 1 hour here
+        // (which is above the default of 30 min).
+        on_node.set("14400000");
+        Fleet quiet(env);
+        INFO(quiet.start_result.err);
+        CHECK(quiet.start_result.err.find("consumer_timeout") == std::string::npos);
+    }
+    SECTION("a node with no consumer timeout: nothing to say") {
+        on_node.unset();
+        Fleet quiet(env);
+        INFO(quiet.start_result.err);
+        CHECK(quiet.start_result.err.find("consumer_timeout") == std::string::npos);
+    }
+    SECTION("a node that cannot be asked: one warning line, and the fleet starts") {
+        s.sections["broker"] = "node = \"nobody@localhost\"\n";
+        env.rewrite(s);
+        Fleet fleet(env);
+        INFO(fleet.start_result.err);
+        CHECK(fleet.start_result.code == 0);
+        CHECK(lines_with(fleet.start_result.err, "sqlq-supervisor: warning: cannot ask broker node nobody@localhost "
+                                                 "([broker] node) for its consumer_timeout: rabbitmqctl failed") == 1);
+        CHECK(lines_with(fleet.start_result.err, "sqlq-supervisor: warning:") == 1);
+    }
 }

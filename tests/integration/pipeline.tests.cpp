@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "support/harness.h"
 #include "util/process.h"
@@ -201,7 +203,22 @@ TEST_CASE("a worker gives back the memory its work took once it falls idle", "[p
         after = process_memory(w->pid()).rss_kib;
         return after <= before + 1024;
     }, 10000);
-    INFO("RSS before any task " << before << " KiB, idle after 200 queries " << after << " KiB");
+    // A binary linked moments ago still has dirty pages in the page cache, which smaps counts as
+    // the worker's private dirty pages until they are written back: write them back first.
+    if (int fd = ::open(bin("sqlq-test-worker").c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+        ::fdatasync(fd);
+        ::close(fd);
+    }
+    const Memory idle = process_memory(w->pid());
+    INFO("RSS before any task " << before << " KiB, idle after 200 queries " << after << " KiB (PSS "
+                                << idle.pss_kib << " KiB, private dirty " << idle.private_dirty_kib << " KiB)");
     CHECK(gave_back);
+    // Issue 13's targets for an idle worker after work: RSS < 8 MB and PSS < 2 MB. PSS depends on
+    // how many other processes map the same library pages (1.8 MB beside other sqlq processes,
+    // 3.9 MB for a worker that is the only one mapping SQLite, spdlog and its own binary), so the
+    // test holds what the worker wrote itself, its private dirty pages (0.6-0.7 MB; 1.8 MB when
+    // libpq and OpenSSL were linked in): docs/performance.md, "Where an idle worker's memory goes".
+    CHECK(idle.rss_kib < 8 * 1024);
+    CHECK(idle.private_dirty_kib < 1024);
     CHECK(w->running());
 }

@@ -95,6 +95,14 @@ TEST_CASE("a bad config is refused naming the file, the line and the key", "[con
         CHECK(message_of("[broker]\nurl = \"http://x\"\n") ==
               "test.conf:2: [broker] url: must start with amqp:// (amqps is not supported)");
     }
+    SECTION("a broker node that is no node name") {
+        CHECK(message_of("[broker]\nnode = \"mq1\"\n") ==
+              "test.conf:2: [broker] node: must be a RabbitMQ node name NAME@HOST (like rabbit@mq1), not \"mq1\"");
+        CHECK(message_of("[broker]\nnode = \"rabbit@mq1 -e x\"\n") != "");
+        CHECK(message_of("[broker]\nnode = \"@mq1\"\n") != "");
+        CHECK(message_of("[broker]\nnode = \"rabbit@mq-1.example.com\"\n") == "");
+        CHECK(message_of("[broker]\nnode = \"\"\n") == "");
+    }
 }
 
 TEST_CASE("keys that cannot work together are refused at the line of the key to change", "[config][cross]") {

@@ -16,6 +16,11 @@ TEST_CASE("a process's resident memory is read, and grows with what it touches",
     std::memset(block.get(), 1, kBytes);  // touched: resident
     Memory after = process_memory(getpid());
     CHECK(after.rss_kib >= before.rss_kib + (kBytes >> 10) * 9 / 10);
+    // Touched anonymous memory is this process's own: private, and all of it in its PSS.
+    CHECK(after.private_dirty_kib >= before.private_dirty_kib + (kBytes >> 10) * 9 / 10);
+    CHECK(after.pss_kib >= before.pss_kib + (kBytes >> 10) * 9 / 10);
+    CHECK(after.pss_kib <= after.rss_kib);
+    CHECK(after.private_dirty_kib <= after.pss_kib);
     CHECK(block[kBytes - 1] == 1);
     CHECK(process_memory(-1).rss_kib == 0);
 }
