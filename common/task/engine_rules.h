@@ -12,7 +12,10 @@ namespace sqlq::engine {
 
 // The error of a task failed because the worker running it died `attempts` times.
 inline std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
-    std::string err = "gave up after " + std::to_string(attempts) + " attempts: the worker running it died each time";
+    // "Lost": dead, or silent past its lease (a worker stuck in one native step on another host,
+    // whose lease ran out, is taken over without dying).
+    std::string err = "gave up after " + std::to_string(attempts) +
+                      " attempts: the worker running it was lost each time (it died, or stopped renewing its lease)";
     if (last_loss) err += " (last: " + *last_loss + ")";
     return err;
 }

@@ -545,7 +545,8 @@ TEST_CASE("a worker wedged in native code is killed by the watchdog and replaced
     CHECK(cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 10);
     // The task's error says what really happened to the last attempt.
     CHECK_THAT(show(env, id)["error"].get<std::string>(),
-               Catch::StartsWith("gave up after 2 attempts: the worker running it died each time (last: killed by "
+               Catch::StartsWith("gave up after 2 attempts: the worker running it was lost each time (it died, or stopped "
+                                "renewing its lease) (last: killed by "
                                  "its supervisor: no sign of life for"));
     CHECK(eventually([&] { return fleet_ready(f, 1); }, kReady));
 }

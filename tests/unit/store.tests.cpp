@@ -420,7 +420,7 @@ TEST_CASE("the sweeper gives up a stale running task past max_attempts instead o
     CHECK(store->give_up_stale(5000, 3) == std::vector<int64_t>{worn});
     auto t = store->get(worn);
     CHECK(t->status == Status::failed);
-    CHECK(t->error == "gave up after 3 attempts: the worker running it died each time");
+    CHECK(t->error == "gave up after 3 attempts: the worker running it was lost each time (it died, or stopped renewing its lease)");
     CHECK(t->outcomes == 1);
     CHECK(store->get(paused)->status == Status::running);
     CHECK(store->give_up_stale(5000, 3).empty());
@@ -616,7 +616,8 @@ TEST_CASE("a task given up names how its last worker was lost", "[store][claim][
     store->owner_lost(id, w.dead(1101), "not this one");
     CHECK(store->claim(id, w.alive(1110), 3).kind == Kind::gave_up);
     CHECK(*store->get(id)->error ==
-          "gave up after 3 attempts: the worker running it died each time (last: its worker died: signal 13 (X))");
+          "gave up after 3 attempts: the worker running it was lost each time (it died, or stopped renewing its lease) "
+          "(last: its worker died: signal 13 (X))");
 }
 
 TEST_CASE("a task abandoned past its hard deadline is failed, once, only for the worker that held it",
