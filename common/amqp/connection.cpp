@@ -120,6 +120,10 @@ void Connection::connect(const std::string& address, const std::string& name) {
 
 void Connection::broken() noexcept {
     open_ = false;
+    leave_node();
+}
+
+void Connection::leave_node() noexcept {
     const size_t n = cfg_.urls.size();
     if (n < 2) return;
     size_t expected = node_;

@@ -96,6 +96,10 @@ public:
     // single-threaded worker busy in a long query. Cheap enough to call very often.
     void pump();
 
+    // This node failed us without losing the connection (its confirms did not come): the next
+    // Connection of this process starts at another node. Nothing happens with one node.
+    void leave_node() noexcept;
+
     // Polite close (a broker round trip); the destructor only frees.
     void close() noexcept;
 

@@ -94,9 +94,19 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
     // another node of a cluster (amqp::Connection). A message that went out unconfirmed before
     // the failure may then be in the queue twice; the claim skips the second. No new try when
     // no node could be reached at all (the Connection tried each already), nor for a fatal error.
+    // In a cluster, publishes whose confirms did not come in time (a queue whose leader just
+    // died can keep them for longer) get one more try, on another node.
     Published p;
     std::vector<int64_t> left = out.ids;
     const size_t tries = cfg_.broker.urls.size() + 1;
+    bool retried_unconfirmed = cfg_.broker.urls.size() < 2;
+    auto not_confirmed = [&] {
+        std::unordered_set<int64_t> done(p.confirmed.begin(), p.confirmed.end());
+        std::vector<int64_t> rest;
+        for (int64_t id : left)
+            if (!done.count(id)) rest.push_back(id);
+        return rest;
+    };
     for (size_t attempt = 1;; ++attempt) {
         const size_t base = out.ids.size() - left.size();
         PublishProgress step;
@@ -107,19 +117,21 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
             connected = true;
             publish_tasks(p, conn, *store_, cfg_.broker.queue, left, kConfirmTimeoutMs, 500, step);
             conn_used_ = mono_ms();
-            const bool all = p.confirmed.size() == out.ids.size();
-            out.problem = all ? "" : "the broker did not confirm every publish";
-            if (!all) conn_.reset();
-            break;
+            if (p.confirmed.size() == out.ids.size()) {
+                out.problem.clear();
+                break;
+            }
+            out.problem = "the broker did not confirm every publish";
+            conn.leave_node();
+            conn_.reset();
+            if (retried_unconfirmed || attempt >= tries) break;
+            retried_unconfirmed = true;
+            left = not_confirmed();
         } catch (const amqp::AmqpError& e) {
             conn_.reset();
             out.problem = e.what();
             if (e.fatal() || !connected || attempt >= tries) break;
-            std::unordered_set<int64_t> done(p.confirmed.begin(), p.confirmed.end());
-            std::vector<int64_t> rest;
-            for (int64_t id : left)
-                if (!done.count(id)) rest.push_back(id);
-            left = std::move(rest);
+            left = not_confirmed();
         }
     }
     out.published = p.confirmed.size();

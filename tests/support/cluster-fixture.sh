@@ -15,9 +15,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 broker="$root/scripts/broker.sh"
 
+# Only nodes that answer: `rabbitmqctl stop PIDFILE` of a node already gone (its pid file
+# removed) waits for that file forever.
 stop_all() {
     for n in 1 2 3; do
-        [ -d "$dir/node$n" ] && "$broker" stop "$dir/node$n" >/dev/null 2>&1 &
+        if [ -d "$dir/node$n" ] && "$broker" status "$dir/node$n"; then
+            "$broker" stop "$dir/node$n" >/dev/null 2>&1 &
+        fi
     done
     wait
 }
