@@ -207,10 +207,15 @@ TEST_CASE("the queue's leader node SIGKILLed while producers submit and the flee
     Producer producer(env, 25, 48);
     REQUIRE(eventually([&] { return counts(env).terminal >= 100; }, 120000));
     const int chunks_before = producer.chunks();
+    const int64_t killed_at = mono_ms();
     c.kill(*leader);
     const auto mid = counts(env);
     std::cout << "killed " << c.name(*leader) << " after " << chunks_before << " submits, " << mid.terminal
               << " tasks done, " << mid.running << " running" << std::endl;
+    // A figure, not a verdict: how long until the fleet is finishing tasks again (a dozen beyond
+    // those the workers held at the kill).
+    if (eventually([&] { return counts(env).terminal >= mid.terminal + mid.running + 12; }, 120000))
+        std::cout << "tasks finishing again " << (mono_ms() - killed_at) << " ms after the kill" << std::endl;
     producer.after(6);  // submits after the kill: they must find another node
     producer.finish();
     INFO("last failed submit: " << producer.last_bad());
