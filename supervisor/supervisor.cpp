@@ -139,7 +139,7 @@ int Supervisor::run() {
     sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
-                 ::getpid(), redact_url(cfg_.broker.url), cfg_.supervisor.run_dir);
+                 ::getpid(), redact_urls(cfg_.broker.urls), cfg_.supervisor.run_dir);
     fleet_.set_target(cfg_.supervisor.workers);
     // sqlq-web is not part of the start's "ready": a console that cannot bind shows in status
     // (and in the log) and is retried with a backoff, while the fleet serves `sqlq` meanwhile.
@@ -463,7 +463,7 @@ std::string Supervisor::handle(const control::Request& r) {
         id.pid = ::getpid();
         id.config = cfg_.file;
         id.run_dir = cfg_.supervisor.run_dir;
-        id.broker = redact_url(cfg_.broker.url);
+        id.broker = redact_urls(cfg_.broker.urls);
         id.phase = phase_;
         id.uptime_ms = mono_ms() - started_ms_;
         nlohmann::json st = status_json(id, fleet_, mono_ms());

@@ -36,7 +36,7 @@ void Worker::run() {
             conn.declare_topology();
             conn.qos(cfg_.broker.prefetch);
             conn.consume(cfg_.broker.queue);
-            spdlog::info("consuming from {} on {}", cfg_.broker.queue, amqp::describe(cfg_.broker));
+            spdlog::info("consuming from {} on {}", cfg_.broker.queue, conn.where());
             flush_log();
             reporter_.send(Report::ready);
             backoff.reset();

@@ -1,5 +1,6 @@
 #include "amqp/connection.h"
 
+#include <atomic>
 #include <cstring>
 #include <sys/time.h>
 #include <vector>
@@ -37,24 +38,60 @@ ParsedUrl parse(const std::string& url) {
     ParsedUrl p{info.host, info.user, info.password, info.vhost, info.port};
     return p;
 }
+
+
+// The node a new Connection of this process tries first: the last one reached, or the one after
+// a node whose connection was lost. One for the process (the web console's threads share it);
+// taken modulo the config's node count.
+std::atomic<size_t> g_first_node{0};
 }  // namespace
 
-std::string describe(const BrokerConfig& cfg) {
+std::string describe_url(const std::string& url) {
     try {
-        auto p = parse(cfg.url);
+        auto p = parse(url);
         return p.host + ":" + std::to_string(p.port) + (p.vhost == "/" ? "" : "/" + p.vhost);
     } catch (const Error&) {
-        return redact_url(cfg.url);
+        return redact_url(url);
     }
 }
 
-Connection::Connection(const BrokerConfig& cfg, const std::string& name)
-    : cfg_(cfg), conn_(amqp_new_connection()) {
-    auto url = parse(cfg.url);
-    const std::string where = "broker " + describe(cfg);
+std::string describe(const BrokerConfig& cfg) {
+    std::string out;
+    for (const auto& u : cfg.urls) out += (out.empty() ? "" : ", ") + describe_url(u);
+    return out;
+}
+
+Connection::Connection(const BrokerConfig& cfg, const std::string& name) : cfg_(cfg) {
+    const size_t n = cfg_.urls.size();
+    if (n == 0) throw AmqpError("no broker url configured", AmqpError::Kind::precondition);
+    const size_t first = g_first_node.load() % n;
+    std::string why;
+    for (size_t k = 0; k < n; ++k) {
+        node_ = (first + k) % n;
+        where_ = describe_url(cfg_.urls[node_]);
+        try {
+            connect(cfg_.urls[node_], name);
+            g_first_node.store(node_);
+            return;
+        } catch (const AmqpError& e) {
+            if (e.fatal() || n == 1) throw;
+            why += (why.empty() ? "" : "; ") + std::string(e.what());
+        }
+    }
+    throw AmqpError("no broker node answers: " + why, AmqpError::Kind::connection);
+}
+
+void Connection::connect(const std::string& address, const std::string& name) {
+    conn_.reset(amqp_new_connection());
+    open_ = false;
+    acked_.clear();
+    nacked_.clear();
+    next_publish_tag_ = 1;
+    auto url = parse(address);
+    const std::string where = "broker " + where_;
     amqp_socket_t* socket = amqp_tcp_socket_new(conn_.get());  // owned by the connection
     if (!socket) throw AmqpError(where + ": cannot create a socket", AmqpError::Kind::connection);
-    timeval tv = to_timeval(cfg.connect_timeout_ms);
+    timeval tv = to_timeval(cfg_.connect_timeout_ms);
     if (int rc = amqp_socket_open_noblock(socket, url.host.c_str(), url.port, &tv); rc != AMQP_STATUS_OK)
         throw AmqpError(where + ": cannot connect: " + amqp_error_string2(rc), AmqpError::Kind::connection);
     amqp_set_handshake_timeout(conn_.get(), &tv);
@@ -64,7 +101,7 @@ Connection::Connection(const BrokerConfig& cfg, const std::string& name)
     prop.value.value.bytes = amqp_cstring_bytes(name.c_str());
     amqp_table_t props{1, &prop};
     amqp_rpc_reply_t r = amqp_login_with_properties(conn_.get(), url.vhost.c_str(), /*channel_max=*/0,
-                                                    /*frame_max=*/131072, cfg.heartbeat_s, &props,
+                                                    /*frame_max=*/131072, cfg_.heartbeat_s, &props,
                                                     AMQP_SASL_METHOD_PLAIN, url.user.c_str(), url.password.c_str());
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION ||
         (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_CONNECTION_CLOSED)) {
@@ -77,23 +114,36 @@ Connection::Connection(const BrokerConfig& cfg, const std::string& name)
     open_ = true;
     amqp_channel_open(conn_.get(), kChannel);
     check(amqp_get_rpc_reply(conn_.get()), "open a channel");
-    timeval rpc = to_timeval(std::max(cfg.connect_timeout_ms, 1000));
+    timeval rpc = to_timeval(std::max(cfg_.connect_timeout_ms, 1000));
     amqp_set_rpc_timeout(conn_.get(), &rpc);
 }
 
-void Connection::lost(const std::string& doing, int status) {
+void Connection::broken() noexcept {
     open_ = false;
-    throw AmqpError("broker " + describe(cfg_) + ": " + doing + ": " + amqp_error_string2(status),
+    leave_node();
+}
+
+void Connection::leave_node() noexcept {
+    const size_t n = cfg_.urls.size();
+    if (n < 2) return;
+    size_t expected = node_;
+    g_first_node.compare_exchange_strong(expected, (node_ + 1) % n);
+}
+
+void Connection::lost(const std::string& doing, int status) {
+    if (status == AMQP_STATUS_TIMEOUT) open_ = false;
+    else broken();
+    throw AmqpError("broker " + where_ + ": " + doing + ": " + amqp_error_string2(status),
                     status == AMQP_STATUS_TIMEOUT ? AmqpError::Kind::timeout : AmqpError::Kind::connection);
 }
 
 void Connection::check(amqp_rpc_reply_t reply, const std::string& doing) {
-    const std::string where = "broker " + describe(cfg_) + ": " + doing;
+    const std::string where = "broker " + where_ + ": " + doing;
     switch (reply.reply_type) {
     case AMQP_RESPONSE_NORMAL:
         return;
     case AMQP_RESPONSE_NONE:
-        open_ = false;
+        broken();
         throw AmqpError(where + ": no reply", AmqpError::Kind::connection);
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         lost(doing, reply.library_error);
@@ -105,7 +155,7 @@ void Connection::check(amqp_rpc_reply_t reply, const std::string& doing) {
         auto* m = static_cast<amqp_connection_close_t*>(reply.reply.decoded);
         amqp_connection_close_ok_t ok{};
         amqp_send_method(conn_.get(), 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-        open_ = false;
+        broken();  // a node shutting down closes its connections so
         auto kind = m->reply_code == AMQP_ACCESS_REFUSED ? AmqpError::Kind::auth : AmqpError::Kind::connection;
         throw AmqpError(where + ": connection closed by the broker: " + bytes(m->reply_text), kind);
     }
@@ -126,7 +176,7 @@ void Connection::check(amqp_rpc_reply_t reply, const std::string& doing) {
             kind = AmqpError::Kind::consumer_timeout;
         throw AmqpError(where + ": " + text, kind);
     }
-    open_ = false;
+    broken();
     throw AmqpError(where + ": unexpected reply from the broker", AmqpError::Kind::connection);
 }
 
@@ -140,10 +190,11 @@ void Connection::declare_topology() {
     amqp_table_entry_t dlq_args[1];
     dlq_args[0].key = amqp_cstring_bytes("x-queue-type");
     dlq_args[0].value.kind = AMQP_FIELD_KIND_UTF8;
-    dlq_args[0].value.value.bytes = amqp_cstring_bytes("classic");
+    const std::string dlq_type = cfg_.dead_letter_queue_type();
+    dlq_args[0].value.value.bytes = amqp_cstring_bytes(dlq_type.c_str());
     amqp_queue_declare(c, kChannel, amqp_cstring_bytes(dlq.c_str()), /*passive=*/0, /*durable=*/1,
                        /*exclusive=*/0, /*auto_delete=*/0, amqp_table_t{1, dlq_args});
-    check(amqp_get_rpc_reply(c), "declare queue " + dlq);
+    check(amqp_get_rpc_reply(c), "declare queue " + dlq + " (" + dlq_type + ")");
     amqp_queue_bind(c, kChannel, amqp_cstring_bytes(dlq.c_str()), amqp_cstring_bytes(dlx.c_str()),
                     amqp_cstring_bytes(""), amqp_empty_table);
     check(amqp_get_rpc_reply(c), "bind queue " + dlq);
@@ -240,7 +291,7 @@ void Connection::handle_frame(const amqp_frame_t& frame, const std::string& doin
     }
     case AMQP_BASIC_CANCEL_METHOD:
         open_ = false;
-        throw AmqpError("broker " + describe(cfg_) + ": " + doing + ": the broker cancelled our consumer",
+        throw AmqpError("broker " + where_ + ": " + doing + ": the broker cancelled our consumer",
                         AmqpError::Kind::channel);
     default:
         return;

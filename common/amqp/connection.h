@@ -54,7 +54,12 @@ struct DestroyConnection {
 class Connection {
 public:
     // Connects, logs in (heartbeat from the config) and opens channel 1. `name` shows in the
-    // broker's connection list.
+    // broker's connection list. With several nodes ([broker] url an array, a cluster) it tries
+    // them in turn, from the one this process last reached, and keeps the first that answers; a
+    // node whose connection was lost is tried last by the next Connection of this process, so a
+    // client whose node died fails over to another at once. Throws AmqpError(connection) naming
+    // every node when none answers (callers back off and try again), AmqpError(auth) at the
+    // first node that refuses the login.
     Connection(const BrokerConfig& cfg, const std::string& name);
     ~Connection() = default;
     Connection(Connection&&) = default;
@@ -91,17 +96,28 @@ public:
     // single-threaded worker busy in a long query. Cheap enough to call very often.
     void pump();
 
+    // This node failed us without losing the connection (its confirms did not come): the next
+    // Connection of this process starts at another node. Nothing happens with one node.
+    void leave_node() noexcept;
+
     // Polite close (a broker round trip); the destructor only frees.
     void close() noexcept;
 
     bool open() const noexcept { return open_; }
+    // The node this connection is on, "host:port[/vhost]" (no credentials), for messages.
+    const std::string& where() const noexcept { return where_; }
 
 private:
+    void connect(const std::string& url, const std::string& name);
     void check(amqp_rpc_reply_t reply, const std::string& doing);
     [[noreturn]] void lost(const std::string& doing, int status);
+    // The connection is gone (not just the channel): the next Connection starts at another node.
+    void broken() noexcept;
     void handle_frame(const amqp_frame_t& frame, const std::string& doing);
 
     BrokerConfig cfg_;
+    size_t node_ = 0;     // index in cfg_.urls
+    std::string where_;   // describe_url(cfg_.urls[node_])
     std::unique_ptr<amqp_connection_state_t_, DestroyConnection> conn_;
     std::string consumer_tag_;
     bool open_ = false;
@@ -110,7 +126,9 @@ private:
     int64_t last_pump_ms_ = 0;
 };
 
-// The broker URL's host:port/vhost without credentials, for messages.
+// A broker URL's host:port/vhost without credentials, for messages; describe() lists every
+// node of the config, separated by ", ".
+std::string describe_url(const std::string& url);
 std::string describe(const BrokerConfig& cfg);
 
 }  // namespace sqlq::amqp

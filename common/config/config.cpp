@@ -102,7 +102,37 @@ constexpr int64_t kDay = 24LL * 3600 * 1000;
 
 const std::vector<Key>& keys() {
     static const std::vector<Key> all = {
-        text("broker", "url", {}, [](Config& c, const std::string& v) { c.broker.url = v; }),
+        // One URL, or an array of them (the nodes of a cluster). A bad element is named by its
+        // place and line, and shown redacted: it may hold a password.
+        {"broker", "url", [](Config& c, const toml::node& n) -> std::string {
+             auto check = [](const std::string& u) -> std::string {
+                 if (u.rfind("amqp://", 0) != 0) return "must start with amqp:// (amqps is not supported)";
+                 return "";
+             };
+             if (auto v = n.value_exact<std::string>()) {
+                 if (auto problem = check(*v); !problem.empty()) return problem;
+                 c.broker.urls = {*v};
+                 return "";
+             }
+             const auto* array = n.as_array();
+             if (!array) return "must be a string or an array of strings (the nodes of a cluster)";
+             if (array->empty()) return "must name at least one node (an empty array)";
+             std::vector<std::string> urls;
+             for (size_t i = 0; i < array->size(); ++i) {
+                 const toml::node& e = *array->get(i);
+                 const std::string which = "element " + std::to_string(i + 1) + " (line " +
+                                           std::to_string(e.source().begin.line) + ")";
+                 auto v = e.value_exact<std::string>();
+                 if (!v) return which + " must be a string";
+                 if (auto problem = check(*v); !problem.empty())
+                     return which + ", \"" + redact_url(*v) + "\", " + problem;
+                 for (const auto& u : urls)
+                     if (u == *v) return which + " repeats \"" + redact_url(*v) + "\"";
+                 urls.push_back(*v);
+             }
+             c.broker.urls = std::move(urls);
+             return "";
+         }},
         text("broker", "queue", {}, [](Config& c, const std::string& v) { c.broker.queue = v; }),
         text("broker", "queue_type", {"quorum", "classic"},
              [](Config& c, const std::string& v) { c.broker.queue_type = v; }),
@@ -279,8 +309,6 @@ Config parse_config(const std::string& text_in, const std::string& name, const s
         std::string at = node ? where(name, *node) : name;
         throw Error(at + ": [" + section + "] " + key + ": " + problem, kExitUsage);
     };
-    if (c.broker.url.rfind("amqp://", 0) != 0)
-        fail("broker", "url", "must start with amqp:// (amqps is not supported)");
     if (c.store.path.empty()) fail("store", "path", "must not be empty");
     if (!c.store.url.empty()) {
         const std::string scheme = url_scheme(c.store.url);
@@ -449,6 +477,12 @@ std::string redact_url(const std::string& url) {
         if (e == std::string::npos) e = out.size();
         out.replace(v, e - v, "***");
     }
+    return out;
+}
+
+std::string redact_urls(const std::vector<std::string>& urls) {
+    std::string out;
+    for (const auto& u : urls) out += (out.empty() ? "" : ", ") + redact_url(u);
     return out;
 }
 

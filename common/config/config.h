@@ -6,11 +6,14 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace sqlq {
 
 struct BrokerConfig {
-    std::string url = "amqp://guest:guest@127.0.0.1:5672";
+    // One node, or the nodes of a cluster: a client connects to the first that answers, trying
+    // the others in turn (amqp::Connection). Never empty.
+    std::vector<std::string> urls = {"amqp://guest:guest@127.0.0.1:5672"};
     std::string queue = "sqlq.tasks";
     std::string queue_type = "quorum";  // "quorum" or "classic"
     int prefetch = 1;
@@ -24,6 +27,12 @@ struct BrokerConfig {
 
     std::string dead_letter_exchange() const { return queue + ".dlx"; }
     std::string dead_letter_queue() const { return queue + ".dead"; }
+    // A classic queue lives on one node: in a cluster, while that node is down no client can
+    // declare it, and no worker starts. So with several nodes and a quorum task queue the
+    // dead-letter queue is a quorum queue too; one node keeps the classic one it always had.
+    std::string dead_letter_queue_type() const {
+        return urls.size() > 1 && queue_type == "quorum" ? "quorum" : "classic";
+    }
 };
 
 struct StoreConfig {
@@ -143,6 +152,8 @@ std::optional<ListenAddress> parse_listen_address(const std::string& s, std::str
 
 // The URL with its password replaced by "***": the only form that may be printed.
 std::string redact_url(const std::string& url);
+// Every URL redacted, joined by ", " ([broker] url as logs and status show it).
+std::string redact_urls(const std::vector<std::string>& urls);
 
 // The scheme of a URL ("postgresql" for postgresql://host/db), or "" when `s` is not one (a
 // file path). [query] database is either.

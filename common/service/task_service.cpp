@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <unordered_set>
 
 #include "amqp/connection.h"
 #include "task/message.h"
@@ -88,22 +89,54 @@ TaskService::Submitted TaskService::submit(const std::vector<std::string>& sqls,
     }
     Submitted out;
     out.ids = store_->insert_batch(sqls, user, {cfg_.query.max_queued_per_user});
-    // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper.
-    for (int attempt = 0;; ++attempt) {
-        const bool kept = conn_ != nullptr;
+    // The rows are durable: whatever is not confirmed stays unpublished, for the sweeper. A
+    // connection that fails mid-way (a kept one gone stale, its node killed, the channel closed)
+    // leaves the rest unconfirmed: they are published again on a new connection, which starts at
+    // another node of a cluster (amqp::Connection). A message that went out unconfirmed before
+    // the failure may then be in the queue twice; the claim skips the second. No new try when
+    // no node could be reached at all (the Connection tried each already), nor for a fatal error.
+    // In a cluster, publishes whose confirms did not come in time (a queue whose leader just
+    // died can keep them for longer) get one more try, on another node.
+    Published p;
+    std::vector<int64_t> left = out.ids;
+    const size_t tries = cfg_.broker.urls.size() + 1;
+    bool retried_unconfirmed = cfg_.broker.urls.size() < 2;
+    auto not_confirmed = [&] {
+        std::unordered_set<int64_t> done(p.confirmed.begin(), p.confirmed.end());
+        std::vector<int64_t> rest;
+        for (int64_t id : left)
+            if (!done.count(id)) rest.push_back(id);
+        return rest;
+    };
+    for (size_t attempt = 1;; ++attempt) {
+        const size_t base = out.ids.size() - left.size();
+        PublishProgress step;
+        if (progress) step = [&, base](size_t done, size_t) { progress(base + done, out.ids.size()); };
+        bool connected = false;
         try {
-            auto p = publish_tasks(publisher(), *store_, cfg_.broker.queue, out.ids, kConfirmTimeoutMs, 500, progress);
+            amqp::Connection& conn = publisher();
+            connected = true;
+            publish_tasks(p, conn, *store_, cfg_.broker.queue, left, kConfirmTimeoutMs, 500, step);
             conn_used_ = mono_ms();
-            out.published = p.confirmed.size();
-            out.problem = p.all() ? "" : "the broker did not confirm every publish";
-            if (!p.all()) conn_.reset();
-            return out;
+            if (p.confirmed.size() == out.ids.size()) {
+                out.problem.clear();
+                break;
+            }
+            out.problem = "the broker did not confirm every publish";
+            conn.leave_node();
+            conn_.reset();
+            if (retried_unconfirmed || attempt >= tries) break;
+            retried_unconfirmed = true;
+            left = not_confirmed();
         } catch (const amqp::AmqpError& e) {
             conn_.reset();
             out.problem = e.what();
-            if (!kept || attempt > 0) return out;
+            if (e.fatal() || !connected || attempt >= tries) break;
+            left = not_confirmed();
         }
     }
+    out.published = p.confirmed.size();
+    return out;
 }
 
 amqp::Connection& TaskService::publisher() {

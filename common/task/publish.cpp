@@ -6,11 +6,10 @@
 
 namespace sqlq {
 
-Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::string& queue,
-                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window,
-                        const PublishProgress& progress) {
-    Published out;
-    out.asked = ids.size();
+void publish_tasks(Published& out, amqp::Connection& conn, TaskStore& store, const std::string& queue,
+                   const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window,
+                   const PublishProgress& progress) {
+    out.asked += ids.size();
     window = std::max<size_t>(window, 1);
     for (size_t first = 0; first < ids.size(); first += window) {
         const size_t last = std::min(ids.size(), first + window);
@@ -29,7 +28,6 @@ Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::str
         out.confirmed.insert(out.confirmed.end(), ok.begin(), ok.end());
         if (progress) progress(last, ids.size());
     }
-    return out;
 }
 
 }  // namespace sqlq

@@ -19,13 +19,21 @@ struct Published {
 
 // Publishes one message per id on `queue` (confirms must be enabled on `conn`), at most
 // `window` unconfirmed at a time, waiting up to `confirm_timeout_ms` for each window's
-// confirms; marks the confirmed ones published in the store. A task not confirmed stays
-// unpublished, for the sweeper. Throws amqp::AmqpError when the broker fails mid-way: the
-// tasks confirmed before that are marked already. `progress`, when given, is called after each
-// window with the ids handled so far (confirmed or not) and the ids given.
+// confirms; marks the confirmed ones published in the store, and adds them to `out.confirmed`.
+// A task not confirmed stays unpublished, for the sweeper. Throws amqp::AmqpError when the
+// broker fails mid-way: the tasks confirmed before that are marked already and in `out`.
+// `progress`, when given, is called after each window with the ids handled so far (confirmed or
+// not) and the ids given.
 using PublishProgress = std::function<void(size_t done, size_t total)>;
-Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::string& queue,
-                        const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window = 500,
-                        const PublishProgress& progress = {});
+void publish_tasks(Published& out, amqp::Connection& conn, TaskStore& store, const std::string& queue,
+                   const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window = 500,
+                   const PublishProgress& progress = {});
+inline Published publish_tasks(amqp::Connection& conn, TaskStore& store, const std::string& queue,
+                               const std::vector<int64_t>& ids, int confirm_timeout_ms, size_t window = 500,
+                               const PublishProgress& progress = {}) {
+    Published out;
+    publish_tasks(out, conn, store, queue, ids, confirm_timeout_ms, window, progress);
+    return out;
+}
 
 }  // namespace sqlq

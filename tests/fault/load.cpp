@@ -37,7 +37,7 @@ std::string url_for(int port) {
 
 bool can_login(int port) {
     BrokerConfig b;
-    b.url = url_for(port);
+    b.urls = {url_for(port)};
     try {
         amqp::Connection c(b, "sqlq fault: login check");
         c.close();

@@ -12,25 +12,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
     try {
         sqlq::Config c = sqlq::parse_config(text, "fuzz.conf", "/fuzz");
-        // The password: between "user:" and the last '@' (a raw '@' or '/' may be part of it).
-        const std::string& url = c.broker.url;
-        auto scheme = url.find("://");
-        if (scheme != std::string::npos) {
-            auto at = url.rfind('@');
-            auto colon = url.find(':', scheme + 3);
-            if (at != std::string::npos && at > scheme + 3 && colon != std::string::npos && colon < at) {
-                std::string password = url.substr(colon + 1, at - colon - 1);
-                std::string shown = sqlq::redact_url(url);
-                // The password's text may also stand in the parts that are shown (a user named
-                // like it, "amqp://x@h:amqp://x@h"): it must not appear more often than there.
-                auto count = [&](const std::string& in) {
-                    size_t n = 0;
-                    for (auto p = in.find(password); p != std::string::npos; p = in.find(password, p + 1)) ++n;
-                    return n;
-                };
-                if (password.size() >= 6 &&
-                    count(shown) > count(url.substr(0, colon + 1)) + count(url.substr(at)))
-                    std::abort();
+        for (const std::string& url : c.broker.urls) {
+            // The password: between "user:" and the last '@' (a raw '@' or '/' may be part of it).
+            auto scheme = url.find("://");
+            if (scheme != std::string::npos) {
+                auto at = url.rfind('@');
+                auto colon = url.find(':', scheme + 3);
+                if (at != std::string::npos && at > scheme + 3 && colon != std::string::npos && colon < at) {
+                    std::string password = url.substr(colon + 1, at - colon - 1);
+                    std::string shown = sqlq::redact_url(url);
+                    // The password's text may also stand in the parts that are shown (a user named
+                    // like it, "amqp://x@h:amqp://x@h"): it must not appear more often than there.
+                    auto count = [&](const std::string& in) {
+                        size_t n = 0;
+                        for (auto p = in.find(password); p != std::string::npos; p = in.find(password, p + 1)) ++n;
+                        return n;
+                    };
+                    if (password.size() >= 6 &&
+                        count(shown) > count(url.substr(0, colon + 1)) + count(url.substr(at)))
+                        std::abort();
+                }
             }
         }
     } catch (const sqlq::Error& e) {

@@ -78,6 +78,46 @@ TEST_CASE("an unreachable broker is one clear line and a non-zero exit, and the 
     CHECK(t["published"] == false);
 }
 
+TEST_CASE("with several broker nodes, every client connects to the first that answers", "[cli][broker][failover]") {
+    const std::string port = std::to_string(broker_port());
+    Setup s;
+    // The first node listens nowhere (port 1); its password must show nowhere either.
+    s.broker_urls = {"amqp://guest:s3cret-node1@127.0.0.1:1", "amqp://guest:guest@127.0.0.1:" + port};
+    Env env(s);
+    REQUIRE(env.cfg().broker.urls.size() == 2);
+    {
+        Fleet fleet(env);
+        REQUIRE(fleet.start_result.code == 0);
+        auto r = cli(env, {"run", "SELECT 6 * 7"});
+        INFO(r.err);
+        CHECK(r.code == 0);
+        CHECK(r.out.find("42") != std::string::npos);
+        auto ids = submit_batch(env, {"SELECT 1", "SELECT 2", "SELECT 3"});
+        for (int64_t id : ids) CHECK(cli(env, {"wait", std::to_string(id)}).code == 0);
+        CHECK(supervisor_log_shows(env, "on 127.0.0.1:" + port, 5000));
+        auto a = audit(env);
+        CHECK(a["succeeded"] == 4);
+        CHECK(a["lost"] == 0);
+        CHECK(a["queue_left"] == 0);
+        CHECK(a["exit_code"] == 0);
+        fleet.stop();
+        CHECK(supervisor_log(env).find("s3cret-node1") == std::string::npos);
+    }
+    SECTION("when no node answers, the one line names every node, and the task is kept") {
+        Setup none = s;
+        none.broker_urls = {"amqp://guest:s3cret-node1@127.0.0.1:1", "amqp://guest:s3cret-node2@127.0.0.1:2"};
+        env.rewrite(none);
+        auto r = cli(env, {"submit", "SELECT 1"});
+        CHECK(r.code == 1);
+        CHECK(count_lines(r.err) == 1);
+        CHECK(r.err.find("no broker node answers") != std::string::npos);
+        CHECK(r.err.find("127.0.0.1:1: cannot connect") != std::string::npos);
+        CHECK(r.err.find("127.0.0.1:2: cannot connect") != std::string::npos);
+        CHECK(r.err.find("s3cret") == std::string::npos);
+        CHECK(show(env, std::stoll(r.out))["published"] == false);
+    }
+}
+
 TEST_CASE("a wrong broker password stops a worker with one clear line", "[cli][broker]") {
     Env env;
     std::string conf = env.dir() + "/badpw.conf";

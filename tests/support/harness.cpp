@@ -94,7 +94,15 @@ void Env::write(const Setup& given) {
     url_ = s.broker_url;
     std::map<std::string, std::string> sec = s.sections;
     std::ofstream out(config_path_);
-    out << "[broker]\nurl = \"" << broker_url() << "\"\nqueue = \"" << queue_ << "\"\nqueue_type = \""
+    std::string urls;
+    if (s.broker_urls.empty()) {
+        urls = "\"" + broker_url() + "\"";
+    } else {
+        urls = "[";
+        for (size_t i = 0; i < s.broker_urls.size(); ++i) urls += (i ? ", \"" : "\"") + s.broker_urls[i] + "\"";
+        urls += "]";
+    }
+    out << "[broker]\nurl = " << urls << "\nqueue = \"" << queue_ << "\"\nqueue_type = \""
         << s.queue_type << "\"\n"
         << (sec["broker"].find("heartbeat_s") == std::string::npos ? "heartbeat_s = 5\n" : "") << sec["broker"]
         << "\n";

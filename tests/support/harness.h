@@ -40,6 +40,7 @@ struct Setup {
     std::string extra;  // more TOML, appended per section: {"[query]", "timeout_ms = 500"}
     std::map<std::string, std::string> sections;  // section → extra lines
     std::string broker_url;  // empty: the fixture's node as guest
+    std::vector<std::string> broker_urls;  // when set, [broker] url is this array (a cluster's nodes)
     std::string store_path = "sqlq.db";  // relative to the env's directory, or absolute
     // [store] url (a PostgreSQL store) instead of store_path when set. With SQLQ_TEST_STORE=postgres
     // in the environment, an Env whose setup names neither gets a database of its own on the

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "util/error.h"
@@ -178,6 +179,42 @@ TEST_CASE("broker passwords are redacted", "[config]") {
     // A raw '@' in the password (found by the fault suite): none of it shows.
     CHECK(redact_url("amqp://u:Secret@Part2@127.0.0.1:5672/vh") == "amqp://u:***@127.0.0.1:5672/vh");
     CHECK(redact_url("amqp://u:pa/ss@host/vh") == "amqp://u:***@host/vh");
+}
+
+TEST_CASE("[broker] url is one node, or an array of a cluster's nodes", "[config][broker]") {
+    const std::string one = "amqp://u:pw@h1:5672";
+    CHECK(parse_config("[broker]\nurl = \"" + one + "\"\n", "test.conf", "/etc/x").broker.urls ==
+          std::vector<std::string>{one});
+    CHECK(parse_config("", "test.conf", "/etc/x").broker.urls == std::vector<std::string>{"amqp://guest:guest@127.0.0.1:5672"});
+    auto c = parse_config("[broker]\nurl = [\n  \"amqp://u:pw@h1:5672\",\n  \"amqp://u:pw@h2:5673/vh\",\n]\n",
+                          "test.conf", "/etc/x");
+    CHECK(c.broker.urls == std::vector<std::string>{"amqp://u:pw@h1:5672", "amqp://u:pw@h2:5673/vh"});
+    CHECK(redact_urls(c.broker.urls) == "amqp://u:***@h1:5672, amqp://u:***@h2:5673/vh");
+    // A classic dead-letter queue would live on one node only: a cluster's is a quorum queue.
+    CHECK(c.broker.dead_letter_queue_type() == "quorum");
+    CHECK(parse_config("", "test.conf", "/etc/x").broker.dead_letter_queue_type() == "classic");
+
+    SECTION("an empty array") {
+        CHECK(message_of("[broker]\nurl = []\n") == "test.conf:2: [broker] url: must name at least one node (an empty array)");
+    }
+    SECTION("an element that is not a string, named by its place and line") {
+        CHECK(message_of("[broker]\nurl = [\n  \"amqp://h1\",\n  5672,\n]\n") ==
+              "test.conf:2: [broker] url: element 2 (line 4) must be a string");
+    }
+    SECTION("an element of another scheme, shown without its password") {
+        auto m = message_of("[broker]\nurl = [\"amqp://h1\", \"http://u:Secret-77@h2\"]\n");
+        CHECK(m == "test.conf:2: [broker] url: element 2 (line 2), \"http://u:***@h2\", must start with amqp:// "
+                   "(amqps is not supported)");
+        CHECK(m.find("Secret-77") == std::string::npos);
+    }
+    SECTION("the same node twice") {
+        CHECK(message_of("[broker]\nurl = [\"amqp://u:pw@h1\", \"amqp://u:pw@h1\"]\n") ==
+              "test.conf:2: [broker] url: element 2 (line 2) repeats \"amqp://u:***@h1\"");
+    }
+    SECTION("neither a string nor an array") {
+        CHECK(message_of("[broker]\nurl = 5\n") ==
+              "test.conf:2: [broker] url: must be a string or an array of strings (the nodes of a cluster)");
+    }
 }
 
 TEST_CASE("[query] database is a file relative to the config, or a URL kept as written", "[config]") {
