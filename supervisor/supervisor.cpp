@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,7 +117,29 @@ Supervisor::~Supervisor() = default;
 
 int64_t Supervisor::now_ms() { return mono_ms(); }
 
+namespace {
+// The fleet keeps two pipes open per worker (its status and its output) beside a few dozen
+// descriptors of its own: under systemd's default soft limit of 1,024 open files the 500th
+// worker could not be started. Raises the soft limit to the hard one (as a server does), and says
+// when even that is short for `workers`.
+void raise_open_files_limit(int workers) {
+    rlimit l{};
+    if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return;
+    if (l.rlim_cur < l.rlim_max) {
+        rlimit raised = l;
+        raised.rlim_cur = l.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) l = raised;
+    }
+    const rlim_t needed = rlim_t(workers) * 2 + 64;
+    if (l.rlim_cur != RLIM_INFINITY && l.rlim_cur < needed)
+        spdlog::warn("open files: the limit is {} and {} workers need about {}: raise it (LimitNOFILE= in the "
+                     "systemd unit, or ulimit -n)",
+                     l.rlim_cur, workers, needed);
+}
+}  // namespace
+
 int Supervisor::run() {
+    raise_open_files_limit(cfg_.supervisor.workers);
     started_ms_ = mono_ms();
     started_wall_s_ = double(StoreDeps::wall_clock()) / 1000.0;
     // First: a metrics address that cannot be bound fails the start before anything else exists.

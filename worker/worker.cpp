@@ -109,9 +109,18 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     // The message is a unit of work: its delivery runs the task claim_next chooses (fairness
     // between users), which is the one it was published for only when that one is next.
     const int64_t unit = std::get<int64_t>(decoded);
+    // A delivery whose claim was lost (fenced: another delivery took the task over) or whose outcome
+    // another writer beat did not spend its unit of work: it chooses again, and is acked only once
+    // it has recorded an outcome (or found nothing to run). Acking it would leave a queued task
+    // without a message.
+    while (handle_unit(conn, d, unit) == Step::again)
+        if (stop_) return;  // unacked: the message goes back with the channel
+}
+
+Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit) {
     // Claim only what can run now: while the target cannot be reached the task stays queued
     // (unclaimed, its message held here), instead of failing for want of a server.
-    if (!await_target(conn, unit)) return;  // stopping: the message goes back with the channel
+    if (!await_target(conn, unit)) return Step::done;  // stopping: the message goes back with the channel
     TaskStore::Claim c;
     const ClaimEnd end = claim(conn, unit, c);
     const int64_t id = c.id;
@@ -119,10 +128,10 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     case ClaimEnd::failed_here:
         report_done(id, Status::failed);  // claiming it ran out of memory: failed, as the log says
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case ClaimEnd::give_back:
         conn.reject(d.tag, amqp::Connection::Requeue::yes);  // the store refuses writes: unclaimed, it waits in the queue
-        return;
+        return Step::done;
     case ClaimEnd::claim:
         break;
     }
@@ -132,7 +141,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         spdlog::warn("task {}: no such task in {}; the message goes to {}", id, store_->where(),
                      cfg_.broker.dead_letter_queue());
         conn.reject(d.tag, amqp::Connection::Requeue::no);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::none:
         // Nothing is queued: every task waiting has a message of its own still to come, so this
         // one's work was done (its own task ended, or runs under another message).
@@ -141,38 +150,38 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         else
             spdlog::info("task {}: {} under another message, nothing else queued: skipped", unit, to_string(c.status));
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::finished:
         spdlog::info("task {}: already {}, skipped{}", id, to_string(c.status), d.redelivered ? " (redelivered)" : "");
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::gave_up:
         spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
         report_done(id, Status::failed);
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::past_deadline:
         spdlog::warn("task {}: failed: its worker ran past query.timeout_ms + deadline_grace_ms and was killed; not "
                      "run again", id);
         report_done(id, Status::failed);
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::refused:
         spdlog::warn("task {}: failed: its SQL is longer than query.max_sql_bytes ({}), not run", id,
                      cfg_.query.max_sql_bytes);
         report_done(id, Status::failed);
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::cancelled_now:
         spdlog::info("task {}: cancelled (its worker was gone), not run", id);
         report_done(id, Status::cancelled, -1, -1,
                     c.cancel_requested_at > 0 ? std::max<int64_t>(0, c.claimed_at - c.cancel_requested_at) : -1);
         conn.ack(d.tag);
-        return;
+        return Step::done;
     case TaskStore::ClaimKind::held:
     case TaskStore::ClaimKind::limited:
     case TaskStore::ClaimKind::no_memory:  // never: claim() fails that task itself
-        return;  // only when stopping: the message goes back to the queue with the channel
+        return Step::done;  // only when stopping: the message goes back to the queue with the channel
     case TaskStore::ClaimKind::claimed:
         break;
     }
@@ -184,8 +193,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     if (fenced) {
         spdlog::warn("task {}: attempt {} lost its claim (another worker took the task over); outcome discarded",
                      id, c.token);
-        conn.ack(d.tag);
-        return;
+        return Step::again;
     }
     Outcome o;
     if (cancelled) {
@@ -203,7 +211,7 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
         o.error = q.error;
     }
     bool written = false;
-    if (!record(conn, id, c.token, o, written)) return;  // stopping with the write still failing: not acked
+    if (!record(conn, id, c.token, o, written)) return Step::done;  // stopping with the write still failing: not acked
     const int64_t run_ms = mono_ms() - t0;
     spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), run_ms, c.token);
     if (written) {
@@ -214,8 +222,10 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
                                       : -1;
         report_done(id, o.status, wait_ms, run_ms, cancel_ms);
     }
+    if (!written) return Step::again;  // another attempt (or the supervisor) ended it: not this unit's work
     conn.ack(d.tag);
     ++tasks_done_;
+    return Step::done;
 }
 
 bool Worker::await_target(amqp::Connection& conn, int64_t id) {

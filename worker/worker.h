@@ -30,6 +30,10 @@ private:
     // write (disk full, I/O error, busy) for [store] record_timeout_ms (logged: give the
     // message back, unclaimed, so that the slot is not held by one message forever).
     enum class ClaimEnd { claim, failed_here, give_back };
+    // One claim and what follows for a delivery: done (acked, rejected, or left for the channel
+    // to give back), or again (its claim was lost: choose another task for the same delivery).
+    enum class Step { done, again };
+    Step handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit);
     // The task this message's delivery runs (TaskStore::claim_next: not always the one it was
     // published for), waiting while it is held by a live worker or only users at their limit wait.
     ClaimEnd claim(amqp::Connection& conn, int64_t unit, TaskStore::Claim& out);

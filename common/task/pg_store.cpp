@@ -123,7 +123,7 @@ CREATE TABLE sqlq_users (
 );
 CREATE INDEX sqlq_tasks_queue ON sqlq_tasks (submitter, id) WHERE status = 'queued';
 CREATE INDEX sqlq_tasks_running ON sqlq_tasks (submitter) WHERE status = 'running';
-CREATE INDEX sqlq_tasks_unit ON sqlq_tasks (unit) WHERE status = 'running';
+CREATE INDEX sqlq_tasks_unit ON sqlq_tasks (unit);
 )SQL";
 
 // "coalesce($N::bigint, sqlq_now_ms())": the injected clock when there is one, else the server's.
@@ -520,12 +520,13 @@ TaskStore::Next PgStore::next_for(int64_t unit, int64_t max_running_per_user) {
         "  FROM waiting WHERE waiting.name IS NOT NULL),"
         " candidates AS ("
         "  SELECT (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
-        "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name) AS running,"
+        "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name"
+        "          AND lease_until >= " + now_sql(2) + " AND owner_lost_at IS NULL) AS running,"
         "         coalesce((SELECT served FROM sqlq_users u WHERE u.name=waiting.name), 0) AS served"
         "  FROM waiting WHERE waiting.name IS NOT NULL) "
         "SELECT head FROM candidates WHERE $1::bigint = 0 OR running < $1::bigint "
         "ORDER BY running, served, head LIMIT 1",
-        Params() << max_running_per_user);
+        Params() << max_running_per_user << clock());
     if (PQntuples(r.get()) > 0) return {Next::Kind::task, Row{r.get(), 0}.i64(0)};
     const bool waiting =
         Row{exec("SELECT EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')").get(), 0}.boolean(0);
@@ -557,12 +558,17 @@ std::vector<TaskStore::FleetRecord> PgStore::fleets() {
 }
 
 int64_t PgStore::task_of_unit(int64_t unit) {
-    auto r = exec("SELECT id FROM sqlq_tasks WHERE unit=$1 AND status='running'", Params() << unit);
+    // The task its deliveries ran last, ended or not (a letter for a task given up since maps to
+    // that one, never to the innocent task the message was first published for).
+    auto r = exec("SELECT id FROM sqlq_tasks WHERE unit=$1 ORDER BY status='running' DESC, started_at DESC LIMIT 1",
+                  Params() << unit);
     return PQntuples(r.get()) > 0 ? Row{r.get(), 0}.i64(0) : unit;
 }
 
 std::map<std::string, int64_t> PgStore::running_per_user() {
-    auto r = exec("SELECT submitter, count(*) FROM sqlq_tasks WHERE status='running' GROUP BY submitter");
+    auto r = exec("SELECT submitter, count(*) FROM sqlq_tasks WHERE status='running' AND lease_until >= " + now_sql(1) +
+                  " AND owner_lost_at IS NULL GROUP BY submitter",
+                  Params() << clock());
     std::map<std::string, int64_t> out;
     for (int i = 0; i < PQntuples(r.get()); ++i) out[Row{r.get(), i}.text(0)] = Row{r.get(), i}.i64(1);
     return out;

@@ -81,7 +81,7 @@ BEGIN
 END;
 DROP INDEX tasks_status;
 CREATE INDEX tasks_queue ON tasks(status, submitter, id);
-CREATE INDEX tasks_unit ON tasks(unit) WHERE status = 'running';
+CREATE INDEX tasks_unit ON tasks(unit);
 )SQL";
 
 // A list shows this many characters of a task's SQL (store.h); get() at most kGetChars.
@@ -506,12 +506,13 @@ TaskStore::Next SqliteStore::next_for(int64_t unit, int64_t max_running_per_user
         "  FROM waiting WHERE waiting.name IS NOT NULL),"
         " candidates AS ("
         "  SELECT (SELECT min(id) FROM tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
-        "         (SELECT count(*) FROM tasks WHERE status='running' AND submitter=waiting.name) AS running,"
+        "         (SELECT count(*) FROM tasks WHERE status='running' AND submitter=waiting.name"
+        "          AND lease_until >= ?2 AND owner_lost_at IS NULL) AS running,"
         "         coalesce((SELECT served FROM users WHERE users.name=waiting.name), 0) AS served"
         "  FROM waiting WHERE waiting.name IS NOT NULL)"
         "SELECT head FROM candidates WHERE ?1 = 0 OR running < ?1 ORDER BY running, served, head LIMIT 1");
     ResetGuard g{fair};
-    if (fair.bind(1, max_running_per_user).step()) return {Next::Kind::task, fair.i64(0)};
+    if (fair.bind(1, max_running_per_user).bind(2, deps_.clock()).step()) return {Next::Kind::task, fair.i64(0)};
     fair.reset();
     auto& any = cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE status='queued')");
     ResetGuard g2{any};
@@ -545,14 +546,18 @@ std::vector<TaskStore::FleetRecord> SqliteStore::fleets() {
 }
 
 int64_t SqliteStore::task_of_unit(int64_t unit) {
-    auto& mine = cached("SELECT id FROM tasks WHERE unit=? AND status='running'");
+    // The task its deliveries ran last, ended or not (a letter for a task given up since maps to
+    // that one, never to the innocent task the message was first published for).
+    auto& mine = cached("SELECT id FROM tasks WHERE unit=? ORDER BY status='running' DESC, started_at DESC LIMIT 1");
     ResetGuard g{mine};
     return mine.bind(1, unit).step() ? mine.i64(0) : unit;
 }
 
 std::map<std::string, int64_t> SqliteStore::running_per_user() {
-    auto& st = cached("SELECT submitter, count(*) FROM tasks WHERE status='running' GROUP BY submitter");
+    auto& st = cached("SELECT submitter, count(*) FROM tasks WHERE status='running' AND lease_until >= ? "
+                      "AND owner_lost_at IS NULL GROUP BY submitter");
     ResetGuard g{st};
+    st.bind(1, deps_.clock());
     std::map<std::string, int64_t> out;
     while (st.step()) out[st.text(0)] = st.i64(1);
     return out;

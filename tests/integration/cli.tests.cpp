@@ -283,12 +283,12 @@ TEST_CASE("an unknown command is named with the list of commands, exit 2", "[cli
     auto r = cli(env, {"frobnicate"});
     CHECK(r.code == 2);
     CHECK(r.out.empty());
-    CHECK(r.err == "sqlq: unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, run, audit\n");
+    CHECK(r.err == "sqlq: unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, run, audit, workers\n");
     auto s = supervisor(env, {"frobnicate"});
     CHECK(s.code == 2);
     CHECK(s.err == "sqlq-supervisor: unknown command 'frobnicate'; commands: start, status, stop, reload, restart\n");
     auto j = json_error(cli(env, {"--json", "frobnicate"}));
-    CHECK(j["error"] == "unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, run, audit");
+    CHECK(j["error"] == "unknown command 'frobnicate'; commands: submit, show, result, list, wait, cancel, run, audit, workers");
 }
 
 TEST_CASE("with --json an error is one JSON object on stderr, for every kind of error", "[cli][json]") {

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -672,4 +674,48 @@ TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is i
     const std::string log = supervisor_log(env);
     for (int64_t id : ids)
         CHECK(log.find("task " + std::to_string(id) + ": succeeded in ") != std::string::npos);
+}
+
+TEST_CASE("a fleet larger than the soft limit on open files allows starts: the supervisor raises it",
+          "[supervisor][start][limits]") {
+#if defined(__SANITIZE_ADDRESS__)
+    WARN("skipped under AddressSanitizer: 100 instrumented workers take gigabytes");
+    return;
+#endif
+    // 100 workers keep 200 pipes open in the supervisor; a soft limit of 128 would stop the fleet
+    // near 50 workers. The supervisor inherits this process's limits.
+    rlimit before{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
+    if (before.rlim_max != RLIM_INFINITY && before.rlim_max < 1024) {
+        WARN("skipped: the hard limit on open files is " << before.rlim_max);
+        return;
+    }
+    rlimit low = before;
+    low.rlim_cur = 128;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    Setup s;
+    s.workers = 100;
+    s.sections["supervisor"] = "start_timeout_ms = 120000\n";
+    Env env(s);
+    std::unique_ptr<Fleet> fleet;
+    try {
+        fleet = std::make_unique<Fleet>(env);
+    } catch (...) {
+        ::setrlimit(RLIMIT_NOFILE, &before);
+        throw;
+    }
+    ::setrlimit(RLIMIT_NOFILE, &before);
+    const json st = fleet->status();
+    CHECK(st["ready"] == 100);
+    // Its soft limit is its hard one now.
+    std::ifstream limits("/proc/" + std::to_string(fleet->pid()) + "/limits");
+    std::string line;
+    while (std::getline(limits, line))
+        if (line.rfind("Max open files", 0) == 0) {
+            std::istringstream in(line.substr(std::strlen("Max open files")));
+            std::string soft, hard;
+            in >> soft >> hard;
+            CHECK(soft == hard);
+        }
+    CHECK(fleet->stop().code == 0);
 }

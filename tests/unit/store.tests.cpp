@@ -852,6 +852,24 @@ TEST_CASE("claim_next: max_running_per_user holds a user's further tasks back", 
     CHECK(store->claim_next(a[0], me, fair_rules(2)).kind == Kind::none);
 }
 
+TEST_CASE("claim_next: tasks whose owner's lease ran out do not count toward the user's limit", "[store][fair][limit]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    auto a = store->insert_batch({"SELECT 'a1'", "SELECT 'a2'", "SELECT 'a3'"}, "alice");
+    Owner far = w.remote(900);  // on another host: only its lease tells
+    REQUIRE(store->claim_next(a[0], far, fair_rules(2)).kind == Kind::claimed);
+    REQUIRE(store->claim_next(a[1], far, fair_rules(2)).kind == Kind::claimed);
+    CHECK(store->claim_next(a[2], w.alive(901), fair_rules(2)).kind == Kind::limited);
+    CHECK(store->running_per_user() == std::map<std::string, int64_t>{{"alice", 2}});
+    // That host went silent: its tasks wait for their messages' redeliveries, and alice's third
+    // need not wait for them.
+    w.now += w.cfg.lease_ms + 1;
+    CHECK(store->running_per_user().empty());
+    auto third = store->claim_next(a[2], w.alive(901), fair_rules(2));
+    REQUIRE(third.kind == Kind::claimed);
+    CHECK(third.id == a[2]);
+}
+
 TEST_CASE("claim_next: a redelivered message takes over the task its dead delivery ran, with attempts counted",
           "[store][fair][claim]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
@@ -874,6 +892,8 @@ TEST_CASE("claim_next: a redelivered message takes over the task its dead delive
         CHECK_FALSE(store->finish(mine, first.token, ok_outcome()));
         CHECK(store->finish(mine, again.token, ok_outcome()));
         CHECK(store->get(mine)->outcomes == 1);
+        // A letter of that message names the task its deliveries ran, ended or not.
+        CHECK(store->task_of_unit(other) == mine);
         CHECK(store->get(other)->status == Status::queued);
     }
     SECTION("while the worker running it lives, its redelivery waits") {
