@@ -20,9 +20,9 @@ echo "== tests"
 if [ -z "${SQLQ_NO_SANITIZE:-}" ]; then
     echo "== build with AddressSanitizer and UndefinedBehaviorSanitizer"
     "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSQLQ_BENCH=OFF
-    echo "== tests under the sanitizers (the fault suite runs in the plain build only)"
+    echo "== tests under the sanitizers (the fault and cluster suites, whole-process kill scenarios, run in the plain build only)"
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-    (cd "$root/build-asan" && ctest -j"$jobs" --output-on-failure --timeout 900 -LE fault) || status=1
+    (cd "$root/build-asan" && ctest -j"$jobs" --output-on-failure --timeout 900 -LE "fault|cluster") || status=1
 fi
 
 if [ -x "$root/tests/fuzz/run.sh" ]; then
