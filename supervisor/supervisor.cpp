@@ -379,6 +379,9 @@ void Supervisor::startup_done(StartOutcome outcome, const std::string& why) {
     if (ok) {
         enter(Phase::running);
         spdlog::info("all {} workers ready in {} ms", fleet_.target(), mono_ms() - started_ms_);
+        // The view the next sweep records (sqlq workers): the fleet as started, not as it was
+        // before its first worker (later sweeps refresh it).
+        sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
         msg = "ok " + std::to_string(::getpid()) + "\n";
     } else {
         spdlog::error("start failed: {}", why);
