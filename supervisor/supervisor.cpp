@@ -105,8 +105,7 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
         sweeper_.owner_lost(t.task, o, t.why, t.fail ? Sweeper::Lost::fail_task : Sweeper::Lost::may_rerun);
     });
     sweeper_.on_swept([this](const Sweeper::Swept& s) {
-        // What the next sweep records of this fleet for `sqlq workers`.
-        sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
+        hand_fleet_view();
         sweep_figures_ = s.figures;
         task_metrics_.finished_by_sweeper(Status::failed, s.failed);
         task_metrics_.finished_by_sweeper(Status::cancelled, s.cancelled);
@@ -116,6 +115,11 @@ Supervisor::Supervisor(const Config& cfg, RunOptions opts)
 Supervisor::~Supervisor() = default;
 
 int64_t Supervisor::now_ms() { return mono_ms(); }
+
+void Supervisor::hand_fleet_view() {
+    // What the sweeper's next record of this fleet in the store lists (sqlq workers).
+    sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
+}
 
 namespace {
 // The fleet keeps two pipes open per worker (its status and its output) beside a few dozen
@@ -159,7 +163,7 @@ int Supervisor::run() {
     signals_.add(SIGPIPE);
     wait_signals();
     control_.listen();
-    sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
+    hand_fleet_view();
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_urls(cfg_.broker.urls), cfg_.supervisor.run_dir);
@@ -381,7 +385,7 @@ void Supervisor::startup_done(StartOutcome outcome, const std::string& why) {
         spdlog::info("all {} workers ready in {} ms", fleet_.target(), mono_ms() - started_ms_);
         // The view the next sweep records (sqlq workers): the fleet as started, not as it was
         // before its first worker (later sweeps refresh it).
-        sweeper_.fleet_view(status_json(Identity{}, fleet_, mono_ms())["workers"].dump());
+        hand_fleet_view();
         msg = "ok " + std::to_string(::getpid()) + "\n";
     } else {
         spdlog::error("start failed: {}", why);

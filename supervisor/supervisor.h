@@ -68,6 +68,7 @@ private:
     void signal(pid_t pid, int sig) override;
     int64_t rss_mb(pid_t pid) override;
     int64_t now_ms() override;
+    void hand_fleet_view();  // the fleet's workers, for the sweeper's next record in the store
 
     void wait_signals();
     void reap();

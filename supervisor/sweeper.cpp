@@ -239,20 +239,19 @@ std::vector<int64_t> Sweeper::drop_dead_lettered(const Config& cfg, std::vector<
         if (!unit) continue;
         // A message is a unit of work: the task its deliveries ran (and killed) may be another
         // than the one it was published for.
-        const int64_t task = store_->task_of_unit(*unit);
-        const int64_t* id = &task;
-        if (!stale.count(*id) || ended.count(*id)) continue;
+        const int64_t id = store_->task_of_unit(*unit);
+        if (!stale.count(id) || ended.count(id)) continue;
         const std::string why = m->dead_letter_reason.empty() ? "unknown reason" : m->dead_letter_reason;
         std::string error = "dead-lettered by the broker: " + why;
         if (why == "delivery_limit")
             error += " (its message was delivered more than [broker] delivery_limit = " +
                      std::to_string(cfg.broker.delivery_limit) + " times without an outcome)";
-        auto kind = store_->fail_unowned(*id, error, Owner{});
-        ended.insert(*id);  // failed now, or it moved on (finished, or a worker holds it): not republished
+        auto kind = store_->fail_unowned(id, error, Owner{});
+        ended.insert(id);  // failed now, or it moved on (finished, or a worker holds it): not republished
         if (kind == TaskStore::FailKind::failed) ++failed_;
         if (kind == TaskStore::FailKind::cancelled) ++cancelled_;
         if (kind == TaskStore::FailKind::failed)
-            log(spdlog::level::warn, "sweep: task " + std::to_string(*id) + " failed: " + error);
+            log(spdlog::level::warn, "sweep: task " + std::to_string(id) + " failed: " + error);
     }
     reader.close();  // the letters go back to the dead-letter queue, unchanged
     std::vector<int64_t> rest;

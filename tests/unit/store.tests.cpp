@@ -928,7 +928,7 @@ TEST_CASE("claim_next: a redelivered message takes over the task its dead delive
     }
 }
 
-TEST_CASE("claim_next: a message for no task of this store is unknown; poison is still given up",
+TEST_CASE("claim_next: a message for no task of this store is unknown, and poison is still given up",
           "[store][fair][poison]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
     auto store = w.open();
