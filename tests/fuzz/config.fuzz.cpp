@@ -23,13 +23,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     std::string shown = sqlq::redact_url(url);
                     // The password's text may also stand in the parts that are shown (a user named
                     // like it, "amqp://x@h:amqp://x@h"): it must not appear more often than there.
-                    auto count = [&](const std::string& in) {
+                    // An occurrence across a "***" the redaction wrote does not count: a password
+                    // holding "***" can be spelt by the redaction itself ("amqp://@h:***@:6" shows
+                    // the password of "amqp://@h:mqp://@h:***@:6@:6" that way).
+                    auto across_marker = [&](const std::string& in, size_t p) {
+                        for (auto m = in.find("***"); m != std::string::npos; m = in.find("***", m + 1))
+                            if (p < m + 3 && m < p + password.size()) return true;
+                        return false;
+                    };
+                    auto count = [&](const std::string& in, bool skip_markers) {
                         size_t n = 0;
-                        for (auto p = in.find(password); p != std::string::npos; p = in.find(password, p + 1)) ++n;
+                        for (auto p = in.find(password); p != std::string::npos; p = in.find(password, p + 1))
+                            if (!skip_markers || !across_marker(in, p)) ++n;
                         return n;
                     };
                     if (password.size() >= 6 &&
-                        count(shown) > count(url.substr(0, colon + 1)) + count(url.substr(at)))
+                        count(shown, true) > count(url.substr(0, colon + 1), false) + count(url.substr(at), false))
                         std::abort();
                 }
             }
