@@ -75,7 +75,12 @@ CONF
 stop)
     [ -f "$dir/nodename" ] || exit 0
     pid=$(cat "$dir/pid" 2>/dev/null || true)
-    ctl stop "$dir/pid" >/dev/null 2>&1 || { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; }
+    # Ask the node to stop (bounded: a node that no longer answers must not hang the caller),
+    # then wait for its process to end, and kill it if it does not within a minute.
+    as_rabbitmq timeout 120 "$RMQ/rabbitmqctl" -q -n "$(node_of "$dir")" stop >/dev/null 2>&1 || true
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        timeout 60 tail --pid="$pid" -s 0.05 -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
     ;;
 status)
     [ -f "$dir/nodename" ] && ctl ping >/dev/null 2>&1

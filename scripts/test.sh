@@ -14,19 +14,49 @@ status=0
 
 echo "== build"
 "$root/scripts/build.sh" "$root/build" -DSQLQ_BENCH=OFF
+
+# While the tests run, their processes mostly wait (on servers, timeouts, kills): the sanitizer
+# build and the fuzz targets are built meanwhile, at the lowest CPU priority so that the tests
+# keep the cores whenever they want them. Their output goes to a log, shown if they fail.
+sanitize=${SQLQ_NO_SANITIZE:-}
+fuzz=0; [ -x "$root/tests/fuzz/run.sh" ] && fuzz=1
+side_log=$root/build/side-build.log
+side_pid=
+if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
+    echo "== building the sanitizer build and the fuzz targets beside the tests (nice 19; log: $side_log)"
+    (   # exit status: 1 the sanitizer build failed, 2 the fuzz targets' build, 3 both
+        rc=0
+        if [ -z "$sanitize" ]; then
+            nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+                -DSQLQ_BENCH=OFF || rc=1
+        fi
+        if [ $fuzz = 1 ]; then nice -n 19 "$root/tests/fuzz/run.sh" build || rc=$((rc + 2)); fi
+        exit $rc
+    ) > "$side_log" 2>&1 &
+    side_pid=$!
+fi
+
 echo "== tests"
 (cd "$root/build" && ctest -j"$jobs" --output-on-failure --timeout 900) || status=1
 
-if [ -z "${SQLQ_NO_SANITIZE:-}" ]; then
-    echo "== build with AddressSanitizer and UndefinedBehaviorSanitizer"
-    "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSQLQ_BENCH=OFF
-    echo "== tests under the sanitizers (the fault and cluster suites, whole-process kill scenarios, run in the plain build only)"
+side=0
+if [ -n "$side_pid" ]; then
+    wait "$side_pid" || side=$?
+    if [ $side != 0 ]; then
+        echo "== the side build failed ($( ((side & 1)) && echo "sanitizer build " )$( ((side & 2)) && echo "fuzz targets" )):" >&2
+        tail -n 60 "$side_log" >&2
+        status=1
+    fi
+fi
+
+if [ -z "$sanitize" ] && ! ((side & 1)); then
+    echo "== tests under AddressSanitizer and UndefinedBehaviorSanitizer (the fault and cluster suites, whole-process kill scenarios, run in the plain build only)"
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     (cd "$root/build-asan" && ctest -j"$jobs" --output-on-failure --timeout 900 -LE "fault|cluster") || status=1
 fi
 
-if [ -x "$root/tests/fuzz/run.sh" ]; then
+if [ $fuzz = 1 ] && ! ((side & 2)); then
     echo "== fuzz"
-    "$root/tests/fuzz/run.sh" "${SQLQ_FUZZ_SECONDS:-20}" || status=1
+    "$root/tests/fuzz/run.sh" run "${SQLQ_FUZZ_SECONDS:-20}" || status=1
 fi
 exit $status

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang from Debian, under AddressSanitizer and
 # UndefinedBehaviorSanitizer) into build-fuzz/ and runs each for SECONDS (default 20; CI uses
-# the default, a longer run is just a bigger number). Findings land in build-fuzz/findings/.
-#   tests/fuzz/run.sh [SECONDS]
+# the default, a longer run is just a bigger number), two at a time (one per core). Findings land
+# in build-fuzz/findings/.
+#   tests/fuzz/run.sh [SECONDS]         build, then run
+#   tests/fuzz/run.sh build             build only (scripts/test.sh does it while tests run)
+#   tests/fuzz/run.sh run [SECONDS]     run what was built
 set -euo pipefail
+phase=all
+case "${1:-}" in build|run) phase=$1; shift ;; esac
 seconds=${1:-20}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/build-fuzz
@@ -16,37 +21,50 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
        -fsanitize-ignorelist="$root/tests/fuzz/ubsan-ignore.txt"
        -I "$root/common" -DTOML_HEADER_ONLY=1 -DNDEBUG)
 
-echo "fuzz: building with $cxx"
-"$cxx" "${flags[@]}" "$root/tests/fuzz/message.fuzz.cpp" "$root/common/task/message.cpp" -o "$out/message_fuzz"
-"$cxx" "${flags[@]}" "$root/tests/fuzz/config.fuzz.cpp" "$root/common/config/config.cpp" -o "$out/config_fuzz"
-# The SQLite query target as a worker runs it (the factory links the PostgreSQL target too; the
-# fuzzer never opens one); SQLite itself is Debian's library (not
-# instrumented: the coverage that guides the fuzzer is sqlq's, the dictionary gives it SQL).
-"$cxx" "${flags[@]}" "$root/tests/fuzz/target.fuzz.cpp" "$root/common/target/target.cpp" \
-    "$root/common/target/row_encoder.cpp" "$root/common/target/limit_guard.cpp" \
-    "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
-    "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
-    "$root/common/target/postgres/pg_target.cpp" "$root/common/target/postgres/statement.cpp" \
-    "$root/common/target/postgres/values.cpp" "$root/common/pg/conninfo.cpp" "$root/common/pg/libpq.cpp" \
-    $(pkg-config --cflags libpq) -lsqlite3 -o "$out/target_fuzz"
+build() {
+    echo "fuzz: building with $cxx"
+    "$cxx" "${flags[@]}" "$root/tests/fuzz/message.fuzz.cpp" "$root/common/task/message.cpp" -o "$out/message_fuzz"
+    "$cxx" "${flags[@]}" "$root/tests/fuzz/config.fuzz.cpp" "$root/common/config/config.cpp" -o "$out/config_fuzz"
+    # The SQLite query target as a worker runs it (the factory links the PostgreSQL target too; the
+    # fuzzer never opens one); SQLite itself is Debian's library (not
+    # instrumented: the coverage that guides the fuzzer is sqlq's, the dictionary gives it SQL).
+    "$cxx" "${flags[@]}" "$root/tests/fuzz/target.fuzz.cpp" "$root/common/target/target.cpp" \
+        "$root/common/target/row_encoder.cpp" "$root/common/target/limit_guard.cpp" \
+        "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
+        "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
+        "$root/common/target/postgres/pg_target.cpp" "$root/common/target/postgres/statement.cpp" \
+        "$root/common/target/postgres/values.cpp" "$root/common/pg/conninfo.cpp" "$root/common/pg/libpq.cpp" \
+        $(pkg-config --cflags libpq) -lsqlite3 -o "$out/target_fuzz"
+}
 
-status=0
-for target in message config target; do
-    corpus=$out/corpus/$target
+# One target for SECONDS; its verdict in $out/$target.status (0 clean, 1 a finding).
+fuzz() {
+    local target=$1 corpus=$out/corpus/$1 dict=()
     mkdir -p "$corpus"
     cp -n "$root/tests/fuzz/corpus/$target/"* "$corpus/" 2>/dev/null || true
-    dict=()
     [ -f "$root/tests/fuzz/$target.dict" ] && dict=(-dict="$root/tests/fuzz/$target.dict")
-    echo "fuzz: $target for $seconds s"
-    if ! "$out/${target}_fuzz" "${dict[@]}" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-            -artifact_prefix="$out/findings/$target-" -print_final_stats=1 "$corpus" \
-            > "$out/$target.log" 2>&1; then
+    if "$out/${target}_fuzz" "${dict[@]}" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+            -artifact_prefix="$out/findings/$target-" -print_final_stats=1 "$corpus" > "$out/$target.log" 2>&1; then
+        echo 0 > "$out/$target.status"
+    else
+        echo 1 > "$out/$target.status"
+    fi
+}
+
+if [ "$phase" != run ]; then build; fi
+if [ "$phase" = build ]; then exit 0; fi
+
+echo "fuzz: message and config for $seconds s, then target for $seconds s"
+fuzz message & fuzz config & wait
+fuzz target
+status=0
+for target in message config target; do
+    if [ "$(cat "$out/$target.status" 2>/dev/null)" != 0 ]; then
         echo "fuzz: $target FAILED; see $out/$target.log and $out/findings/" >&2
         tail -n 40 "$out/$target.log" >&2
         status=1
     else
-        grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$out/$target.log" | tr '\n' ' '
-        echo
+        echo "fuzz: $target: $(grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$out/$target.log" | tr '\n' ' ')"
     fi
 done
 exit $status

@@ -70,8 +70,11 @@ TEST_CASE("max_running_per_user holds a user's further tasks back, visibly, and 
     s.sections["query"] = "max_running_per_user = 1\n";
     Env env(s);
     Fleet fleet(env);
-    const auto alice = submit_as(env, "alice", std::vector<std::string>(3, slow_query(400)));
-    // One of alice's runs; the others wait for it, and say so.
+    // Her first task is long enough to be seen running by a poll of `sqlq show` on a loaded
+    // machine (slow_query() is calibrated once per process, possibly while the machine was busy,
+    // so its 400 ms may be much less once it is not).
+    const auto alice = submit_as(env, "alice", {slow_query(3000), slow_query(400), slow_query(400)});
+    // The oldest of alice's runs; the others wait for it, and say so.
     REQUIRE(eventually([&] { return show(env, alice[0])["status"] == "running"; }, 20000));
     const json second = show(env, alice[1]);
     INFO(second.dump());
