@@ -27,6 +27,8 @@ TRIVIAL = "SELECT 1"
 # An aggregate over the demo database's 200k-row table (about 35 ms of CPU on the reference machine).
 MODERATE = "SELECT count(*), round(sum(amount), 2), max(amount) FROM orders"
 # The same aggregate on the PostgreSQL demo database (round() of a double needs a numeric there).
+# A query that runs until it is cancelled (hours on the demo file): the orphan measures' task.
+SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) SELECT count(*) FROM c"
 PG_MODERATE = "SELECT count(*), round(sum(amount)::numeric, 2), max(amount) FROM orders"
 # A query that runs until it is cancelled.
 LONG = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000000) SELECT count(*) FROM n"
@@ -587,6 +589,245 @@ watchdog_ms = {watchdog_ms}
                         "taken_over_by": sorted({r["by"] for r in sel})})
         self.results["overlap"] = {"samples": rows, "summary": out}
 
+    # --- 13. the PostgreSQL task store (issue 15) ---
+
+    def pg_store(self, tag):
+        """A fresh database on the private server for one run's task store: its URL (the role
+        sqlq_bench_store owns it; dropped by pg_store_drop)."""
+        port = re.search(r"@[^:/]+:(\d+)/", self.a.pg_url).group(1)
+        if not getattr(self, "_pg_store_role", False):
+            self.pg_super("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sqlq_bench_store') "
+                                      "THEN CREATE ROLE sqlq_bench_store LOGIN PASSWORD 'bench-store-pw'; END IF; END $$")
+            self._pg_store_role = True
+        self.seq += 1
+        db = f"sqlq_bench_store_{self.seq}_{tag}"
+        self.pg_super("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        self.pg_super("postgres", f"CREATE DATABASE {db} OWNER sqlq_bench_store")
+        return db, f"postgresql://sqlq_bench_store:bench-store-pw@127.0.0.1:{port}/{db}"
+
+    def pg_store_drop(self, db):
+        self.pg_super("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+    def store_conf(self, store_url, workers, queue=None, host="", **extra):
+        """A config on a PostgreSQL task store (the target is the SQLite demo file, as in the
+        throughput runs); `queue` shares one queue between hosts."""
+        self.seq += 1
+        d = os.path.join(self.work, f"pgstore{self.seq:04d}{host}")
+        os.makedirs(d)
+        queue = queue or f"bench.pgstore.{self.seq}"
+        sup = {"workers": workers, "run_dir": os.path.join(d, "run"), "start_timeout_ms": 120000}
+        sup.update(extra)
+        path = os.path.join(d, "sqlq.conf")
+        with open(path, "w") as f:
+            f.write(f"""[broker]
+url = "amqp://guest:guest@127.0.0.1:{self.port}"
+queue = "{queue}"
+queue_type = "quorum"
+[store]
+url = "{store_url}"
+[query]
+database = "{self.demo}"
+[supervisor]
+""" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sup.items()))
+        return {"path": path, "dir": d, "queue": queue, "run_dir": sup["run_dir"]}
+
+    def pg_wait_done(self, db, n, timeout=900):
+        """wait_done on a PostgreSQL store: (last finished_at in s, succeeded count)."""
+        deadline = time.time() + timeout
+        while True:
+            done, last, ok = self.pg_super(db, "SELECT count(*) FILTER (WHERE status IN ('succeeded','failed','cancelled')), "
+                                               "coalesce(max(finished_at), 0), count(*) FILTER (WHERE status = 'succeeded') "
+                                               "FROM sqlq_tasks")[0]
+            if int(done) >= n:
+                return int(last) / 1000.0, int(ok)
+            if time.time() > deadline:
+                raise RuntimeError(f"{db}: only {done} of {n} tasks finished in {timeout} s")
+            time.sleep(0.05)
+
+    def start_host_b(self, c):
+        """Starts a supervisor as a second host: this machine in a UTS namespace of its own."""
+        self.run("unshare", "--uts", "sh", "-c", 'hostname hostb && exec "$0" "$@"', self.bin["sup"], "start",
+                 "-c", c["path"])
+
+    def pg_e2e(self, workers, n, hosts=1):
+        """Trivial tasks/s on a PostgreSQL task store: `hosts` supervisors (the second in a UTS
+        namespace) sharing the store and the queue, `workers` in all."""
+        db, url = self.pg_store(f"e2e{workers}x{hosts}")
+        confs = []
+        try:
+            queue = None
+            for h in range(hosts):
+                c = self.store_conf(url, workers // hosts, queue=queue, host="ab"[h])
+                queue = c["queue"]
+                (self.sup(c, "start") if h == 0 else self.start_host_b(c))
+                confs.append(c)
+            t0 = time.time()
+            self.sqlq(confs[0], "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+            last, ok = self.pg_wait_done(db, n)
+        finally:
+            for c in confs:
+                self.sup(c, "stop", check=False)
+            if confs:
+                self.drop_queue(confs[0])
+            self.pg_store_drop(db)
+        if ok != n:
+            log(f"warning: pgstore {workers} workers, {hosts} hosts: {n - ok} of {n} tasks did not succeed")
+        return n / (last - t0)
+
+    def pg_running(self, db, tid):
+        """(status, attempts, started_at ms, owner) of one task on a PostgreSQL store."""
+        s, att, st, owner = self.pg_super(db, f"SELECT status, attempts, coalesce(started_at, 0), coalesce(owner, '') "
+                                              f"FROM sqlq_tasks WHERE id = {tid}")[0]
+        return s, int(att), int(st), owner
+
+    def orphan_samples(self, db, c, n, kill):
+        """n times: a long task runs; kill(c, worker pid) ends its runner at t0; the time until the
+        task runs again (attempt 2's start, the store's clock: this machine's) is one sample."""
+        out = []
+        for i in range(n):
+            tid = int(self.sqlq(c, "submit", "--user", "bench", SLOW).stdout.strip())
+            pid, deadline = 0, time.time() + 60
+            while not pid:
+                if time.time() > deadline:
+                    raise RuntimeError(f"orphan: task {tid} never ran")
+                for w in self.status(c)["workers"]:
+                    if w.get("task") == tid:
+                        pid = w["pid"]
+                time.sleep(0.01)
+            t0 = time.time()
+            kill(c, pid)
+            deadline = t0 + 120
+            while True:
+                s, att, started, _ = self.pg_running(db, tid)
+                if att >= 2 and s == "running":
+                    out.append((started / 1000.0 - t0) * 1000)
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f"orphan: task {tid} not running again within 120 s ({s}, attempt {att})")
+                time.sleep(0.005)
+            self.sqlq(c, "cancel", str(tid), check=False)
+        return out
+
+    def pgstore(self):
+        """Issue 15's figures: tasks/s on the PostgreSQL task store at 1/4/8/40 workers beside the
+        SQLite store, and with two hosts sharing it; how soon an orphaned task runs again (its
+        worker killed, its supervisor alive; a whole host killed, so only the lease tells); and
+        submit → `sqlq wait` returns, SELECT 1 on an idle fleet of 4, on both stores."""
+        a = self.a
+        if not a.pg_url:
+            raise RuntimeError("no --pg-url (bench/run.sh starts a private PostgreSQL server)")
+        n = a.trivial
+        rows = []
+        for rnd in range(a.rounds):
+            for w in a.workers:
+                sqlite_rate, _ = self.e2e_sqlq("quorum", w, "full", TRIVIAL, n)
+                pg_rate = self.pg_e2e(w, n)
+                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate})
+                two = self.pg_e2e(w, n, hosts=2) if w >= 4 else None
+                if two:
+                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two})
+                log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s"
+                    + (f", two hosts {two:.0f}/s" if two else ""))
+        out = []
+        for key in sorted({(r["workers"], r["hosts"]) for r in rows}):
+            sel = [r for r in rows if (r["workers"], r["hosts"]) == key]
+            out.append({"workers": key[0], "hosts": key[1],
+                        "sqlite": summary([r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None,
+                        "postgres": summary([r["postgres"] for r in sel]),
+                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None})
+
+        # Orphans. A worker SIGKILLed, its supervisor alive: the broker gives the delivery back at
+        # once and the supervisor records the loss, so another worker takes over without the lease.
+        res = {"samples": rows, "summary": out, "tasks": n}
+        db, url = self.pg_store("orphan")
+        c = self.store_conf(url, 4)
+        self.sup(c, "start")
+        try:
+            ms = self.orphan_samples(db, c, a.kills, lambda c, pid: os.kill(pid, signal.SIGKILL))
+            res["orphan_worker_ms"] = {"p50": pct(ms, 50), "p99": pct(ms, 99), "max": max(ms), "n": len(ms)}
+            log(f"pgstore: worker killed → task running again p50 {pct(ms, 50):.0f} ms, p99 {pct(ms, 99):.0f} ms")
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+            self.pg_store_drop(db)
+
+        # A whole host SIGKILLed (its supervisor and its worker, nothing recorded): host B takes
+        # the task over once its lease (lease_ms, default 3000) has run out. B is started only once
+        # the task runs on A (else the broker might hand it to B first), and stopped after.
+        db, url = self.pg_store("host")
+        samples = []
+        try:
+            for i in range(a.host_kills):
+                host_a = self.store_conf(url, 1, host="a")
+                host_b = self.store_conf(url, 2, queue=host_a["queue"], host="b")
+                self.sup(host_a, "start")
+                started_b = False
+                try:
+                    tid = int(self.sqlq(host_a, "submit", "--user", "bench", SLOW).stdout.strip())
+                    pid, deadline = 0, time.time() + 60
+                    while not pid:
+                        if time.time() > deadline:
+                            raise RuntimeError(f"host kill: task {tid} never ran on host A")
+                        pid = next((w["pid"] for w in self.status(host_a)["workers"] if w.get("task") == tid), 0)
+                        time.sleep(0.01)
+                    self.start_host_b(host_b)
+                    started_b = True
+                    sup_pid = self.status(host_a)["pid"]
+                    t0 = time.time()
+                    os.kill(sup_pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
+                    deadline = t0 + 120
+                    while True:
+                        s_, att, started, _ = self.pg_running(db, tid)
+                        if att >= 2 and s_ == "running":
+                            samples.append((started / 1000.0 - t0) * 1000)
+                            break
+                        if time.time() > deadline:
+                            raise RuntimeError(f"host kill: task {tid} not running again within 120 s ({s_}, attempt {att})")
+                        time.sleep(0.01)
+                    self.sqlq(host_b, "cancel", str(tid), check=False)
+                finally:
+                    if started_b:
+                        self.sup(host_b, "stop", check=False)
+                    self.sup(host_a, "stop", check=False)
+                    self.drop_queue(host_a)
+            res["orphan_host_ms"] = {"p50": pct(samples, 50), "p99": pct(samples, 99), "max": max(samples),
+                                     "n": len(samples), "lease_ms": 3000}
+            log(f"pgstore: host killed → task running again p50 {pct(samples, 50):.0f} ms, p99 {pct(samples, 99):.0f} ms")
+        finally:
+            self.pg_store_drop(db)
+
+        # submit → `sqlq wait` returns (two processes, as a script runs them), idle fleet of 4.
+        def wait_samples(c):
+            ms = []
+            for i in range(a.latency_whole_n + 10):
+                t0 = time.time()
+                tid = self.sqlq(c, "submit", "--user", "bench", TRIVIAL).stdout.strip()
+                self.sqlq(c, "wait", tid, "--timeout", "60")
+                if i >= 10:
+                    ms.append((time.time() - t0) * 1000)
+            return {"p50": pct(ms, 50), "p99": pct(ms, 99), "max": max(ms), "n": len(ms)}
+        c = self.conf("quorum", "full", 4)
+        self.sup(c, "start")
+        try:
+            res["wait_sqlite_ms"] = wait_samples(c)
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+        db, url = self.pg_store("wait")
+        c = self.store_conf(url, 4)
+        self.sup(c, "start")
+        try:
+            res["wait_postgres_ms"] = wait_samples(c)
+        finally:
+            self.sup(c, "stop", check=False)
+            self.drop_queue(c)
+            self.pg_store_drop(db)
+        log(f"pgstore: submit → wait, SQLite store p50 {res['wait_sqlite_ms']['p50']:.1f} ms, "
+            f"PostgreSQL store p50 {res['wait_postgres_ms']['p50']:.1f} ms")
+        res["machine"] = machine(a)
+        self.results["pgstore"] = res
+
     # --- 6 and 7. memory and scale ---
 
     def fleet_memory(self, c):
@@ -1135,6 +1376,19 @@ def report(res):
                   f"   cancel of a running pg_sleep: recorded → cancelled p50 {cc['stop_ms']['p50']} ms, p99 {cc['stop_ms']['p99']} ms, "
                   f"max {cc['stop_ms']['max']} ms (n={cc['stop_ms']['n']}); `sqlq cancel` command p50 {cc['command_ms']['p50']:.0f} ms, "
                   f"p99 {cc['command_ms']['p99']:.0f} ms", ""]
+    if "pgstore" in res:
+        p = res["pgstore"]
+        rows = [[s["workers"], s["hosts"], fmt(s["sqlite"]) if s["sqlite"] else "-", fmt(s["postgres"]),
+                 fmt(s["ratio"], "%", 100) if s["ratio"] else "-"] for s in p["summary"]]
+        o = lambda k: (f"p50 {p[k]['p50']:.0f} ms, p99 {p[k]['p99']:.0f} ms, max {p[k]['max']:.0f} ms (n={p[k]['n']})"
+                       if k in p else "-")
+        lines += [f"13. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
+                  "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each",
+                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite"], rows),
+                  f"   orphan, worker SIGKILLed (supervisor alive) → task running again: {o('orphan_worker_ms')}",
+                  f"   orphan, whole host SIGKILLed (lease_ms 3000) → running again on the other host: {o('orphan_host_ms')}",
+                  f"   submit → `sqlq wait` returns (two processes, idle fleet of 4): SQLite store {o('wait_sqlite_ms')}; "
+                  f"PostgreSQL store {o('wait_postgres_ms')}", ""]
     if "fairness" in res:
         f = res["fairness"]
         rows = [[c["users"], fmt(c["fifo_us"], "", 1, 1), fmt(c["fair_us"], "", 1, 1)] for c in f.get("claim_cost", [])]
@@ -1227,7 +1481,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
     ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,pgstore")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -1244,6 +1498,7 @@ def main():
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
         a.fair_backlog, a.fair_seconds = 500, 6
         a.overlap_rounds = 1
+        a.host_kills = 5
     else:
         a.rounds, a.qtypes, a.workers = 3, ["quorum", "classic"], [1, 4, 8, 40]
         a.trivial, a.moderate, a.publish_each = 5000, 1000, 1000
@@ -1255,10 +1510,11 @@ def main():
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
         a.fair_backlog, a.fair_seconds = 2000, 15
         a.overlap_rounds = 3
+        a.host_kills = 20
     a.pg_dir = a.pg_dir or os.path.join(a.work, "pg")
     os.makedirs(a.out, exist_ok=True)
     all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres",
-                    "overlap", "fairness"]
+                    "overlap", "fairness", "pgstore"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run
