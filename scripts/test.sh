@@ -11,8 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 jobs=${SQLQ_TEST_JOBS:-2}
 status=0
+begun=$SECONDS
+stage() { echo "== $* (at $((SECONDS - begun)) s)"; }
 
-echo "== build"
+stage build
 "$root/scripts/build.sh" "$root/build" -DSQLQ_BENCH=OFF
 
 # While the tests run, their processes mostly wait (on servers, timeouts, kills): the sanitizer
@@ -23,7 +25,7 @@ fuzz=0; [ -x "$root/tests/fuzz/run.sh" ] && fuzz=1
 side_log=$root/build/side-build.log
 side_pid=
 if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
-    echo "== building the sanitizer build and the fuzz targets beside the tests (nice 19; log: $side_log)"
+    stage "building the sanitizer build and the fuzz targets beside the tests (nice 19; log: $side_log)"
     (   # exit status: 1 the sanitizer build failed, 2 the fuzz targets' build, 3 both
         rc=0
         if [ -z "$sanitize" ]; then
@@ -31,17 +33,19 @@ if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
                 -DSQLQ_BENCH=OFF || rc=1
         fi
         if [ $fuzz = 1 ]; then nice -n 19 "$root/tests/fuzz/run.sh" build || rc=$((rc + 2)); fi
+        echo "== the side build ended at $((SECONDS - begun)) s, status $rc"
         exit $rc
     ) > "$side_log" 2>&1 &
     side_pid=$!
 fi
 
-echo "== tests"
+stage tests
 (cd "$root/build" && ctest -j"$jobs" --output-on-failure --timeout 900) || status=1
 
 side=0
 if [ -n "$side_pid" ]; then
     wait "$side_pid" || side=$?
+    tail -n 1 "$side_log"
     if [ $side != 0 ]; then
         echo "== the side build failed ($( ((side & 1)) && echo "sanitizer build " )$( ((side & 2)) && echo "fuzz targets" )):" >&2
         tail -n 60 "$side_log" >&2
@@ -50,13 +54,14 @@ if [ -n "$side_pid" ]; then
 fi
 
 if [ -z "$sanitize" ] && ! ((side & 1)); then
-    echo "== tests under AddressSanitizer and UndefinedBehaviorSanitizer (the fault and cluster suites, whole-process kill scenarios, run in the plain build only)"
+    stage "tests under AddressSanitizer and UndefinedBehaviorSanitizer (the fault and cluster suites, whole-process kill scenarios, run in the plain build only)"
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     (cd "$root/build-asan" && ctest -j"$jobs" --output-on-failure --timeout 900 -LE "fault|cluster") || status=1
 fi
 
 if [ $fuzz = 1 ] && ! ((side & 2)); then
-    echo "== fuzz"
+    stage fuzz
     "$root/tests/fuzz/run.sh" run "${SQLQ_FUZZ_SECONDS:-20}" || status=1
 fi
+stage "done, exit $status"
 exit $status
