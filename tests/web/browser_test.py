@@ -12,7 +12,7 @@ import time
 import unittest
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -131,9 +131,17 @@ class BrowserTest(unittest.TestCase):
         self.assertTrue(b.by_id("detail-stop").is_displayed())
         t0 = time.monotonic()
         b.by_id("detail-stop").click()
-        b.wait_status("cancelled", timeout=10)
+        try:
+            b.wait_status("cancelled", timeout=30)
+        except TimeoutException:
+            row = self.env.store().execute("SELECT status, cancel_requested_at, attempts FROM tasks WHERE id=?",
+                                           (tid,)).fetchone()
+            self.fail("the page shows %r 30 s after Stop; the store has %r" % (b.status(), row))
         took = time.monotonic() - t0
-        self.assertLess(took, 1.0, "the page showed the stop after %.2f s" % took)
+        # One second in the plain build; under the sanitizers (ASAN_OPTIONS set by
+        # scripts/test.sh) every sqlq process runs several times slower: five.
+        bound = 5.0 if os.environ.get("ASAN_OPTIONS") else 1.0
+        self.assertLess(took, bound, "the page showed the stop after %.2f s" % took)
         self.assertFalse(b.by_id("detail-stop").is_displayed())
         # In the store: stopped once, never run again (one execution, one outcome). A cancelled
         # row is final: no claim takes a cancelled task.
