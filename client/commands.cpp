@@ -254,8 +254,9 @@ int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Outpu
 int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out) {
     // On a terminal: what the task is doing while we wait, overwritten in place.
     ProgressLine line;
-    auto w = TaskService(cfg).wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0,
-                                   wait_progress(line, id));
+    TaskService svc(cfg);
+    auto w = svc.wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0, wait_progress(line, id));
+    svc.done_waiting();
     line.clear();
     const Task& t = w.task;
     if (out.json) {
@@ -274,7 +275,9 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
 
 int cmd_cancel(const Config& cfg, int64_t id, const std::string& by, TaskService::WaitForStop wait, const Output& out) {
     using Kind = TaskService::Cancelled::Kind;
-    auto r = TaskService(cfg).cancel(id, by, wait);
+    TaskService svc(cfg);
+    auto r = svc.cancel(id, by, wait);
+    svc.done_waiting();
     auto say = [&](const std::string& text, json j, int code) {
         if (out.json) std::cout << j.dump() << "\n";
         else (code == kExitOk ? std::cout : std::cerr) << (code == kExitOk ? "" : "sqlq: ") << text << "\n";
@@ -470,6 +473,7 @@ int cmd_run(const Config& cfg, const RunOptions& o, const Output& out) {
     const int64_t timeout_ms = o.timeout_s > 0 ? std::max<int64_t>(1, int64_t(o.timeout_s * 1000)) : 0;
     auto w = g_interrupted ? TaskService::Waited{svc.show(id), false, true}
                            : svc.wait(id, timeout_ms, wait_progress(line, id), [] { return g_interrupted != 0; });
+    svc.done_waiting();
     line.clear();
     if (w.interrupted || w.timed_out) {
         std::ostringstream why;

@@ -224,6 +224,12 @@ std::unique_ptr<StoreWatch> TaskService::watch() {
     return store_->watch();
 }
 
+void TaskService::done_waiting() {
+    if (!watch_) return;
+    watch_->unwatch();
+    unwatched_ = std::move(watch_);
+}
+
 StoreWatch& TaskService::waiting_watch() {
     if (!watch_) watch_ = watch();
     return *watch_;

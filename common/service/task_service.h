@@ -90,6 +90,11 @@ public:
     // A new watch of the kind wait() uses: the store's, or a PollingWatch when [store] notify is
     // "off". For a front end that waits on its own (an event loop: StoreWatch::fd()).
     std::unique_ptr<StoreWatch> watch();
+    // For a one-shot client (sqlq run, wait, cancel) once it has waited for the last time: the
+    // kept watch lets go of its kernel state now, so that its teardown overlaps the printing of
+    // the result instead of delaying the process's exit (StoreWatch::unwatch). A later wait
+    // makes a new watch.
+    void done_waiting();
 
     // --- cancel ---
     struct Cancelled {
@@ -141,6 +146,7 @@ private:
     Config cfg_;
     std::unique_ptr<TaskStore> store_;
     std::unique_ptr<StoreWatch> watch_;
+    std::unique_ptr<StoreWatch> unwatched_;  // done_waiting()'s, closed with the service
     std::unique_ptr<amqp::Connection> conn_;  // null until the first submit, or after a failure
     int64_t conn_used_ = 0;                   // mono_ms of its last use
 };

@@ -45,6 +45,14 @@ SqliteWatch::~SqliteWatch() {
     if (fd_ >= 0) ::close(fd_);  // drops every watch of the instance
 }
 
+void SqliteWatch::unwatch() {
+    for (int* wd : {&log_wd_, &dir_wd_})
+        if (*wd >= 0) {
+            inotify_rm_watch(fd_, *wd);
+            *wd = -1;
+        }
+}
+
 void SqliteWatch::watch_log() {
     // ENOENT: no log yet (the store was never opened in WAL mode, or its last connection closed);
     // its creation shows in the directory. The same file again gives back the same descriptor.

@@ -27,6 +27,7 @@ public:
     bool wait(int64_t timeout_ms) override;
     bool live() const override { return true; }
     int fd() const override { return fd_; }
+    void unwatch() override;
 
     // A commit's frames are written (the event) a moment before the WAL index in shared memory
     // makes them visible to readers (no event), and a reader woken in between sees the old

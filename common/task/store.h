@@ -83,6 +83,11 @@ public:
     // A descriptor that becomes readable when the store may have changed, for an event loop
     // (call wait(0) once it is readable); -1 when there is none.
     virtual int fd() const { return -1; }
+    // The caller is done waiting: drop what the kernel holds for the watch now, so that its
+    // teardown overlaps what the caller does next (SqliteWatch: closing an inotify instance with
+    // its marks in place waits for an RCU grace period, ~8 ms of a one-shot `sqlq run`). wait()
+    // reports nothing afterwards.
+    virtual void unwatch() {}
 };
 
 // A watch that reports nothing: wait() sleeps its timeout (interruptible by a signal).
