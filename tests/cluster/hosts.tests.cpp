@@ -163,6 +163,18 @@ private:
     std::set<pid_t> known_;
 };
 
+// Starts both hosts side by side (each start returns once its workers consume); requires both
+// started.
+void start_both(Host& a, Host& b) {
+    Result ra, rb;
+    std::thread t([&] { rb = b.start(); });
+    ra = a.start();
+    t.join();
+    INFO(a.name() << ": " << ra.out << ra.err << "\n" << b.name() << ": " << rb.out << rb.err);
+    REQUIRE(ra.code == 0);
+    REQUIRE(rb.code == 0);
+}
+
 Result must_run(const std::vector<std::string>& argv) {
     auto r = run(argv, "", 30000);
     if (r.code != 0) {
@@ -332,11 +344,12 @@ private:
     std::list<Conn> conns_;
 };
 
-// Ids of the tasks running now whose owner is on `host`, read from the store.
-std::vector<int64_t> running_on(PgAdmin& db, const std::string& host) {
+// Ids of the tasks running now whose owner is on `host` (and that started at least `for_ms` ago,
+// by the database's clock: a slow one, with most of its run still ahead), read from the store.
+std::vector<int64_t> running_on(PgAdmin& db, const std::string& host, int for_ms = 0) {
     std::vector<int64_t> ids;
     for (const auto& row : db.query("SELECT id FROM sqlq_tasks WHERE status='running' AND owner LIKE '" + host +
-                                    ":%' ORDER BY id"))
+                                    ":%' AND started_at <= sqlq_now_ms() - " + std::to_string(for_ms) + " ORDER BY id"))
         ids.push_back(std::stoll(row[0]));
     return ids;
 }
@@ -362,8 +375,8 @@ Setup hosts_setup(const Cluster& c, const ScratchDatabase& db, int workers) {
     return s;
 }
 
-// The line a worker of the cut-off host logs when the store refused its late write for task
-// `id`: its lease renewal (the claim was lost) or its outcome (not recorded).
+// The line a worker of the cut-off host logs when the store fenced its attempt at task `id` out:
+// at a lease check or renewal (the claim was lost), or at its outcome (not recorded).
 bool refused_late(const std::string& log, int64_t id) {
     std::istringstream lines(log);
     const std::string task = "task " + std::to_string(id) + ": ";
@@ -389,14 +402,12 @@ TEST_CASE("a host powered off mid-load: its supervisor and every worker SIGKILLe
     PgAdmin store(db.url);
     Env env(hosts_setup(c, db, 3));
     Host a(env, HostOptions::plain("hosta")), b(env, HostOptions::plain("hostb"));
-    auto sa = a.start(), sb = b.start();
-    INFO(sa.err << sb.err);
-    REQUIRE(sa.code == 0);
-    REQUIRE(sb.code == 0);
+    start_both(a, b);
 
-    Producer producer(env, 6, 12, mixed_load(6, 3, 1500), 1000);
-    // Host B busy: tasks of its own running (the slow ones last 1.5 s).
-    REQUIRE(eventually([&] { return !running_on(store, "hostb").empty(); }, 60000));
+    Producer producer(env, 6, 8, mixed_load(6, 3, 1500), 1000);
+    // Host B busy: a slow task of its own running (1.5 s; 300 ms of it gone, so it does not end
+    // between this look and the kill).
+    REQUIRE(eventually([&] { return !running_on(store, "hostb", 300).empty(); }, 60000));
     const auto killed = b.power_off();
     const int64_t killed_at = mono_ms();
     // What host B held when it went: nobody will record those tasks' loss (its supervisor is
@@ -413,6 +424,13 @@ TEST_CASE("a host powered off mid-load: its supervisor and every worker SIGKILLe
 
     // Each runs again on host A (its redelivered message waits 'held' until the lease ran out),
     // and ends: a generous bound, the lease plus 30 s.
+    if (eventually([&] {
+            for (int64_t id : orphans)
+                if (task_row(store, id).attempts < 2) return false;
+            return true;
+        }, kLeaseMs + 30000))
+        std::cout << "host B's tasks running again on host A " << (mono_ms() - killed_at)
+                  << " ms after the power-off (a figure, not checked)" << std::endl;
     const bool recovered = eventually([&] {
         for (int64_t id : orphans)
             if (!is_terminal(task_row(store, id).status)) return false;
@@ -443,7 +461,7 @@ TEST_CASE("a host powered off mid-load: its supervisor and every worker SIGKILLe
 }
 
 TEST_CASE("a host partitioned off for longer than the lease, then healed: the other host takes its tasks over, "
-          "the cut-off workers' late writes are refused, every outcome is recorded once",
+          "the cut-off workers are fenced out, every outcome is recorded once",
           "[cluster][hosts][partition]") {
     Cluster c;
     c.all_up();
@@ -464,16 +482,14 @@ TEST_CASE("a host partitioned off for longer than the lease, then healed: the ot
     Env env(s);
     Host a(env, HostOptions::plain("hosta"));
     Host b(env, HostOptions::in_netns("hostb", net.name(), net.here()));
-    auto sa = a.start(), sb = b.start();
-    INFO(sa.err << sb.err);
-    REQUIRE(sa.code == 0);
-    REQUIRE(sb.code == 0);
+    start_both(a, b);
     // Host B's workers consume through the veth, not over this host's loopback.
     CHECK(has(b.log(), "on " + net.here() + ":"));
     CHECK_FALSE(has(b.log(), "on 127.0.0.1:"));
 
     Producer producer(env, 4, 12, mixed_load(4, 4, 2500), 1000);
-    REQUIRE(eventually([&] { return !running_on(store, "hostb").empty(); }, 60000));
+    // A slow task (2.5 s) running on B for 300 ms already: most of its run is ahead of the cut.
+    REQUIRE(eventually([&] { return !running_on(store, "hostb", 300).empty(); }, 60000));
     net.cut();
     const int64_t cut_at = mono_ms();
     const auto held = running_on(store, "hostb");
@@ -503,16 +519,22 @@ TEST_CASE("a host partitioned off for longer than the lease, then healed: the ot
     REQUIRE(!taken.empty());
     CHECK(cut_ms >= kLeaseMs);
 
-    // Healed, B's workers go on where they stood: the lease renewal or the outcome they were
-    // sending reaches the store, which refuses it (fenced by the attempt).
+    // Healed, B's workers go on where they stood: the lease check or renewal, or the outcome,
+    // they were sending reaches the store and finds their attempt fenced out (the task's
+    // `attempts` moved on): the run is discarded, or the outcome not recorded.
     const bool all_refused = eventually([&] {
         const std::string log = b.log();
         for (int64_t id : taken)
             if (!refused_late(log, id)) return false;
         return true;
     }, 60000);
-    std::cout << "host B's late writes refused " << (mono_ms() - cut_at - cut_ms) << " ms after the heal"
-              << std::endl;
+    std::cout << "host B's workers fenced out " << (mono_ms() - cut_at - cut_ms) << " ms after the heal:" << std::endl;
+    {
+        std::istringstream lines(b.log());
+        for (std::string line; std::getline(lines, line);)
+            for (int64_t id : taken)
+                if (refused_late(line, id)) std::cout << "  " << line << std::endl;
+    }
     CHECK(all_refused);
 
     producer.after(1);  // a submit after the heal (unless all went out before)
@@ -554,10 +576,7 @@ TEST_CASE("two hosts with clocks 10 minutes off: one ahead of the database, one 
     PgAdmin store(db.url);
     Env env(hosts_setup(c, db, 2));
     Host a(env, HostOptions::clock_off("hosta", offset_s)), b(env, HostOptions::clock_off("hostb", -offset_s));
-    auto sa = a.start(), sb = b.start();
-    INFO(sa.err << sb.err);
-    REQUIRE(sa.code == 0);
-    REQUIRE(sb.code == 0);
+    start_both(a, b);
 
     // The sqlq processes see it: their log lines are stamped 10 minutes ahead, or behind.
     auto stamp_s = [](const std::string& log) -> int64_t {
@@ -575,8 +594,8 @@ TEST_CASE("two hosts with clocks 10 minutes off: one ahead of the database, one 
     // database's clock says whether it ran out. A lease written or read by a host's clock would
     // look 10 minutes expired to one host (a live worker's task taken over) or 10 minutes away
     // to the other (a dead owner's task stuck).
-    Producer producer(env, 8, 6, mixed_load(8, 4, 4000), 500);
-    producer.after(6);
+    Producer producer(env, 8, 4, mixed_load(8, 4, 4000), 500);
+    producer.after(4);
     producer.finish();
     INFO("last failed submit: " << producer.last_bad());
     CHECK(producer.bad() == 0);
