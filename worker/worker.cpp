@@ -217,8 +217,12 @@ Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d
     if (written) {
         // Wait: submit → the first claim only; a take-over's wait would measure a recovery.
         const int64_t wait_ms = c.token == 1 && c.created_at > 0 ? std::max<int64_t>(0, c.claimed_at - c.created_at) : -1;
+        // Cancel: its request (the store's clock) → now, in the store's clock too: the claim's
+        // reading of it plus the time since, by this host's monotonic clock. This host's wall
+        // clock may be minutes off the store's (a PostgreSQL store shared by hosts).
+        const int64_t store_now = c.claimed_at + (mono_ms() - t0);
         const int64_t cancel_ms = o.status == Status::cancelled && cancel_requested_at_ > 0
-                                      ? std::max<int64_t>(0, StoreDeps::wall_clock() - cancel_requested_at_)
+                                      ? std::max<int64_t>(0, store_now - cancel_requested_at_)
                                       : -1;
         report_done(id, o.status, wait_ms, run_ms, cancel_ms);
     }
