@@ -360,8 +360,12 @@ void Supervisor::after_event() {
 }
 
 void Supervisor::arm_timer() {
-    int64_t next = fleet_.next_deadline();
+    // After every event, so neither a walk of the slot table (wake_at() is kept without one)
+    // nor a timerfd_settime when the time did not change (most events: "alive" lines).
+    int64_t next = fleet_.wake_at();
     if (int64_t w = web_.next_deadline(); w != 0 && (next == 0 || w < next)) next = w;
+    if (next == timer_at_) return;
+    timer_at_ = next;
     if (next == 0) {
         timer_.cancel();
         return;
@@ -369,6 +373,7 @@ void Supervisor::arm_timer() {
     timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, next - mono_ms())));
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) return;  // re-armed or cancelled
+        timer_at_ = 0;   // fired: whatever comes next is armed anew
         fleet_.tick();
         web_.tick();
         after_event();

@@ -98,6 +98,7 @@ private:
     boost::asio::io_context io_;
     boost::asio::signal_set signals_;
     boost::asio::steady_timer timer_;
+    int64_t timer_at_ = 0;  // the mono_ms() timer_ is armed for (0: not armed)
     boost::asio::steady_timer start_timer_;
     ControlServer control_;
     Fleet fleet_;
