@@ -174,12 +174,19 @@ int Supervisor::run() {
     start_timer_.expires_after(std::chrono::milliseconds(cfg_.supervisor.start_timeout_ms));
     start_timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || phase_ != Phase::starting) return;
-        std::string waiting;
-        for (const auto& s : fleet_.slots())
-            if (s.wanted && s.state != SlotState::ready && s.state != SlotState::busy)
-                waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
+        // At most ten slots by name: with hundreds of workers behind a broker that stopped
+        // accepting connections, the whole list would be a line of kilobytes.
+        std::string waiting, words;
+        int late = 0;
+        for (const auto& s : fleet_.slots()) {
+            if (!s.wanted || s.state == SlotState::ready || s.state == SlotState::busy) continue;
+            if (++late <= 10) waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
+            if (words.empty() && !s.last_words.empty())
+                words = "; slot " + std::to_string(s.number) + " said: " + s.last_words;
+        }
+        if (late > 10) waiting += " and " + std::to_string(late - 10) + " more";
         startup_done(StartOutcome::failed, "not every worker was ready within start_timeout_ms " +
-                                std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")");
+                                std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")" + words);
     });
     after_event();
     io_.run();

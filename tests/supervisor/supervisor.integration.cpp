@@ -676,6 +676,33 @@ TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is i
         CHECK(log.find("task " + std::to_string(id) + ": succeeded in ") != std::string::npos);
 }
 
+TEST_CASE("a start that times out names ten slots, counts the rest, and quotes one of them", "[supervisor][start]") {
+    // Twelve workers that never report ready (a broker that stopped accepting connections looks
+    // like this to hundreds of them at once): the error stays one short line.
+    Env env;
+    const std::string stuck = env.dir() + "/stuck-worker";
+    std::ofstream(stuck) << "#!/bin/sh\necho 'waiting for a broker that never answers' >&2\nexec sleep 600\n";
+    REQUIRE(::chmod(stuck.c_str(), 0755) == 0);
+    Setup s;
+    s.workers = 12;
+    s.sections["supervisor"] = "start_timeout_ms = 3000\n";
+    env.rewrite(s);
+    std::string text = read_file(env.config());
+    auto at = text.find(bin("sqlq-test-worker"));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, bin("sqlq-test-worker").size(), stuck);
+    std::ofstream(env.config()) << text;
+    auto r = supervisor(env, {"start"});
+    INFO(r.err);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("not every worker was ready within start_timeout_ms 3000 (slots 1 starting, ") != std::string::npos);
+    CHECK(r.err.find("10 starting and 2 more)") != std::string::npos);
+    CHECK(r.err.find("11 starting") == std::string::npos);
+    CHECK(r.err.find("said: waiting for a broker that never answers") != std::string::npos);
+    CHECK(supervisor(env, {"status"}).code == 3);
+    CHECK(lock_free(env));
+}
+
 TEST_CASE("a fleet larger than the soft limit on open files allows starts: the supervisor raises it",
           "[supervisor][start][limits]") {
 #if defined(__SANITIZE_ADDRESS__)
