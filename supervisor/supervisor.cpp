@@ -167,7 +167,7 @@ int Supervisor::run() {
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_urls(cfg_.broker.urls), cfg_.supervisor.run_dir);
-    fleet_.set_target(cfg_.supervisor.workers);
+    set_target(cfg_.supervisor.workers);
     // sqlq-web is not part of the start's "ready": a console that cannot bind shows in status
     // (and in the log) and is retried with a backoff, while the fleet serves `sqlq` meanwhile.
     if (cfg_.web.enabled) web_.set_wanted(true);
@@ -194,10 +194,18 @@ int Supervisor::run() {
     return exit_code_;
 }
 
+void Supervisor::set_target(int workers) {
+    // Every worker this forks waits before its exec until the last one is forked (StartGate).
+    StartGate gate;
+    batch_gate_ = &gate;
+    fleet_.set_target(workers);
+    batch_gate_ = nullptr;
+}
+
 // --- Spawner ---
 
 Spawned Supervisor::spawn(int slot, uint64_t generation) {
-    Launched l = launch_worker(opts_.worker, cfg_.file, slot, original_mask_);
+    Launched l = launch_worker(opts_.worker, cfg_.file, slot, original_mask_, batch_gate_);
     auto c = std::make_shared<Child>(io_, slot, generation, l.pid, l.status_fd, l.output_fd);
     children_[l.pid] = c;
     read_status(c);
@@ -466,7 +474,7 @@ std::string Supervisor::reload() {
     sweeper_.update(cfg_);
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
     if (phase_ != Phase::stopping) {
-        fleet_.set_target(cfg_.supervisor.workers);
+        set_target(cfg_.supervisor.workers);
         if (cfg_.web.enabled && opts_.web.empty()) {
             try {
                 opts_.web = find_program("sqlq-web", "web");
