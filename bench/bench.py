@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import signal
 import sqlite3
@@ -621,7 +622,7 @@ watchdog_ms = {watchdog_ms}
             db.close()
             busy = {"worker_rss_kb": summary([p["rss"] for p in peak.values()]),
                     "worker_pss_kb": summary([p["pss"] for p in peak.values()])}
-            # Idle after work: the first idle poll (250 ms) closes the target's connection and
+            # Idle after work: the first idle poll (500 ms) closes the target's connection and
             # trims the heap; 2 s leave room for it.
             time.sleep(2)
             after = self.fleet_memory(c)
@@ -661,6 +662,231 @@ watchdog_ms = {watchdog_ms}
                            "status_json_s": summary(statuses_json), "stop_s": summary(stops), "memory": mems[-1]}
             log(f"scale: {n} workers: start {statistics.median(starts):.2f} s")
         self.results["scale"] = out
+
+    # --- 7b. a thousand workers on one host (issue 17, part 6) ---
+
+    def broker_pid(self):
+        """The private node's pid (bench/run.sh starts it in WORK/node), or None."""
+        try:
+            with open(os.path.join(self.a.broker_dir, "pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def cpu_ns(pid):
+        """CPU time of a process, all its threads, in ns (0 when it is gone): schedstat's run
+        time, exact, where utime + stime are sampled in ticks of 10 ms (a thousand idle workers
+        each use less than one tick in ten seconds)."""
+        total = 0
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+        return total
+
+    @staticmethod
+    def open_fds(pid):
+        try:
+            return len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return None
+
+    @staticmethod
+    def fd_limit(pid):
+        try:
+            with open(f"/proc/{pid}/limits") as f:
+                for ln in f:
+                    if ln.startswith("Max open files"):
+                        return int(ln.split()[3])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    class LogTail:
+        """The supervisor's log, read as it grows: (epoch s, slot, pid, what) of each 'spawned'
+        and 'ready in' line."""
+        rx = re.compile(r"^(\S+) .*slot (\d+) pid (\d+): (spawned|ready in)")
+
+        def __init__(self, path):
+            self.f = open(path, errors="replace")
+            self.f.seek(0, os.SEEK_END)
+            self.part = ""
+
+        def lines(self):
+            out = []
+            chunk = self.f.read()
+            if not chunk:
+                return out
+            text = self.part + chunk
+            *whole, self.part = text.split("\n")
+            for ln in whole:
+                m = self.rx.match(ln)
+                if m:
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+                    out.append((t, int(m.group(2)), int(m.group(3)), m.group(4)))
+            return out
+
+        def close(self):
+            self.f.close()
+
+    def kill_and_time(self, tail, victims, timeout=30):
+        """SIGKILLs victims {pid: slot} together; returns {slot: (ms until the replacement's
+        'ready' line, new pid)}, timed from just before the first kill to each line's time."""
+        t_kill = time.time()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        want = set(victims.values())
+        done = {}
+        deadline = time.time() + timeout
+        while want - set(done):
+            for t, slot, pid, what in tail.lines():
+                if what == "ready in" and slot in want and pid not in victims and slot not in done:
+                    done[slot] = ((t - t_kill) * 1000.0, pid)
+            if time.time() > deadline:
+                raise RuntimeError(f"slots {sorted(want - set(done))} not ready again within {timeout} s")
+            time.sleep(0.002)
+        return done
+
+    def respawn_series(self, c, logpath, st, kills, tens, seed):
+        """SIGKILLs one worker at a time `kills` times, then ten at once `tens` times, each time
+        only workers older than failed_start_ms (a younger one is a failed start by design) and
+        the longest-lived first; returns the ms from kill to each replacement's 'ready' line,
+        those of the tens, and the ms until all ten of a kill were back."""
+        by_slot = {w["slot"]: w["pid"] for w in st["workers"]}
+        born = {s: 0.0 for s in by_slot}  # 0: since the start, well before
+        order = sorted(by_slot)
+        random.Random(seed).shuffle(order)
+        rank = {s: i for i, s in enumerate(order)}
+        one, ten, fleet10 = [], [], []
+        tail = self.LogTail(logpath)
+
+        def victims(k):
+            while True:
+                old = sorted((s for s in by_slot if time.time() - born[s] >= 2.2),
+                             key=lambda s: (born[s], rank[s]))
+                if len(old) >= k:
+                    return old[:k]
+                time.sleep(0.1)
+        try:
+            for i in range(kills + tens):
+                slots = victims(1 if i < kills else 10)
+                got = self.kill_and_time(tail, {by_slot[s]: s for s in slots})
+                for s in slots:
+                    by_slot[s] = got[s][1]
+                    born[s] = time.time()
+                ms = [got[s][0] for s in slots]
+                if i < kills:
+                    one += ms
+                else:
+                    ten += ms
+                    fleet10.append(max(ms))
+                time.sleep(0.05)
+        finally:
+            tail.close()
+        return one, ten, fleet10
+
+    def thousand(self):
+        """A thousand workers on one host: start until all ready, idle memory and CPU, the
+        broker's share, respawn with the fleet running, status, stop."""
+        a = self.a
+        n = a.thousand_workers
+        rounds = []
+        respawn_one, respawn_ten, ten_fleet, respawn_small = [], [], [], []
+        for rnd in range(a.thousand_rounds):
+            bpid = self.broker_pid()
+            broker_before = mem_of(bpid) if bpid else None
+            c = self.conf("quorum", "full", n, start_timeout_ms=300000)
+            load = os.getloadavg()
+            t = time.time()
+            self.sup(c, "start")
+            r = {"round": rnd, "start_s": time.time() - t, "load_at_start": load}
+            logpath = os.path.join(c["run_dir"], "supervisor.log")
+            try:
+                with open(logpath, errors="replace") as f:
+                    m = re.search(r"all (\d+) workers ready in (\d+) ms", f.read())
+                r["ready_logged_ms"] = int(m.group(2)) if m else None
+                time.sleep(3)  # settle: the last workers' first idle polls, the sweeper's first sweep
+                st = self.status(c)
+                pids = [w["pid"] for w in st["workers"]]
+                mems = [m for m in (mem_of(p) for p in pids) if m]
+                sup = mem_of(st["pid"])
+                r["workers"] = len(mems)
+                r["worker_pss_kb_mean"] = sum(m["pss"] for m in mems) / len(mems)
+                r["worker_rss_kb_mean"] = sum(m["rss"] for m in mems) / len(mems)
+                r["supervisor_rss_kb"], r["supervisor_pss_kb"] = sup["rss"], sup["pss"]
+                r["supervisor_fds"], r["supervisor_fd_limit"] = self.open_fds(st["pid"]), self.fd_limit(st["pid"])
+                if bpid:
+                    bm = mem_of(bpid)
+                    r["broker_rss_kb"] = bm["rss"]
+                    r["broker_rss_kb_before"] = broker_before["rss"] if broker_before else None
+                    r["broker_fds"], r["broker_fd_limit"] = self.open_fds(bpid), self.fd_limit(bpid)
+                # Idle CPU over 10 s: what a fleet that waits costs the host.
+                procs = {"supervisor": [st["pid"]], "workers": pids, "broker": [bpid] if bpid else []}
+                before = {k: sum(self.cpu_ns(p) for p in v) for k, v in procs.items()}
+                t0 = time.time()
+                time.sleep(10)
+                dt = time.time() - t0
+                r["idle_cpu_pct"] = {k: (sum(self.cpu_ns(p) for p in v) - before[k]) / 1e9 / dt * 100.0
+                                     for k, v in procs.items()}
+                statuses, statuses_json = [], []
+                for _ in range(10):
+                    t = time.time()
+                    self.sup(c, "status")
+                    statuses.append((time.time() - t) * 1000.0)
+                    t = time.time()
+                    self.sup(c, "status", "--json")
+                    statuses_json.append((time.time() - t) * 1000.0)
+                r["status_ms"], r["status_json_ms"] = statuses, statuses_json
+                # Respawn with the fleet running: SIGKILL one worker at a time, then ten at once.
+                one, ten, fleet10 = self.respawn_series(c, logpath, st, a.thousand_kills, a.thousand_kill_tens, rnd)
+                respawn_one += one
+                respawn_ten += ten
+                ten_fleet += fleet10
+            finally:
+                t = time.time()
+                self.sup(c, "stop", check=False)
+                r["stop_s"] = time.time() - t
+                self.drop_queue(c)
+            # The same kills on a fleet of 4, right after: what respawn costs on this machine now,
+            # apart from the fleet's size.
+            c4 = self.conf("quorum", "full", 4)
+            self.sup(c4, "start")
+            try:
+                time.sleep(1)
+                small, _, _ = self.respawn_series(c4, os.path.join(c4["run_dir"], "supervisor.log"), self.status(c4),
+                                                  a.thousand_kills, 0, rnd)
+                respawn_small += small
+            finally:
+                self.sup(c4, "stop", check=False)
+                self.drop_queue(c4)
+            r["load_at_end"] = os.getloadavg()
+            rounds.append(r)
+            log(f"thousand r{rnd + 1}: start {r['start_s']:.2f} s, worker PSS {r['worker_pss_kb_mean'] / 1024:.2f} MB, "
+                f"status p50 {statistics.median(r['status_ms']):.0f} ms, stop {r['stop_s']:.2f} s, "
+                f"idle CPU {r['idle_cpu_pct']}")
+
+        def stats(xs):
+            return {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else None, "n": len(xs)}
+
+        self.results["thousand"] = {
+            "workers": n, "rounds": rounds,
+            "start_s": summary([r["start_s"] for r in rounds]),
+            "worker_pss_kb": summary([r["worker_pss_kb_mean"] for r in rounds]),
+            "worker_rss_kb": summary([r["worker_rss_kb_mean"] for r in rounds]),
+            "supervisor_rss_kb": summary([r["supervisor_rss_kb"] for r in rounds]),
+            "supervisor_pss_kb": summary([r["supervisor_pss_kb"] for r in rounds]),
+            "broker_per_connection_kb": summary([(r["broker_rss_kb"] - r["broker_rss_kb_before"]) / n for r in rounds
+                                                 if r.get("broker_rss_kb_before")]),
+            "status_ms": stats([x for r in rounds for x in r["status_ms"]]),
+            "status_json_ms": stats([x for r in rounds for x in r["status_json_ms"]]),
+            "stop_s": summary([r["stop_s"] for r in rounds]),
+            "respawn_one_ms": stats(respawn_one), "respawn_ten_ms": stats(respawn_ten),
+            "respawn_ten_fleet_ms": stats(ten_fleet), "respawn_small_ms": stats(respawn_small),
+            "idle_cpu_pct": {k: summary([r["idle_cpu_pct"][k] for r in rounds]) for k in ("supervisor", "workers", "broker")},
+            "samples_respawn_one": respawn_one, "samples_respawn_ten": respawn_ten, "samples_respawn_small": respawn_small}
 
     # --- 8. submit ---
 
@@ -1085,6 +1311,30 @@ def report(res):
         rows = [[n, fmt(s["start_s"], " s", 1, 2), fmt(s["status_s"], " ms", 1000), fmt(s["status_json_s"], " ms", 1000),
                  fmt(s["stop_s"], " s", 1, 2)] for n, s in res["scale"].items()]
         lines += ["7. scale", table(["workers", "start (all ready)", "status", "status --json", "stop"], rows), ""]
+    if "thousand" in res:
+        t = res["thousand"]
+        p = lambda d: "-" if not d or d.get("p50") is None else f"p50 {d['p50']:.0f} ms, p99 {d['p99']:.0f} ms, max {d['max']:.0f} ms (n={d['n']})"
+        r0 = t["rounds"][-1]
+        rows = [["start until all ready", fmt(t["start_s"], " s", 1, 2), "< 10 s"],
+                ["idle worker PSS (sum / N)", fmt(t["worker_pss_kb"], " MB", 1 / 1024, 2), "< 2 MB"],
+                ["idle worker RSS (mean)", fmt(t["worker_rss_kb"], " MB", 1 / 1024, 1), ""],
+                ["supervisor RSS / PSS", fmt(t["supervisor_rss_kb"], " MB", 1 / 1024, 1) + " / " +
+                 fmt(t["supervisor_pss_kb"], " MB", 1 / 1024, 1), ""],
+                ["supervisor open fds (limit)", f"{r0.get('supervisor_fds')} ({r0.get('supervisor_fd_limit')})", ""],
+                ["broker RSS per connection", fmt(t["broker_per_connection_kb"], " kB", 1, 0), ""],
+                ["broker open fds (limit)", f"{r0.get('broker_fds')} ({r0.get('broker_fd_limit')})", ""],
+                ["respawn, one SIGKILLed", p(t["respawn_one_ms"]), "p99 < 100 ms"],
+                ["respawn, ten at once (per worker)", p(t["respawn_ten_ms"]), ""],
+                ["respawn, ten at once (all ten back)", p(t["respawn_ten_fleet_ms"]), ""],
+                ["respawn, one SIGKILLed, fleet of 4 (same round)", p(t.get("respawn_small_ms")), ""],
+                ["`status`", p(t["status_ms"]), "< 100 ms"],
+                ["`status --json`", p(t["status_json_ms"]), ""],
+                ["stop", fmt(t["stop_s"], " s", 1, 2), ""]]
+        for k in ("supervisor", "workers", "broker"):
+            rows.append([f"idle CPU, {k} (% of one core)", fmt(t["idle_cpu_pct"][k], " %", 1, 1), ""])
+        lines += [f"7b. a thousand workers on one host ({t['workers']} workers, {len(t['rounds'])} rounds; load at start → end "
+                  + ", ".join(f"{r['load_at_start'][0]:.1f} → {r.get('load_at_end', [0])[0]:.1f}" for r in t["rounds"]) + ")",
+                  table(["measure", "result", "target"], rows), ""]
     if "submit" in res:
         s = res["submit"]
         lines += ["8. submit (durability full, quorum)",
@@ -1227,7 +1477,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
     ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness")
+    ap.add_argument("--broker-dir", default="", help="the RabbitMQ node's directory (scripts/broker.sh; default WORK/node)")
+    ap.add_argument("--thousand-workers", type=int, default=1000, help="the fleet size of section thousand")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,thousand")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -1241,6 +1493,7 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
+        a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 1, 50, 5
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
         a.fair_backlog, a.fair_seconds = 500, 6
         a.overlap_rounds = 1
@@ -1252,13 +1505,15 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
+        a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 3, 60, 10
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
         a.fair_backlog, a.fair_seconds = 2000, 15
         a.overlap_rounds = 3
     a.pg_dir = a.pg_dir or os.path.join(a.work, "pg")
+    a.broker_dir = a.broker_dir or os.path.join(a.work, "node")
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres",
-                    "overlap", "fairness"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "thousand", "submit", "metrics", "latency",
+                    "postgres", "overlap", "fairness"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run
