@@ -198,8 +198,12 @@ void Supervisor::set_target(int workers) {
     // Every worker this forks waits before its exec until the last one is forked (StartGate).
     StartGate gate;
     batch_gate_ = &gate;
+    // Forgotten before the gate opens, even when set_target throws: no spawn may use it after.
+    struct Forget {
+        const StartGate*& gate;
+        ~Forget() { gate = nullptr; }
+    } forget{batch_gate_};
     fleet_.set_target(workers);
-    batch_gate_ = nullptr;
 }
 
 // --- Spawner ---
