@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import resource
 import re
 import signal
 import sqlite3
@@ -888,6 +889,114 @@ watchdog_ms = {watchdog_ms}
             "idle_cpu_pct": {k: summary([r["idle_cpu_pct"][k] for r in rounds]) for k in ("supervisor", "workers", "broker")},
             "samples_respawn_one": respawn_one, "samples_respawn_ten": respawn_ten, "samples_respawn_small": respawn_small}
 
+    # --- 13. CPU per task, by process (issue 17, part 4) ---
+
+    @staticmethod
+    def run_rusage(cmd):
+        """Runs cmd to its end and returns its stdout. Its CPU, with that of the children it
+        waited for, lands in this process's RUSAGE_CHILDREN (children_cpu())."""
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        return r.stdout
+
+    @staticmethod
+    def children_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def cpu(self):
+        """CPU per task split by process while 8 workers drain pre-loaded trivial tasks: sqlq,
+        the reference consumer, and the bare publish + consume ceiling throttled to sqlq's rate."""
+        a = self.a
+        n, w = a.cpu_tasks, 8
+        bpid = self.broker_pid()
+        if not bpid:
+            raise RuntimeError(f"no broker pid in {a.broker_dir} (--broker-dir)")
+        rows = []
+        for rnd in range(a.rounds):
+            load = os.getloadavg()[0]
+            # sqlq: the tasks stored and published first (the submitter's CPU), then the fleet.
+            # The broker's CPU from before the submit to the end of the drain: publish, confirm,
+            # deliver and ack, as in the ceiling's run below.
+            c = self.conf("quorum", "full", w)
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+            submitter = self.children_cpu() - t
+            t0 = time.time()
+            self.sup(c, "start")
+            try:
+                last, ok = self.wait_done(c["store"], n)
+                st = self.status(c)
+                b1 = self.cpu_ns(bpid)
+                workers = sum(self.cpu_ns(x["pid"]) for x in st["workers"]) / 1e9  # since their fork: ~4 ms each of start-up
+                sup = self.cpu_ns(st["pid"]) / 1e9
+            finally:
+                self.sup(c, "stop", check=False)
+                self.drop_queue(c)
+            rate = n / (last - t0)
+            rows.append({"round": rnd, "system": "sqlq", "rate": rate, "load": load, "ok": ok,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": workers * 1e6 / n, "supervisor": sup * 1e6 / n,
+                                "submitter": submitter * 1e6 / n}})
+            # The reference: the same pre-loaded tasks (stored and published by sqlq), 8 consumers.
+            c = self.conf("quorum", "full", w)
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+            submitter = self.children_cpu() - t
+            logf = open(os.path.join(c["dir"], "reference.log"), "w")
+            procs = []
+            t0 = time.time()
+            try:
+                for _ in range(w):
+                    procs.append(subprocess.Popen(
+                        ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                         "--queue", c["queue"], "--queue-type", "quorum", "--store", c["store"], "--db", self.demo,
+                         "--sync", "FULL"], stdout=logf, stderr=logf))
+                last, ok = self.wait_done(c["store"], n)
+                b1 = self.cpu_ns(bpid)
+                consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+            finally:
+                for p in procs:
+                    p.kill()
+                for p in procs:
+                    p.wait()
+                logf.close()
+                self.drop_queue(c)
+            rows.append({"round": rnd, "system": "reference", "rate": n / (last - t0), "load": load, "ok": ok,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": consumers * 1e6 / n, "supervisor": None,
+                                "submitter": submitter * 1e6 / n}})
+            # The ceiling, throttled to sqlq's rate: 8 bare consumers, each sleeping after its ack
+            # so that together they ack at about `rate`, while one connection publishes with
+            # confirms (the publisher is the submitter's counterpart).
+            q = "bench.cpu.ceiling"
+            self.pub("declare", queue=q, type="quorum")
+            self.pub("purge", queue=q)
+            delay_us = max(0, int(w * 1e6 / rate) - 150)  # ~150 µs: a bare consume + ack's own time
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            out = self.run_rusage([self.bin["cons"], "--port", str(self.port), "--queue", q, "--count", str(n),
+                                   "--consumers", str(w), "--prefetch", "1", "--publish", "1", "--window", "500",
+                                   "--delay-us", str(delay_us)])
+            both = self.children_cpu() - t
+            b1 = self.cpu_ns(bpid)
+            r = json.loads(out)
+            rows.append({"round": rnd, "system": "ceiling", "rate": r["rate"], "load": load, "ok": n, "delay_us": delay_us,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": both * 1e6 / n, "supervisor": None,
+                                "submitter": None}})
+            log(f"cpu r{rnd + 1}: " + ", ".join(
+                f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
+                for x in rows[-3:]))
+        out = []
+        for sysname in ("sqlq", "reference", "ceiling"):
+            sel = [r for r in rows if r["system"] == sysname]
+            out.append({"system": sysname, "rate": summary([r["rate"] for r in sel]),
+                        **{k: summary([r["us"][k] for r in sel if r["us"][k] is not None])
+                           for k in ("broker", "workers", "supervisor", "submitter")},
+                        "total": summary([sum(v for v in r["us"].values() if v) for r in sel])})
+        self.results["cpu"] = {"tasks": n, "workers": w, "samples": rows, "summary": out}
+
     # --- 8. submit ---
 
     def submit(self):
@@ -1335,6 +1444,15 @@ def report(res):
         lines += [f"7b. a thousand workers on one host ({t['workers']} workers, {len(t['rounds'])} rounds; load at start → end "
                   + ", ".join(f"{r['load_at_start'][0]:.1f} → {r.get('load_at_end', [0])[0]:.1f}" for r in t["rounds"]) + ")",
                   table(["measure", "result", "target"], rows), ""]
+    if "cpu" in res:
+        cp = res["cpu"]
+        names = {"sqlq": "sqlq (8 workers)", "reference": "reference consumer (8)",
+                 "ceiling": "bare publish + consume, throttled"}
+        rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
+                 fmt(x["supervisor"], " µs"), fmt(x["submitter"], " µs"), fmt(x["total"], " µs")] for x in cp["summary"]]
+        lines += [f"13. CPU per task by process, µs: {cp['tasks']} pre-loaded trivial tasks drained by {cp['workers']} consumers; "
+                  "broker: from the submit's start to the drain's end; ceiling: its consumers and publisher together",
+                  table(["system", "tasks/s", "broker", "workers / consumers", "supervisor", "submitter", "total"], rows), ""]
     if "submit" in res:
         s = res["submit"]
         lines += ["8. submit (durability full, quorum)",
@@ -1479,7 +1597,7 @@ def main():
     ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
     ap.add_argument("--broker-dir", default="", help="the RabbitMQ node's directory (scripts/broker.sh; default WORK/node)")
     ap.add_argument("--thousand-workers", type=int, default=1000, help="the fleet size of section thousand")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,thousand")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,thousand,cpu")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -1494,6 +1612,7 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
         a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 1, 50, 5
+        a.cpu_tasks = 5000
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
         a.fair_backlog, a.fair_seconds = 500, 6
         a.overlap_rounds = 1
@@ -1506,6 +1625,7 @@ def main():
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
         a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 3, 60, 10
+        a.cpu_tasks = 20000
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
         a.fair_backlog, a.fair_seconds = 2000, 15
         a.overlap_rounds = 3
@@ -1513,7 +1633,7 @@ def main():
     a.broker_dir = a.broker_dir or os.path.join(a.work, "node")
     os.makedirs(a.out, exist_ok=True)
     all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "thousand", "submit", "metrics", "latency",
-                    "postgres", "overlap", "fairness"]
+                    "postgres", "overlap", "fairness", "cpu"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run
