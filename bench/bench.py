@@ -11,6 +11,8 @@ import datetime
 import json
 import os
 import platform
+import random
+import resource
 import re
 import signal
 import sqlite3
@@ -862,7 +864,7 @@ database = "{self.demo}"
             db.close()
             busy = {"worker_rss_kb": summary([p["rss"] for p in peak.values()]),
                     "worker_pss_kb": summary([p["pss"] for p in peak.values()])}
-            # Idle after work: the first idle poll (250 ms) closes the target's connection and
+            # Idle after work: the first idle poll (500 ms) closes the target's connection and
             # trims the heap; 2 s leave room for it.
             time.sleep(2)
             after = self.fleet_memory(c)
@@ -902,6 +904,339 @@ database = "{self.demo}"
                            "status_json_s": summary(statuses_json), "stop_s": summary(stops), "memory": mems[-1]}
             log(f"scale: {n} workers: start {statistics.median(starts):.2f} s")
         self.results["scale"] = out
+
+    # --- 7b. a thousand workers on one host (issue 17, part 6) ---
+
+    def broker_pid(self):
+        """The private node's pid (bench/run.sh starts it in WORK/node), or None."""
+        try:
+            with open(os.path.join(self.a.broker_dir, "pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def cpu_ns(pid):
+        """CPU time of a process, all its threads, in ns (0 when it is gone): schedstat's run
+        time, exact, where utime + stime are sampled in ticks of 10 ms (a thousand idle workers
+        each use less than one tick in ten seconds)."""
+        total = 0
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+        return total
+
+    @staticmethod
+    def open_fds(pid):
+        try:
+            return len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return None
+
+    @staticmethod
+    def fd_limit(pid):
+        try:
+            with open(f"/proc/{pid}/limits") as f:
+                for ln in f:
+                    if ln.startswith("Max open files"):
+                        return int(ln.split()[3])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    class LogTail:
+        """The supervisor's log, read as it grows: (epoch s, slot, pid, what) of each 'spawned'
+        and 'ready in' line."""
+        rx = re.compile(r"^(\S+) .*slot (\d+) pid (\d+): (spawned|ready in)")
+
+        def __init__(self, path):
+            self.f = open(path, errors="replace")
+            self.f.seek(0, os.SEEK_END)
+            self.part = ""
+
+        def lines(self):
+            out = []
+            chunk = self.f.read()
+            if not chunk:
+                return out
+            text = self.part + chunk
+            *whole, self.part = text.split("\n")
+            for ln in whole:
+                m = self.rx.match(ln)
+                if m:
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+                    out.append((t, int(m.group(2)), int(m.group(3)), m.group(4)))
+            return out
+
+        def close(self):
+            self.f.close()
+
+    def kill_and_time(self, tail, victims, timeout=30):
+        """SIGKILLs victims {pid: slot} together; returns {slot: (ms until the replacement's
+        'ready' line, new pid)}, timed from just before the first kill to each line's time."""
+        t_kill = time.time()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        want = set(victims.values())
+        done = {}
+        deadline = time.time() + timeout
+        while want - set(done):
+            for t, slot, pid, what in tail.lines():
+                if what == "ready in" and slot in want and pid not in victims and slot not in done:
+                    done[slot] = ((t - t_kill) * 1000.0, pid)
+            if time.time() > deadline:
+                raise RuntimeError(f"slots {sorted(want - set(done))} not ready again within {timeout} s")
+            time.sleep(0.002)
+        return done
+
+    def respawn_series(self, c, logpath, st, kills, tens, seed):
+        """SIGKILLs one worker at a time `kills` times, then ten at once `tens` times, each time
+        only workers older than failed_start_ms (a younger one is a failed start by design) and
+        the longest-lived first; returns the ms from kill to each replacement's 'ready' line,
+        those of the tens, and the ms until all ten of a kill were back."""
+        by_slot = {w["slot"]: w["pid"] for w in st["workers"]}
+        born = {s: 0.0 for s in by_slot}  # 0: since the start, well before
+        order = sorted(by_slot)
+        random.Random(seed).shuffle(order)
+        rank = {s: i for i, s in enumerate(order)}
+        one, ten, fleet10 = [], [], []
+        tail = self.LogTail(logpath)
+
+        def victims(k):
+            while True:
+                old = sorted((s for s in by_slot if time.time() - born[s] >= 2.2),
+                             key=lambda s: (born[s], rank[s]))
+                if len(old) >= k:
+                    return old[:k]
+                time.sleep(0.1)
+        try:
+            for i in range(kills + tens):
+                slots = victims(1 if i < kills else 10)
+                got = self.kill_and_time(tail, {by_slot[s]: s for s in slots})
+                for s in slots:
+                    by_slot[s] = got[s][1]
+                    born[s] = time.time()
+                ms = [got[s][0] for s in slots]
+                if i < kills:
+                    one += ms
+                else:
+                    ten += ms
+                    fleet10.append(max(ms))
+                time.sleep(0.05)
+        finally:
+            tail.close()
+        return one, ten, fleet10
+
+    def thousand(self):
+        """A thousand workers on one host: start until all ready, idle memory and CPU, the
+        broker's share, respawn with the fleet running, status, stop."""
+        a = self.a
+        n = a.thousand_workers
+        rounds = []
+        respawn_one, respawn_ten, ten_fleet, respawn_small = [], [], [], []
+        for rnd in range(a.thousand_rounds):
+            bpid = self.broker_pid()
+            broker_before = mem_of(bpid) if bpid else None
+            c = self.conf("quorum", "full", n, start_timeout_ms=300000)
+            load = os.getloadavg()
+            t = time.time()
+            self.sup(c, "start")
+            r = {"round": rnd, "start_s": time.time() - t, "load_at_start": load}
+            logpath = os.path.join(c["run_dir"], "supervisor.log")
+            try:
+                with open(logpath, errors="replace") as f:
+                    m = re.search(r"all (\d+) workers ready in (\d+) ms", f.read())
+                r["ready_logged_ms"] = int(m.group(2)) if m else None
+                time.sleep(3)  # settle: the last workers' first idle polls, the sweeper's first sweep
+                st = self.status(c)
+                pids = [w["pid"] for w in st["workers"]]
+                mems = [m for m in (mem_of(p) for p in pids) if m]
+                sup = mem_of(st["pid"])
+                r["workers"] = len(mems)
+                r["worker_pss_kb_mean"] = sum(m["pss"] for m in mems) / len(mems)
+                r["worker_rss_kb_mean"] = sum(m["rss"] for m in mems) / len(mems)
+                r["supervisor_rss_kb"], r["supervisor_pss_kb"] = sup["rss"], sup["pss"]
+                r["supervisor_fds"], r["supervisor_fd_limit"] = self.open_fds(st["pid"]), self.fd_limit(st["pid"])
+                if bpid:
+                    bm = mem_of(bpid)
+                    r["broker_rss_kb"] = bm["rss"]
+                    r["broker_rss_kb_before"] = broker_before["rss"] if broker_before else None
+                    r["broker_fds"], r["broker_fd_limit"] = self.open_fds(bpid), self.fd_limit(bpid)
+                # Idle CPU over 10 s: what a fleet that waits costs the host.
+                procs = {"supervisor": [st["pid"]], "workers": pids, "broker": [bpid] if bpid else []}
+                before = {k: sum(self.cpu_ns(p) for p in v) for k, v in procs.items()}
+                t0 = time.time()
+                time.sleep(10)
+                dt = time.time() - t0
+                r["idle_cpu_pct"] = {k: (sum(self.cpu_ns(p) for p in v) - before[k]) / 1e9 / dt * 100.0
+                                     for k, v in procs.items()}
+                statuses, statuses_json = [], []
+                for _ in range(10):
+                    t = time.time()
+                    self.sup(c, "status")
+                    statuses.append((time.time() - t) * 1000.0)
+                    t = time.time()
+                    self.sup(c, "status", "--json")
+                    statuses_json.append((time.time() - t) * 1000.0)
+                r["status_ms"], r["status_json_ms"] = statuses, statuses_json
+                # Respawn with the fleet running: SIGKILL one worker at a time, then ten at once.
+                one, ten, fleet10 = self.respawn_series(c, logpath, st, a.thousand_kills, a.thousand_kill_tens, rnd)
+                respawn_one += one
+                respawn_ten += ten
+                ten_fleet += fleet10
+            finally:
+                t = time.time()
+                self.sup(c, "stop", check=False)
+                r["stop_s"] = time.time() - t
+                self.drop_queue(c)
+            # The same kills on a fleet of 4, right after: what respawn costs on this machine now,
+            # apart from the fleet's size.
+            c4 = self.conf("quorum", "full", 4)
+            self.sup(c4, "start")
+            try:
+                time.sleep(1)
+                small, _, _ = self.respawn_series(c4, os.path.join(c4["run_dir"], "supervisor.log"), self.status(c4),
+                                                  a.thousand_kills, 0, rnd)
+                respawn_small += small
+            finally:
+                self.sup(c4, "stop", check=False)
+                self.drop_queue(c4)
+            r["load_at_end"] = os.getloadavg()
+            rounds.append(r)
+            log(f"thousand r{rnd + 1}: start {r['start_s']:.2f} s, worker PSS {r['worker_pss_kb_mean'] / 1024:.2f} MB, "
+                f"status p50 {statistics.median(r['status_ms']):.0f} ms, stop {r['stop_s']:.2f} s, "
+                f"idle CPU {r['idle_cpu_pct']}")
+
+        def stats(xs):
+            return {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else None, "n": len(xs)}
+
+        self.results["thousand"] = {
+            "workers": n, "rounds": rounds,
+            "start_s": summary([r["start_s"] for r in rounds]),
+            "worker_pss_kb": summary([r["worker_pss_kb_mean"] for r in rounds]),
+            "worker_rss_kb": summary([r["worker_rss_kb_mean"] for r in rounds]),
+            "supervisor_rss_kb": summary([r["supervisor_rss_kb"] for r in rounds]),
+            "supervisor_pss_kb": summary([r["supervisor_pss_kb"] for r in rounds]),
+            "broker_per_connection_kb": summary([(r["broker_rss_kb"] - r["broker_rss_kb_before"]) / n for r in rounds
+                                                 if r.get("broker_rss_kb_before")]),
+            "status_ms": stats([x for r in rounds for x in r["status_ms"]]),
+            "status_json_ms": stats([x for r in rounds for x in r["status_json_ms"]]),
+            "stop_s": summary([r["stop_s"] for r in rounds]),
+            "respawn_one_ms": stats(respawn_one), "respawn_ten_ms": stats(respawn_ten),
+            "respawn_ten_fleet_ms": stats(ten_fleet), "respawn_small_ms": stats(respawn_small),
+            "idle_cpu_pct": {k: summary([r["idle_cpu_pct"][k] for r in rounds]) for k in ("supervisor", "workers", "broker")},
+            "samples_respawn_one": respawn_one, "samples_respawn_ten": respawn_ten, "samples_respawn_small": respawn_small}
+
+    # --- 13. CPU per task, by process (issue 17, part 4) ---
+
+    @staticmethod
+    def run_rusage(cmd):
+        """Runs cmd to its end and returns its stdout. Its CPU, with that of the children it
+        waited for, lands in this process's RUSAGE_CHILDREN (children_cpu())."""
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        return r.stdout
+
+    @staticmethod
+    def children_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def cpu(self):
+        """CPU per task split by process while 8 workers drain pre-loaded trivial tasks: sqlq,
+        the reference consumer, and the bare publish + consume ceiling throttled to sqlq's rate."""
+        a = self.a
+        n, w = a.cpu_tasks, 8
+        bpid = self.broker_pid()
+        if not bpid:
+            raise RuntimeError(f"no broker pid in {a.broker_dir} (--broker-dir)")
+        rows = []
+        for rnd in range(a.rounds):
+            load = os.getloadavg()[0]
+            # sqlq: the tasks stored and published first (the submitter's CPU), then the fleet.
+            # The broker's CPU from before the submit to the end of the drain: publish, confirm,
+            # deliver and ack, as in the ceiling's run below.
+            c = self.conf("quorum", "full", w)
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+            submitter = self.children_cpu() - t
+            t0 = time.time()
+            self.sup(c, "start")
+            try:
+                last, ok = self.wait_done(c["store"], n)
+                st = self.status(c)
+                b1 = self.cpu_ns(bpid)
+                workers = sum(self.cpu_ns(x["pid"]) for x in st["workers"]) / 1e9  # since their fork: ~4 ms each of start-up
+                sup = self.cpu_ns(st["pid"]) / 1e9
+            finally:
+                self.sup(c, "stop", check=False)
+                self.drop_queue(c)
+            rate = n / (last - t0)
+            rows.append({"round": rnd, "system": "sqlq", "rate": rate, "load": load, "ok": ok,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": workers * 1e6 / n, "supervisor": sup * 1e6 / n,
+                                "submitter": submitter * 1e6 / n}})
+            # The reference: the same pre-loaded tasks (stored and published by sqlq), 8 consumers.
+            c = self.conf("quorum", "full", w)
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+            submitter = self.children_cpu() - t
+            logf = open(os.path.join(c["dir"], "reference.log"), "w")
+            procs = []
+            t0 = time.time()
+            try:
+                for _ in range(w):
+                    procs.append(subprocess.Popen(
+                        ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                         "--queue", c["queue"], "--queue-type", "quorum", "--store", c["store"], "--db", self.demo,
+                         "--sync", "FULL"], stdout=logf, stderr=logf))
+                last, ok = self.wait_done(c["store"], n)
+                b1 = self.cpu_ns(bpid)
+                consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+            finally:
+                for p in procs:
+                    p.kill()
+                for p in procs:
+                    p.wait()
+                logf.close()
+                self.drop_queue(c)
+            rows.append({"round": rnd, "system": "reference", "rate": n / (last - t0), "load": load, "ok": ok,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": consumers * 1e6 / n, "supervisor": None,
+                                "submitter": submitter * 1e6 / n}})
+            # The ceiling, throttled to sqlq's rate: 8 bare consumers, each sleeping after its ack
+            # so that together they ack at about `rate`, while one connection publishes with
+            # confirms (the publisher is the submitter's counterpart).
+            q = "bench.cpu.ceiling"
+            self.pub("declare", queue=q, type="quorum")
+            self.pub("purge", queue=q)
+            delay_us = max(0, int(w * 1e6 / rate) - 150)  # ~150 µs: a bare consume + ack's own time
+            b0 = self.cpu_ns(bpid)
+            t = self.children_cpu()
+            out = self.run_rusage([self.bin["cons"], "--port", str(self.port), "--queue", q, "--count", str(n),
+                                   "--consumers", str(w), "--prefetch", "1", "--publish", "1", "--window", "500",
+                                   "--delay-us", str(delay_us)])
+            both = self.children_cpu() - t
+            b1 = self.cpu_ns(bpid)
+            r = json.loads(out)
+            rows.append({"round": rnd, "system": "ceiling", "rate": r["rate"], "load": load, "ok": n, "delay_us": delay_us,
+                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": both * 1e6 / n, "supervisor": None,
+                                "submitter": None}})
+            log(f"cpu r{rnd + 1}: " + ", ".join(
+                f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
+                for x in rows[-3:]))
+        out = []
+        for sysname in ("sqlq", "reference", "ceiling"):
+            sel = [r for r in rows if r["system"] == sysname]
+            out.append({"system": sysname, "rate": summary([r["rate"] for r in sel]),
+                        **{k: summary([r["us"][k] for r in sel if r["us"][k] is not None])
+                           for k in ("broker", "workers", "supervisor", "submitter")},
+                        "total": summary([sum(v for v in r["us"].values() if v) for r in sel])})
+        self.results["cpu"] = {"tasks": n, "workers": w, "samples": rows, "summary": out}
 
     # --- 8. submit ---
 
@@ -1326,6 +1661,39 @@ def report(res):
         rows = [[n, fmt(s["start_s"], " s", 1, 2), fmt(s["status_s"], " ms", 1000), fmt(s["status_json_s"], " ms", 1000),
                  fmt(s["stop_s"], " s", 1, 2)] for n, s in res["scale"].items()]
         lines += ["7. scale", table(["workers", "start (all ready)", "status", "status --json", "stop"], rows), ""]
+    if "thousand" in res:
+        t = res["thousand"]
+        p = lambda d: "-" if not d or d.get("p50") is None else f"p50 {d['p50']:.0f} ms, p99 {d['p99']:.0f} ms, max {d['max']:.0f} ms (n={d['n']})"
+        r0 = t["rounds"][-1]
+        rows = [["start until all ready", fmt(t["start_s"], " s", 1, 2), "< 10 s"],
+                ["idle worker PSS (sum / N)", fmt(t["worker_pss_kb"], " MB", 1 / 1024, 2), "< 2 MB"],
+                ["idle worker RSS (mean)", fmt(t["worker_rss_kb"], " MB", 1 / 1024, 1), ""],
+                ["supervisor RSS / PSS", fmt(t["supervisor_rss_kb"], " MB", 1 / 1024, 1) + " / " +
+                 fmt(t["supervisor_pss_kb"], " MB", 1 / 1024, 1), ""],
+                ["supervisor open fds (limit)", f"{r0.get('supervisor_fds')} ({r0.get('supervisor_fd_limit')})", ""],
+                ["broker RSS per connection", fmt(t["broker_per_connection_kb"], " kB", 1, 0), ""],
+                ["broker open fds (limit)", f"{r0.get('broker_fds')} ({r0.get('broker_fd_limit')})", ""],
+                ["respawn, one SIGKILLed", p(t["respawn_one_ms"]), "p99 < 100 ms"],
+                ["respawn, ten at once (per worker)", p(t["respawn_ten_ms"]), ""],
+                ["respawn, ten at once (all ten back)", p(t["respawn_ten_fleet_ms"]), ""],
+                ["respawn, one SIGKILLed, fleet of 4 (same round)", p(t.get("respawn_small_ms")), ""],
+                ["`status`", p(t["status_ms"]), "< 100 ms"],
+                ["`status --json`", p(t["status_json_ms"]), ""],
+                ["stop", fmt(t["stop_s"], " s", 1, 2), ""]]
+        for k in ("supervisor", "workers", "broker"):
+            rows.append([f"idle CPU, {k} (% of one core)", fmt(t["idle_cpu_pct"][k], " %", 1, 1), ""])
+        lines += [f"7b. a thousand workers on one host ({t['workers']} workers, {len(t['rounds'])} rounds; load at start → end "
+                  + ", ".join(f"{r['load_at_start'][0]:.1f} → {r.get('load_at_end', [0])[0]:.1f}" for r in t["rounds"]) + ")",
+                  table(["measure", "result", "target"], rows), ""]
+    if "cpu" in res:
+        cp = res["cpu"]
+        names = {"sqlq": "sqlq (8 workers)", "reference": "reference consumer (8)",
+                 "ceiling": "bare publish + consume, throttled"}
+        rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
+                 fmt(x["supervisor"], " µs"), fmt(x["submitter"], " µs"), fmt(x["total"], " µs")] for x in cp["summary"]]
+        lines += [f"13. CPU per task by process, µs: {cp['tasks']} pre-loaded trivial tasks drained by {cp['workers']} consumers; "
+                  "broker: from the submit's start to the drain's end; ceiling: its consumers and publisher together",
+                  table(["system", "tasks/s", "broker", "workers / consumers", "supervisor", "submitter", "total"], rows), ""]
     if "submit" in res:
         s = res["submit"]
         lines += ["8. submit (durability full, quorum)",
@@ -1481,7 +1849,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pg-url", default="", help="a PostgreSQL target with the demo data (section postgres)")
     ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
-    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,pgstore")
+    ap.add_argument("--broker-dir", default="", help="the RabbitMQ node's directory (scripts/broker.sh; default WORK/node)")
+    ap.add_argument("--thousand-workers", type=int, default=1000, help="the fleet size of section thousand")
+    ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,thousand,cpu,pgstore")
     a = ap.parse_args()
     if a.replot:
         replot(a.out)
@@ -1495,6 +1865,8 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 20, 5, 4, 20
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 1, 30
+        a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 1, 50, 5
+        a.cpu_tasks = 5000
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 100, 50, 30
         a.fair_backlog, a.fair_seconds = 500, 6
         a.overlap_rounds = 1
@@ -1507,14 +1879,17 @@ def main():
         a.durabilities, a.moderate_durabilities = ["full", "off"], ["full"]
         a.kills, a.kill_alls, a.respawn_workers, a.cancels = 60, 15, 4, 60
         a.fleets, a.scale_rounds, a.submit_single = [40, 200], 3, 100
+        a.thousand_rounds, a.thousand_kills, a.thousand_kill_tens = 3, 60, 10
+        a.cpu_tasks = 20000
         a.latency_n, a.latency_whole_n, a.latency_moderate_n = 500, 500, 100
         a.fair_backlog, a.fair_seconds = 2000, 15
         a.overlap_rounds = 3
         a.host_kills = 20
     a.pg_dir = a.pg_dir or os.path.join(a.work, "pg")
+    a.broker_dir = a.broker_dir or os.path.join(a.work, "node")
     os.makedirs(a.out, exist_ok=True)
-    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "submit", "metrics", "latency", "postgres",
-                    "overlap", "fairness", "pgstore"]
+    all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "thousand", "submit", "metrics", "latency",
+                    "postgres", "overlap", "fairness", "cpu", "pgstore"]
     sections = [s for s in a.only.split(",") if s] or all_sections
     earlier = {}
     if a.only:  # re-measure some sections: keep the others' figures from the earlier run

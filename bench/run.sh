@@ -6,7 +6,7 @@
 #
 #   bench/run.sh [--quick] [--only SECTION,...] [--keep]
 #     --quick   fewer tasks and rounds, one queue type: a few minutes
-#     --only    ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,pgstore
+#     --only    ceiling,throughput,respawn,cancel,memory,scale,thousand,submit,metrics,latency,postgres,overlap,fairness,cpu,pgstore
 #     --keep    keep the temporary directory (configs, stores, logs)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

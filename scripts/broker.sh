@@ -54,6 +54,11 @@ CONF
     # The node itself must be able to reach its directory.
     chmod o+x "$dir"
     d=$dir; while [ "$d" != "/" ]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
+    # The node takes its file limit from this shell: one descriptor per connection, and short of
+    # the limit it stops accepting ("file descriptor limit alarm"): at a soft limit of 1,024 a
+    # fleet of 1,000 workers stopped at 830 (docs/operations.md, "A thousand workers"). Debian's
+    # rabbitmq-server.service sets LimitNOFILE=65536; here the soft limit is raised to the hard one.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     as_rabbitmq env \
         RABBITMQ_NODENAME="$(node_of "$dir")" \
         RABBITMQ_NODE_PORT="$port" \

@@ -81,10 +81,20 @@ Fleet::Fleet(Policy policy, Spawner& spawner, Clock& clock) : policy_(policy), s
 
 void Fleet::dispatch(Slot& s, SlotEvent e, const ReportLine* r, int wait_status) {
     current_event_ = e;
-    // Every report is a sign of life, whatever else it means.
+    // Every report is a sign of life, whatever else it means (it moves the watchdog's deadline
+    // later: wake_at_ stays as it is).
     if (r) s.last_heard = clock_.now_ms();
+    const int ready_before = counts_ready(s), unexited_before = counts_unexited(s);
     Action a = kTable[static_cast<int>(s.state)][static_cast<int>(e)];
     (this->*a)(s, r, wait_status);
+    ready_count_ += counts_ready(s) - ready_before;
+    unexited_count_ += counts_unexited(s) - unexited_before;
+}
+
+void Fleet::set_wanted(Slot& s, bool wanted) {
+    ready_count_ -= counts_ready(s);
+    s.wanted = wanted;
+    ready_count_ += counts_ready(s);
 }
 
 // --- actions ---
@@ -115,6 +125,7 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
         s.state = SlotState::backoff;
         int64_t wait = backoff_ms(s.failed_starts);
         s.deadline = now + wait;
+        due(s.deadline);
         spdlog::error("slot {}: cannot spawn a worker: {}; retrying in {} ms", s.number, e.what(), wait);
         return;
     }
@@ -122,6 +133,8 @@ void Fleet::spawn(Slot& s, const ReportLine*, int) {
     s.starting_since = now;
     s.last_heard = now;
     s.state = SlotState::starting;
+    by_pid_[s.pid] = s.number;
+    due(now + policy_.watchdog_ms);
     spdlog::info("slot {} pid {}: spawned{}", s.number, s.pid,
                  s.restarts ? " (restart " + std::to_string(s.restarts) + ")" : std::string());
 }
@@ -146,6 +159,7 @@ void Fleet::became_busy(Slot& s, const ReportLine* r, int) {
     s.state = SlotState::busy;
     s.task = r ? r->task_id : 0;
     s.task_since = clock_.now_ms();
+    if (s.task && policy_.task_deadline_ms > 0) due(s.task_since + policy_.task_deadline_ms);
     spdlog::debug("slot {} pid {}: busy with task {}", s.number, s.pid, s.task);
 }
 
@@ -188,6 +202,7 @@ void Fleet::worker_stopping(Slot& s, const ReportLine*, int) {
     spdlog::info("slot {} pid {}: stopping", s.number, s.pid);
     s.state = SlotState::stopping;
     if (s.deadline == 0) s.deadline = clock_.now_ms() + policy_.stop_timeout_ms;
+    due(s.deadline);
 }
 
 void Fleet::terminate(Slot& s, const ReportLine*, int) {
@@ -196,6 +211,7 @@ void Fleet::terminate(Slot& s, const ReportLine*, int) {
     s.stop_asked = true;
     s.state = SlotState::stopping;
     s.deadline = clock_.now_ms() + policy_.stop_timeout_ms;
+    due(s.deadline);
     spdlog::info("slot {} pid {}: asked to stop (SIGTERM){}", s.number, s.pid,
                  s.task ? ", finishing task " + std::to_string(s.task) : std::string());
 }
@@ -216,6 +232,7 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
     const pid_t pid = s.pid;
     const int64_t uptime = now - s.spawned_at;
     s.last_exit = describe_wait_status(wait_status);
+    by_pid_.erase(pid);
     s.pid = -1;  // reaped: the pid may already belong to someone else
     s.deadline = 0;
     s.cancel_task = 0;
@@ -254,6 +271,7 @@ void Fleet::died(Slot& s, const ReportLine*, int wait_status) {
         int64_t wait = backoff_ms(s.failed_starts);
         s.state = SlotState::backoff;
         s.deadline = now + wait;
+        due(s.deadline);
         spdlog::warn("slot {}: backoff {} ms after {} failed starts in a row", s.number, wait, s.failed_starts);
         return;
     }
@@ -290,9 +308,8 @@ Slot* Fleet::find(int number) {
 }
 
 Slot* Fleet::find_pid(pid_t pid) {
-    for (auto& s : slots_)
-        if (s.pid == pid && pid > 0) return &s;
-    return nullptr;
+    auto it = by_pid_.find(pid);
+    return it == by_pid_.end() ? nullptr : find(it->second);
 }
 
 void Fleet::set_target(int n) {
@@ -304,7 +321,7 @@ void Fleet::set_target(int n) {
     for (int number = 1; wanted < n; ++number) {
         Slot& s = slot_at(number);
         if (s.wanted) continue;
-        s.wanted = true;
+        set_wanted(s, true);
         s.failed_starts = 0;
         ++wanted;
         // A slot still stopping from an earlier scale-down respawns when it is reaped.
@@ -332,7 +349,7 @@ void Fleet::set_target(int n) {
     });
     for (int i = 0; i < wanted - n; ++i) {
         Slot& s = *victims[i];
-        s.wanted = false;
+        set_wanted(s, false);
         dispatch(s, SlotEvent::term);
     }
 }
@@ -389,7 +406,7 @@ void Fleet::stop() {
     restart_queue_.clear();
     restarting_ = 0;
     for (auto& s : slots_) {
-        s.wanted = false;
+        set_wanted(s, false);
         dispatch(s, SlotEvent::term);
     }
 }
@@ -405,6 +422,7 @@ int Fleet::cancel(int64_t task) {
         if (s.has_process() && s.task == task) {
             s.cancel_task = task;
             s.cancel_at = clock_.now_ms() + policy_.cancel_grace_ms;
+            due(s.cancel_at);
             spdlog::info("slot {} pid {}: cancel of task {} requested; killed in {} ms unless it stops", s.number,
                          s.pid, task, policy_.cancel_grace_ms);
             return s.number;
@@ -490,6 +508,7 @@ void Fleet::tick() {
         }
     }
     advance_restart();
+    wake_at_ = next_deadline();  // exact again
 }
 
 int64_t Fleet::next_deadline() const {
@@ -521,11 +540,6 @@ int Fleet::ready() const {
     for (const auto& s : slots_)
         n += s.wanted && (s.state == SlotState::ready || s.state == SlotState::busy);
     return n;
-}
-
-bool Fleet::done() const {
-    if (!stopping_all_) return false;
-    return std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == SlotState::exited; });
 }
 
 int64_t Fleet::backoff_ms(int failed_starts) const {

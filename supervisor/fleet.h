@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <sys/types.h>
+#include <unordered_map>
 #include <vector>
 
 #include "task/report.h"
@@ -168,7 +169,10 @@ public:
     // Converges to n wanted slots: new slots start at once; scaling down retires backoff, then
     // starting, then idle, and busy slots last (they finish their task first).
     void set_target(int n);
-    void set_policy(const Policy& p) { policy_ = p; }
+    void set_policy(const Policy& p) {
+        policy_ = p;
+        wake_at_ = next_deadline();  // a shorter watchdog_ms or deadline moves deadlines earlier
+    }
     // Replaces the worker of one slot (or all, one slot at a time: the next one is stopped once
     // the previous replacement is ready). False when there is no such wanted slot.
     bool restart(std::optional<int> slot);
@@ -185,10 +189,17 @@ public:
     void report(int slot, uint64_t generation, const ReportLine& r);
     // A reaped child. False when the pid is no worker of ours (the caller logs it).
     bool exited(pid_t pid, int wait_status);
-    // Fires due deadlines: backoff, stop timeouts, watchdog, cancel grace.
+    // Fires due deadlines: backoff, stop timeouts, watchdog, cancel grace. Walks every slot.
     void tick();
-    // The earliest time tick() has something to do (0: nothing pending).
+    // The earliest time tick() has something to do (0: nothing pending). Walks every slot.
     int64_t next_deadline() const;
+    // When to call tick(): never later than next_deadline(), possibly earlier (0: nothing
+    // pending). Kept as events arrive, without a walk: an event only ever adds a deadline (and
+    // lowers this) or moves one later (a report moves the watchdog's), which leaves it early;
+    // tick() sets it exact again. So with a thousand workers each saying "alive" twice a
+    // second, the event loop does not walk the slot table per event, and ticks about once per
+    // watchdog_ms when nothing is due.
+    int64_t wake_at() const { return wake_at_; }
 
     // --- views ---
     const std::vector<Slot>& slots() const { return slots_; }
@@ -196,9 +207,11 @@ public:
     Slot* find_pid(pid_t pid);
     int target() const { return target_; }
     int alive() const;   // worker processes that exist (any state but exited and backoff)
-    int ready() const;   // wanted slots that are ready or busy
-    bool all_ready() const { return ready() == target_; }
-    bool done() const;   // stop() was called and every process has been reaped
+    int ready() const;   // wanted slots that are ready or busy (walks every slot)
+    // Without a walk (counts kept by dispatch() and set_wanted()): the event loop asks after
+    // every event.
+    bool all_ready() const { return ready_count_ == target_; }
+    bool done() const { return stopping_all_ && unexited_count_ == 0; }  // stop() was called and every process has been reaped
     const Policy& policy() const { return policy_; }
     const FleetCounters& counters() const { return counters_; }
 
@@ -226,6 +239,15 @@ private:
     static const Action kTable[6][10];
 
     Slot& slot_at(int number);   // grows the vector
+    void set_wanted(Slot& s, bool wanted);
+    void due(int64_t t) {        // a deadline was set at t: wake no later
+        if (t > 0 && (wake_at_ == 0 || t < wake_at_)) wake_at_ = t;
+    }
+    // What a slot adds to ready_count_ and unexited_count_.
+    static int counts_ready(const Slot& s) {
+        return s.wanted && (s.state == SlotState::ready || s.state == SlotState::busy);
+    }
+    static int counts_unexited(const Slot& s) { return s.state != SlotState::exited; }
     void advance_restart();
     int64_t backoff_ms(int failed_starts) const;
 
@@ -235,6 +257,10 @@ private:
     TaskLost task_lost_;
     FleetCounters counters_;
     std::vector<Slot> slots_;    // slots_[i].number == i + 1
+    std::unordered_map<pid_t, int> by_pid_;  // a live process's pid → its slot number (erased when reaped)
+    int ready_count_ = 0;        // == ready()
+    int unexited_count_ = 0;     // slots whose state is not exited
+    int64_t wake_at_ = 0;        // see wake_at()
     int target_ = 0;
     bool stopping_all_ = false;
     std::deque<int> restart_queue_;

@@ -77,11 +77,35 @@ void write_str(int fd, const char* s) {
 
 }  // namespace
 
-Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask) {
-    return launch({worker, "-c", config, "--slot", std::to_string(slot)}, mask, StatusPipe::yes);
+StartGate::StartGate() {
+    Fd r, w;
+    try {
+        make_pipe(r, w, "start gate");
+    } catch (const Error&) {
+        return;  // no gate: children go straight on, as without one
+    }
+    // Blocking: the children wait in read() (make_pipe made the read end non-blocking, for the
+    // event loop).
+    ::fcntl(r.fd, F_SETFL, ::fcntl(r.fd, F_GETFL) & ~O_NONBLOCK);
+    read_fd_ = r.release();
+    write_fd_ = w.release();
 }
 
-Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status) {
+StartGate::~StartGate() {
+    // Each child closed its own copy of the write end at once, so this close is the last one:
+    // their read()s return 0.
+    if (write_fd_ >= 0) ::close(write_fd_);
+    if (read_fd_ >= 0) ::close(read_fd_);
+}
+
+Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask,
+                       const StartGate* gate) {
+    return launch({worker, "-c", config, "--slot", std::to_string(slot)}, mask, StatusPipe::yes, gate);
+}
+
+Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status,
+                const StartGate* gate) {
+    const int gate_r = gate ? gate->read_fd() : -1, gate_w = gate ? gate->write_fd() : -1;
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
     const pid_t parent = ::getpid();
     const bool status_pipe = with_status == StatusPipe::yes;
@@ -118,6 +142,15 @@ Launched launch(const std::vector<std::string>& args, const sigset_t& mask, Stat
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail("cannot set PR_SET_PDEATHSIG", nullptr, errno);
         // The supervisor may have died before prctl: then nobody would ever kill us.
         if (::getppid() != parent) ::_exit(1);
+        if (gate_r >= 0) {
+            // Wait for the rest of the batch to be forked. Our copy of the write end goes first,
+            // or the read would wait for ourselves. A supervisor that dies meanwhile kills us
+            // (PR_SET_PDEATHSIG above).
+            if (gate_w >= 0) ::close(gate_w);
+            char c;
+            while (::read(gate_r, &c, 1) < 0 && errno == EINTR) {
+            }
+        }
         if (::dup2(devnull.fd, 0) < 0 || ::dup2(out_w.fd, 1) < 0 || ::dup2(out_w.fd, 2) < 0 ||
             (status_pipe && ::dup2(status_w.fd, kStatusFd) < 0))
             child_fail("cannot set up the child's fds", nullptr, errno);

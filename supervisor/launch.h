@@ -25,12 +25,34 @@ struct Launched {
     int output_fd = -1;  // read end of the stdout/stderr pipe (same)
 };
 
+// Holds back the children forked while it lives: each waits, blocked in read(2) before its
+// exec, until the gate is destroyed. The supervisor opens one around a batch of spawns (the start,
+// a scale-up): forking a thousand workers took 4-16 s of the supervisor's event loop, because
+// every child it had already forked was starting up beside it and the loop got a thousandth of
+// the CPU (its own work is 0.4 ms a fork). Held back, they no longer compete with the loop, which
+// then forks all of them in well under a second. Without a pipe (pipe2 failed) it holds nothing.
+class StartGate {
+public:
+    StartGate();
+    ~StartGate();  // opens the gate: every child waiting on it goes on to its exec
+    StartGate(const StartGate&) = delete;
+    StartGate& operator=(const StartGate&) = delete;
+    int read_fd() const { return read_fd_; }
+    int write_fd() const { return write_fd_; }
+
+private:
+    int read_fd_ = -1, write_fd_ = -1;
+};
+
 // Throws sqlq::Error when the process cannot be created (pipe or fork failed).
 // `mask` is the signal mask the child starts with. `args` is the argv, args[0] the binary's path.
+// With `gate`, the child waits for it before its exec.
 enum class StatusPipe : bool { no, yes };
-Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status);
+Launched launch(const std::vector<std::string>& args, const sigset_t& mask, StatusPipe with_status,
+                const StartGate* gate = nullptr);
 // A worker: `WORKER -c CONFIG --slot N`, with the status pipe.
-Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask);
+Launched launch_worker(const std::string& worker, const std::string& config, int slot, const sigset_t& mask,
+                       const StartGate* gate = nullptr);
 
 // The worker binary: [supervisor] worker_path, else sqlq-worker next to this binary, else in
 // ../worker/ (the build tree), else "sqlq-worker" found on PATH. Throws sqlq::Error naming where it looked.

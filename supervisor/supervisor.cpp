@@ -167,19 +167,26 @@ int Supervisor::run() {
     sweeper_.start();
     spdlog::info("starting {} workers ({}), pid {}, broker {}, run dir {}", cfg_.supervisor.workers, opts_.worker,
                  ::getpid(), redact_urls(cfg_.broker.urls), cfg_.supervisor.run_dir);
-    fleet_.set_target(cfg_.supervisor.workers);
+    set_target(cfg_.supervisor.workers);
     // sqlq-web is not part of the start's "ready": a console that cannot bind shows in status
     // (and in the log) and is retried with a backoff, while the fleet serves `sqlq` meanwhile.
     if (cfg_.web.enabled) web_.set_wanted(true);
     start_timer_.expires_after(std::chrono::milliseconds(cfg_.supervisor.start_timeout_ms));
     start_timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || phase_ != Phase::starting) return;
-        std::string waiting;
-        for (const auto& s : fleet_.slots())
-            if (s.wanted && s.state != SlotState::ready && s.state != SlotState::busy)
-                waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
+        // At most ten slots by name: with hundreds of workers behind a broker that stopped
+        // accepting connections, the whole list would be a line of kilobytes.
+        std::string waiting, words;
+        int late = 0;
+        for (const auto& s : fleet_.slots()) {
+            if (!s.wanted || s.state == SlotState::ready || s.state == SlotState::busy) continue;
+            if (++late <= 10) waiting += (waiting.empty() ? "" : ", ") + std::to_string(s.number) + " " + to_string(s.state);
+            if (words.empty() && !s.last_words.empty())
+                words = "; slot " + std::to_string(s.number) + " said: " + s.last_words;
+        }
+        if (late > 10) waiting += " and " + std::to_string(late - 10) + " more";
         startup_done(StartOutcome::failed, "not every worker was ready within start_timeout_ms " +
-                                std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")");
+                                std::to_string(cfg_.supervisor.start_timeout_ms) + " (slots " + waiting + ")" + words);
     });
     after_event();
     io_.run();
@@ -187,10 +194,22 @@ int Supervisor::run() {
     return exit_code_;
 }
 
+void Supervisor::set_target(int workers) {
+    // Every worker this forks waits before its exec until the last one is forked (StartGate).
+    StartGate gate;
+    batch_gate_ = &gate;
+    // Forgotten before the gate opens, even when set_target throws: no spawn may use it after.
+    struct Forget {
+        const StartGate*& gate;
+        ~Forget() { gate = nullptr; }
+    } forget{batch_gate_};
+    fleet_.set_target(workers);
+}
+
 // --- Spawner ---
 
 Spawned Supervisor::spawn(int slot, uint64_t generation) {
-    Launched l = launch_worker(opts_.worker, cfg_.file, slot, original_mask_);
+    Launched l = launch_worker(opts_.worker, cfg_.file, slot, original_mask_, batch_gate_);
     auto c = std::make_shared<Child>(io_, slot, generation, l.pid, l.status_fd, l.output_fd);
     children_[l.pid] = c;
     read_status(c);
@@ -360,8 +379,12 @@ void Supervisor::after_event() {
 }
 
 void Supervisor::arm_timer() {
-    int64_t next = fleet_.next_deadline();
+    // After every event, so neither a walk of the slot table (wake_at() is kept without one)
+    // nor a timerfd_settime when the time did not change (most events: "alive" lines).
+    int64_t next = fleet_.wake_at();
     if (int64_t w = web_.next_deadline(); w != 0 && (next == 0 || w < next)) next = w;
+    if (next == timer_at_) return;
+    timer_at_ = next;
     if (next == 0) {
         timer_.cancel();
         return;
@@ -369,6 +392,7 @@ void Supervisor::arm_timer() {
     timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, next - mono_ms())));
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) return;  // re-armed or cancelled
+        timer_at_ = 0;   // fired: whatever comes next is armed anew
         fleet_.tick();
         web_.tick();
         after_event();
@@ -454,7 +478,7 @@ std::string Supervisor::reload() {
     sweeper_.update(cfg_);
     spdlog::info("reload: workers {} → {}", before, cfg_.supervisor.workers);
     if (phase_ != Phase::stopping) {
-        fleet_.set_target(cfg_.supervisor.workers);
+        set_target(cfg_.supervisor.workers);
         if (cfg_.web.enabled && opts_.web.empty()) {
             try {
                 opts_.web = find_program("sqlq-web", "web");

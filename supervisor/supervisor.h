@@ -24,6 +24,7 @@
 #include "supervisor/control_server.h"
 #include "supervisor/fleet.h"
 #include "supervisor/keeper.h"
+#include "supervisor/launch.h"
 #include "supervisor/metrics.h"
 #include "supervisor/metrics_server.h"
 #include "supervisor/phase.h"
@@ -69,6 +70,8 @@ private:
     int64_t rss_mb(pid_t pid) override;
     int64_t now_ms() override;
     void hand_fleet_view();  // the fleet's workers, for the sweeper's next record in the store
+    // Fleet::set_target, its spawns held at a StartGate until the last one is forked.
+    void set_target(int workers);
 
     void wait_signals();
     void reap();
@@ -98,6 +101,8 @@ private:
     boost::asio::io_context io_;
     boost::asio::signal_set signals_;
     boost::asio::steady_timer timer_;
+    int64_t timer_at_ = 0;  // the mono_ms() timer_ is armed for (0: not armed)
+    const StartGate* batch_gate_ = nullptr;  // set only inside set_target()
     boost::asio::steady_timer start_timer_;
     ControlServer control_;
     Fleet fleet_;

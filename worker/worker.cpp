@@ -79,7 +79,11 @@ void Worker::serve(amqp::Connection& conn) {
     };
     while (!stop_) {
         const bool short_poll = unflushed;
-        auto d = conn.next(short_poll ? 10 : 250);
+        // Idle, a worker wakes only to say "alive" (kAliveIntervalMs): SIGTERM interrupts the
+        // wait, and rabbitmq-c answers heartbeats inside it. Waking every 250 ms, as it did, a
+        // thousand idle workers kept a sixth of a core busy (docs/performance.md, "A thousand
+        // workers on one host").
+        auto d = conn.next(short_poll ? 10 : static_cast<int>(kAliveIntervalMs));
         if (!d) {
             if (unflushed) flush();
             // Idle for real (the short poll after a task found nothing, then a long one did not

@@ -8,8 +8,11 @@
 // --batch` does). That is the broker's end-to-end ceiling, the same message flow as a task's:
 // publish, confirm, deliver, ack. The clock runs from the first publish to the last ack.
 //
+// With --delay-us D, each consumer sleeps D µs after each ack: the same flow at a lower rate
+// (bench.py's cpu section throttles it to sqlq's, to compare CPU per message at equal rates).
+//
 //   sqlq-bench-consumer --port P --queue Q --count N [--consumers C] [--prefetch 1]
-//                       [--publish 1 [--window 500]]
+//                       [--publish 1 [--window 500]] [--delay-us D]
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -42,6 +45,8 @@ int child(Shared& sh, const bench::Args& a, long count) {
     try {
         bench::Conn c(a.str("host", "127.0.0.1"), int(a.num("port", 5672)));
         c.qos(int(a.num("prefetch", 1)));
+        const long delay_us = a.num("delay-us", 0);
+        if (delay_us < 0 || delay_us >= 1'000'000) throw std::runtime_error("--delay-us must be 0 to 999999");
         ++sh.ready;
         // Everyone starts together, so the drain rate is that of C consumers, not of the first.
         while (!sh.go.load()) nap_us(200);
@@ -63,6 +68,7 @@ int child(Shared& sh, const bench::Args& a, long count) {
             amqp_destroy_envelope(&env);
             c.ack(tag);
             if (sh.acked.fetch_add(1) + 1 == count) sh.done_ns = bench::now_ns();
+            if (delay_us > 0) nap_us(delay_us);
         }
         c.close();
         return 0;

@@ -676,6 +676,74 @@ TEST_CASE("a worker's per-task log lines reach the supervisor's log once it is i
         CHECK(log.find("task " + std::to_string(id) + ": succeeded in ") != std::string::npos);
 }
 
+TEST_CASE("a start that times out names ten slots, counts the rest, and quotes one of them", "[supervisor][start]") {
+    // Twelve workers that never report ready (a broker that stopped accepting connections looks
+    // like this to hundreds of them at once): the error stays one short line.
+    Env env;
+    const std::string stuck = env.dir() + "/stuck-worker";
+    std::ofstream(stuck) << "#!/bin/sh\necho 'waiting for a broker that never answers' >&2\nexec sleep 600\n";
+    REQUIRE(::chmod(stuck.c_str(), 0755) == 0);
+    Setup s;
+    s.workers = 12;
+    s.sections["supervisor"] = "start_timeout_ms = 3000\n";
+    env.rewrite(s);
+    std::string text = read_file(env.config());
+    auto at = text.find(bin("sqlq-test-worker"));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, bin("sqlq-test-worker").size(), stuck);
+    std::ofstream(env.config()) << text;
+    auto r = supervisor(env, {"start"});
+    INFO(r.err);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("not every worker was ready within start_timeout_ms 3000 (slots 1 starting, ") != std::string::npos);
+    CHECK(r.err.find("10 starting and 2 more)") != std::string::npos);
+    CHECK(r.err.find("11 starting") == std::string::npos);
+    CHECK(r.err.find("said: waiting for a broker that never answers") != std::string::npos);
+    CHECK(supervisor(env, {"status"}).code == 3);
+    CHECK(lock_free(env));
+}
+
+TEST_CASE("the workers of one start are all forked before any of them runs", "[supervisor][start][limits]") {
+#if defined(__SANITIZE_ADDRESS__)
+    WARN("skipped under AddressSanitizer: 100 instrumented workers take gigabytes");
+    return;
+#endif
+    // The StartGate: a child waits before its exec until the whole batch is forked, so the
+    // supervisor's fork loop does not share the CPU with the workers it already started (with
+    // 1,000 that loop took up to 16 s). Each worker is a script that records, as it begins, its
+    // own fork time and the time now, both in clock ticks since boot, then execs the worker.
+    Env env;
+    const std::string stamps = env.dir() + "/execs";
+    const std::string script = env.dir() + "/exec-stamp";
+    std::ofstream(script) << "#!/bin/sh\nread up rest < /proc/uptime\n"
+                          << "echo \"$(awk '{print $22}' /proc/$$/stat) ${up%.*}${up#*.}\" >> " << stamps << "\n"
+                          << "exec " << bin("sqlq-test-worker") << " \"$@\"\n";
+    REQUIRE(::chmod(script.c_str(), 0755) == 0);
+    Setup s;
+    s.workers = 100;
+    s.sections["supervisor"] = "start_timeout_ms = 120000\n";
+    env.rewrite(s);
+    std::string text = read_file(env.config());
+    auto at = text.find(bin("sqlq-test-worker"));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, bin("sqlq-test-worker").size(), script);
+    std::ofstream(env.config()) << text;
+    Fleet fleet(env);
+    CHECK(fleet.status()["ready"] == 100);
+    std::ifstream in(stamps);
+    long long fork_tick = 0, exec_tick = 0, last_fork = 0, first_exec = -1;
+    int n = 0;
+    while (in >> fork_tick >> exec_tick) {
+        ++n;
+        last_fork = std::max(last_fork, fork_tick);
+        if (first_exec < 0 || exec_tick < first_exec) first_exec = exec_tick;
+    }
+    CHECK(n == 100);
+    INFO("last fork at tick " << last_fork << ", first worker running at tick " << first_exec);
+    CHECK(first_exec + 1 >= last_fork);  // a tick (10 ms) of slack for the two clocks' rounding
+    CHECK(fleet.stop().code == 0);
+}
+
 TEST_CASE("a fleet larger than the soft limit on open files allows starts: the supervisor raises it",
           "[supervisor][start][limits]") {
 #if defined(__SANITIZE_ADDRESS__)
