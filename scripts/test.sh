@@ -14,8 +14,11 @@ status=0
 begun=$SECONDS
 stage() { echo "== $* (at $((SECONDS - begun)) s)"; }
 
+# Both builds with -g1 (line tables only: a backtrace or a sanitizer report still names file and
+# line) instead of -g: 12-17 % less compile time per file, measured on the supervisor's and the
+# console's heaviest files. The plain build is otherwise the product's (-O2, RelWithDebInfo).
 stage build
-"$root/scripts/build.sh" "$root/build" -DSQLQ_BENCH=OFF
+"$root/scripts/build.sh" "$root/build" -DSQLQ_BENCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
 
 # While the tests run, their processes mostly wait (on servers, timeouts, kills): the sanitizer
 # build and the fuzz targets are built meanwhile, at the lowest CPU priority so that the tests
@@ -30,7 +33,7 @@ if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
         rc=0
         if [ -z "$sanitize" ]; then
             nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
-                -DSQLQ_BENCH=OFF -DSQLQ_KILL_SUITES=OFF || rc=1
+                -DCMAKE_CXX_FLAGS_DEBUG="-g1" -DSQLQ_BENCH=OFF -DSQLQ_KILL_SUITES=OFF || rc=1
         fi
         if [ $fuzz = 1 ]; then nice -n 19 "$root/tests/fuzz/run.sh" build || rc=$((rc + 2)); fi
         echo "== the side build ended at $((SECONDS - begun)) s, status $rc"

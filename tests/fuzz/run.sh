@@ -17,24 +17,33 @@ mkdir -p "$out/findings"
 # toml++ is compiled in (header-only) so that the fuzzer sees its branches. NDEBUG as in Debian's
 # build of the library that sqlq links: toml++ 3.3's internal asserts (parse_key on "[~x]") fire
 # on inputs that its release build refuses with a proper parse error.
-flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+flags=(-std=c++20 -g1 -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -fsanitize-ignorelist="$root/tests/fuzz/ubsan-ignore.txt"
        -I "$root/common" -DTOML_HEADER_ONLY=1 -DNDEBUG)
 
+# The SQLite query target as a worker runs it (the factory links the PostgreSQL target too; the
+# fuzzer never opens one); SQLite itself is Debian's library (not instrumented: the coverage that
+# guides the fuzzer is sqlq's, the dictionary gives it SQL).
+target_sources=(tests/fuzz/target.fuzz.cpp common/target/target.cpp common/target/row_encoder.cpp
+    common/target/limit_guard.cpp common/target/sqlite/readonly.cpp common/target/sqlite/sqlite_target.cpp
+    common/target/sqlite/temp_vfs.cpp common/sqlite/db.cpp common/config/config.cpp
+    common/target/postgres/pg_target.cpp common/target/postgres/statement.cpp common/target/postgres/values.cpp
+    common/pg/conninfo.cpp common/pg/libpq.cpp)
+
+# Every file of the three targets compiled on its own, as many at once as there are cores; then
+# the three links.
 build() {
     echo "fuzz: building with $cxx"
-    "$cxx" "${flags[@]}" "$root/tests/fuzz/message.fuzz.cpp" "$root/common/task/message.cpp" -o "$out/message_fuzz"
-    "$cxx" "${flags[@]}" "$root/tests/fuzz/config.fuzz.cpp" "$root/common/config/config.cpp" -o "$out/config_fuzz"
-    # The SQLite query target as a worker runs it (the factory links the PostgreSQL target too; the
-    # fuzzer never opens one); SQLite itself is Debian's library (not
-    # instrumented: the coverage that guides the fuzzer is sqlq's, the dictionary gives it SQL).
-    "$cxx" "${flags[@]}" "$root/tests/fuzz/target.fuzz.cpp" "$root/common/target/target.cpp" \
-        "$root/common/target/row_encoder.cpp" "$root/common/target/limit_guard.cpp" \
-        "$root/common/target/sqlite/readonly.cpp" "$root/common/target/sqlite/sqlite_target.cpp" \
-        "$root/common/target/sqlite/temp_vfs.cpp" "$root/common/sqlite/db.cpp" "$root/common/config/config.cpp" \
-        "$root/common/target/postgres/pg_target.cpp" "$root/common/target/postgres/statement.cpp" \
-        "$root/common/target/postgres/values.cpp" "$root/common/pg/conninfo.cpp" "$root/common/pg/libpq.cpp" \
-        $(pkg-config --cflags libpq) -lsqlite3 -o "$out/target_fuzz"
+    local objs=$out/obj
+    rm -rf "$objs"; mkdir -p "$objs"
+    printf '%s\n' tests/fuzz/message.fuzz.cpp common/task/message.cpp tests/fuzz/config.fuzz.cpp "${target_sources[@]}" |
+        sort -u | xargs -P "$(nproc)" -I{} sh -c 'o="$1/$(echo "$2" | tr / _).o"; shift 2; exec "$@" -c "$0" -o "$o"' \
+            "$root/{}" "$objs" {} "$cxx" "${flags[@]}" $(pkg-config --cflags libpq) ||
+        { echo "fuzz: a build failed" >&2; return 1; }
+    o() { for f in "$@"; do echo "$objs/$(echo "$f" | tr / _).o"; done; }
+    "$cxx" "${flags[@]}" $(o tests/fuzz/message.fuzz.cpp common/task/message.cpp) -o "$out/message_fuzz"
+    "$cxx" "${flags[@]}" $(o tests/fuzz/config.fuzz.cpp common/config/config.cpp) -o "$out/config_fuzz"
+    "$cxx" "${flags[@]}" $(o "${target_sources[@]}") -lsqlite3 -o "$out/target_fuzz"
 }
 
 # One target for SECONDS; its verdict in $out/$target.status (0 clean, 1 a finding).
