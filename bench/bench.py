@@ -591,7 +591,7 @@ watchdog_ms = {watchdog_ms}
                         "taken_over_by": sorted({r["by"] for r in sel})})
         self.results["overlap"] = {"samples": rows, "summary": out}
 
-    # --- 13. the PostgreSQL task store (issue 15) ---
+    # --- 14. the PostgreSQL task store (issue 15) ---
 
     def pg_store(self, tag):
         """A fresh database on the private server for one run's task store: its URL (the role
@@ -1750,7 +1750,7 @@ def report(res):
                  fmt(s["ratio"], "%", 100) if s["ratio"] else "-"] for s in p["summary"]]
         o = lambda k: (f"p50 {p[k]['p50']:.0f} ms, p99 {p[k]['p99']:.0f} ms, max {p[k]['max']:.0f} ms (n={p[k]['n']})"
                        if k in p else "-")
-        lines += [f"13. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
+        lines += [f"14. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
                   "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each",
                   table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite"], rows),
                   f"   orphan, worker SIGKILLed (supervisor alive) → task running again: {o('orphan_worker_ms')}",
