@@ -10,15 +10,24 @@
 
 namespace sqlq::engine {
 
+// What a give-up's error says of the last attempt's loss, as the supervisor recorded it.
+inline std::string last_loss_words(const std::string& why) { return " (last: " + why + ")"; }
+
 // The error of a task failed because the worker running it died `attempts` times.
 inline std::string gave_up_error(int64_t attempts, const std::optional<std::string>& last_loss) {
     // "Lost": dead, or silent past its lease (a worker stuck in one native step on another host,
     // whose lease ran out, is taken over without dying).
     std::string err = "gave up after " + std::to_string(attempts) +
                       " attempts: the worker running it was lost each time (it died, or stopped renewing its lease)";
-    if (last_loss) err += " (last: " + *last_loss + ")";
+    if (last_loss) err += last_loss_words(*last_loss);
     return err;
 }
+
+// owner_lost() after the next delivery's claim already gave the task up (the claim can come
+// before the supervisor's record of the loss): the give-up's error, still without its last loss,
+// gets it appended. The condition of that UPDATE, after the owner columns' (both engines).
+inline constexpr const char* kGaveUpWithoutLastSql = "status='failed' AND error LIKE 'gave up after %' AND "
+                                                     "error NOT LIKE '%(last: %'";
 
 // The host of an owner recorded as "host:pid" (Owner::name()).
 inline std::string owner_host(const std::string& owner) {

@@ -768,9 +768,14 @@ std::vector<int64_t> PgStore::to_republish(int64_t unpublished_ms, int64_t stale
 }
 
 void PgStore::owner_lost(int64_t id, const Owner& owner, const std::string& why) {
-    exec("UPDATE sqlq_tasks SET owner_lost_at=" + now_sql(1) + ", lost_reason=$2 "
-         "WHERE id=$3 AND status='running' AND owner=$4 AND owner_pid=$5 AND owner_start=$6",
-         Params() << clock() << why << id << owner.name() << owner.pid << owner.start);
+    auto r = exec("UPDATE sqlq_tasks SET owner_lost_at=" + now_sql(1) + ", lost_reason=$2 "
+                  "WHERE id=$3 AND status='running' AND owner=$4 AND owner_pid=$5 AND owner_start=$6 RETURNING 1",
+                  Params() << clock() << why << id << owner.name() << owner.pid << owner.start);
+    if (PQntuples(r.get()) == 0)
+        exec(std::string("UPDATE sqlq_tasks SET error=error || $1 "
+                         "WHERE id=$2 AND owner=$3 AND owner_pid=$4 AND owner_start=$5 AND ") +
+                 engine::kGaveUpWithoutLastSql,
+             Params() << engine::last_loss_words(why) << id << owner.name() << owner.pid << owner.start);
 }
 
 bool PgStore::fail_abandoned(int64_t id, const Owner& owner, const std::string& error) {

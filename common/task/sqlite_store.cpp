@@ -833,10 +833,17 @@ std::vector<int64_t> SqliteStore::to_republish(int64_t unpublished_ms, int64_t s
 
 void SqliteStore::owner_lost(int64_t id, const Owner& owner, const std::string& why) {
     auto w = writing();
-    db_.prepare("UPDATE tasks SET owner_lost_at=?, lost_reason=? "
-                "WHERE id=? AND status='running' AND owner=? AND owner_pid=? AND owner_start=?")
-        .bind(1, deps_.clock()).bind(2, why).bind(3, id).bind(4, owner.name()).bind(5, owner.pid).bind(6, owner.start)
-        .run();
+    if (db_.prepare("UPDATE tasks SET owner_lost_at=?, lost_reason=? "
+                    "WHERE id=? AND status='running' AND owner=? AND owner_pid=? AND owner_start=?")
+            .bind(1, deps_.clock()).bind(2, why).bind(3, id).bind(4, owner.name()).bind(5, owner.pid)
+            .bind(6, owner.start)
+            .run() == 0)
+        db_.prepare(std::string("UPDATE tasks SET error=error || ? "
+                                "WHERE id=? AND owner=? AND owner_pid=? AND owner_start=? AND ") +
+                    engine::kGaveUpWithoutLastSql)
+            .bind(1, engine::last_loss_words(why)).bind(2, id).bind(3, owner.name()).bind(4, owner.pid)
+            .bind(5, owner.start)
+            .run();
 }
 
 bool SqliteStore::fail_abandoned(int64_t id, const Owner& owner, const std::string& error) {

@@ -620,6 +620,28 @@ TEST_CASE("a task given up names how its last worker was lost", "[store][claim][
           "(last: its worker died: signal 13 (X))");
 }
 
+TEST_CASE("a loss recorded after the claim that gave the task up completes its error, once", "[store][claim][poison]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    int64_t id = store->insert("SELECT 1", "alice");
+    Owner last;
+    for (int i = 1; i <= 2; ++i) {
+        last = w.dead(1200 + i);
+        REQUIRE(store->claim(id, last, 2).kind == Kind::claimed);
+    }
+    // The next delivery's claim comes before the supervisor's record of the last loss.
+    CHECK(store->claim(id, w.alive(1210), 2).kind == Kind::gave_up);
+    const std::string gave_up =
+        "gave up after 2 attempts: the worker running it was lost each time (it died, or stopped renewing its lease)";
+    CHECK(*store->get(id)->error == gave_up);
+    store->owner_lost(id, w.dead(1201), "not the last one");  // not the owner that held it last
+    CHECK(*store->get(id)->error == gave_up);
+    store->owner_lost(id, last, "killed by its supervisor: no sign of life for 1000 ms");
+    store->owner_lost(id, last, "killed by its supervisor: no sign of life for 1000 ms");
+    CHECK(*store->get(id)->error == gave_up + " (last: killed by its supervisor: no sign of life for 1000 ms)");
+    CHECK(store->get(id)->status == Status::failed);
+}
+
 TEST_CASE("a task abandoned past its hard deadline is failed, once, only for the worker that held it",
           "[store][deadline]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
