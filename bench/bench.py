@@ -682,31 +682,43 @@ database = "{self.demo}"
                                               f"FROM sqlq_tasks WHERE id = {tid}")[0]
         return s, int(att), int(st), owner
 
-    def orphan_samples(self, db, c, n, kill):
-        """n times: a long task runs; kill(c, worker pid) ends its runner at t0; the time until the
-        task runs again (attempt 2's start, the store's clock: this machine's) is one sample."""
+    def running_pid(self, c, tid, what):
+        """The pid of the worker of fleet `c` running task tid, once one runs it (60 s at most)."""
+        deadline = time.time() + 60
+        while True:
+            pid = next((w["pid"] for w in self.status(c)["workers"] if w.get("task") == tid), 0)
+            if pid:
+                return pid
+            if time.time() > deadline:
+                raise RuntimeError(f"{what}: task {tid} never ran")
+            time.sleep(0.01)
+
+    def rerun_ms(self, db, tid, t0, what):
+        """Milliseconds from t0 (this machine's clock, the store's too) until task tid runs again:
+        attempt 2's started_at."""
+        deadline = t0 + 120
+        while True:
+            s, att, started, _ = self.pg_running(db, tid)
+            if att >= 2 and s == "running":
+                return (started / 1000.0 - t0) * 1000
+            if time.time() > deadline:
+                raise RuntimeError(f"{what}: task {tid} not running again within 120 s ({s}, attempt {att})")
+            time.sleep(0.005)
+
+    @staticmethod
+    def spread(ms):
+        return {"p50": pct(ms, 50), "p99": pct(ms, 99), "max": max(ms), "n": len(ms)}
+
+    def orphan_samples(self, db, c, n):
+        """n times: a long task runs; its worker is SIGKILLed at t0; the time until the task runs
+        again is one sample."""
         out = []
-        for i in range(n):
+        for _ in range(n):
             tid = int(self.sqlq(c, "submit", "--user", "bench", SLOW).stdout.strip())
-            pid, deadline = 0, time.time() + 60
-            while not pid:
-                if time.time() > deadline:
-                    raise RuntimeError(f"orphan: task {tid} never ran")
-                for w in self.status(c)["workers"]:
-                    if w.get("task") == tid:
-                        pid = w["pid"]
-                time.sleep(0.01)
+            pid = self.running_pid(c, tid, "orphan")
             t0 = time.time()
-            kill(c, pid)
-            deadline = t0 + 120
-            while True:
-                s, att, started, _ = self.pg_running(db, tid)
-                if att >= 2 and s == "running":
-                    out.append((started / 1000.0 - t0) * 1000)
-                    break
-                if time.time() > deadline:
-                    raise RuntimeError(f"orphan: task {tid} not running again within 120 s ({s}, attempt {att})")
-                time.sleep(0.005)
+            os.kill(pid, signal.SIGKILL)
+            out.append(self.rerun_ms(db, tid, t0, "orphan"))
             self.sqlq(c, "cancel", str(tid), check=False)
         return out
 
@@ -745,8 +757,8 @@ database = "{self.demo}"
         c = self.store_conf(url, 4)
         self.sup(c, "start")
         try:
-            ms = self.orphan_samples(db, c, a.kills, lambda c, pid: os.kill(pid, signal.SIGKILL))
-            res["orphan_worker_ms"] = {"p50": pct(ms, 50), "p99": pct(ms, 99), "max": max(ms), "n": len(ms)}
+            ms = self.orphan_samples(db, c, a.kills)
+            res["orphan_worker_ms"] = self.spread(ms)
             log(f"pgstore: worker killed → task running again p50 {pct(ms, 50):.0f} ms, p99 {pct(ms, 99):.0f} ms")
         finally:
             self.sup(c, "stop", check=False)
@@ -766,35 +778,21 @@ database = "{self.demo}"
                 started_b = False
                 try:
                     tid = int(self.sqlq(host_a, "submit", "--user", "bench", SLOW).stdout.strip())
-                    pid, deadline = 0, time.time() + 60
-                    while not pid:
-                        if time.time() > deadline:
-                            raise RuntimeError(f"host kill: task {tid} never ran on host A")
-                        pid = next((w["pid"] for w in self.status(host_a)["workers"] if w.get("task") == tid), 0)
-                        time.sleep(0.01)
+                    pid = self.running_pid(host_a, tid, "host kill, host A")
                     self.start_host_b(host_b)
                     started_b = True
                     sup_pid = self.status(host_a)["pid"]
                     t0 = time.time()
                     os.kill(sup_pid, signal.SIGKILL)
                     os.kill(pid, signal.SIGKILL)
-                    deadline = t0 + 120
-                    while True:
-                        s_, att, started, _ = self.pg_running(db, tid)
-                        if att >= 2 and s_ == "running":
-                            samples.append((started / 1000.0 - t0) * 1000)
-                            break
-                        if time.time() > deadline:
-                            raise RuntimeError(f"host kill: task {tid} not running again within 120 s ({s_}, attempt {att})")
-                        time.sleep(0.01)
+                    samples.append(self.rerun_ms(db, tid, t0, "host kill"))
                     self.sqlq(host_b, "cancel", str(tid), check=False)
                 finally:
                     if started_b:
                         self.sup(host_b, "stop", check=False)
                     self.sup(host_a, "stop", check=False)
                     self.drop_queue(host_a)
-            res["orphan_host_ms"] = {"p50": pct(samples, 50), "p99": pct(samples, 99), "max": max(samples),
-                                     "n": len(samples), "lease_ms": 3000}
+            res["orphan_host_ms"] = dict(self.spread(samples), lease_ms=3000)
             log(f"pgstore: host killed → task running again p50 {pct(samples, 50):.0f} ms, p99 {pct(samples, 99):.0f} ms")
         finally:
             self.pg_store_drop(db)
@@ -808,7 +806,7 @@ database = "{self.demo}"
                 self.sqlq(c, "wait", tid, "--timeout", "60")
                 if i >= 10:
                     ms.append((time.time() - t0) * 1000)
-            return {"p50": pct(ms, 50), "p99": pct(ms, 99), "max": max(ms), "n": len(ms)}
+            return self.spread(ms)
         c = self.conf("quorum", "full", 4)
         self.sup(c, "start")
         try:
