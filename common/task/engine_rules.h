@@ -23,6 +23,12 @@ inline std::string gave_up_error(int64_t attempts, const std::optional<std::stri
     return err;
 }
 
+// The error of a task refused unrun: its SQL text is longer than [query] max_sql_bytes.
+inline std::string too_long_error(int64_t sql_bytes, int64_t max_sql_bytes) {
+    return "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " + std::to_string(max_sql_bytes) +
+           " ([query] max_sql_bytes): not run";
+}
+
 // owner_lost() after the next delivery's claim already gave the task up (the claim can come
 // before the supervisor's record of the loss): the give-up's error, still without its last loss,
 // gets it appended. The condition of that UPDATE, after the owner columns' (both engines).

@@ -14,6 +14,7 @@ namespace sqlq {
 using engine::gave_up_error;
 using engine::owner_host;
 using engine::queue_full;
+using engine::too_long_error;
 
 namespace pgstore {
 
@@ -124,6 +125,25 @@ CREATE TABLE sqlq_users (
 CREATE INDEX sqlq_tasks_queue ON sqlq_tasks (submitter, id) WHERE status = 'queued';
 CREATE INDEX sqlq_tasks_running ON sqlq_tasks (submitter) WHERE status = 'running';
 CREATE INDEX sqlq_tasks_unit ON sqlq_tasks (unit);
+)SQL";
+
+// Claims that run at once, from many workers and hosts, must not queue behind each other:
+// - when a user was last served is the claim's mark on the task row it takes (`served`, read as
+//   the user's greatest through sqlq_tasks_served), not a row per user that every claim of that
+//   user would update and hold until its commit;
+// - waiters are told of what they wait for only: a task ending (a row trigger; notifications of
+//   one transaction are merged into one). A notifying commit holds a lock of the whole database
+//   through its flush, so notifying on claims and submits as well queued every one of them.
+constexpr const char* kSchemaV4 = R"SQL(
+ALTER TABLE sqlq_tasks ADD COLUMN served bigint;
+UPDATE sqlq_tasks t SET served = u.served FROM sqlq_users u
+    WHERE t.id = (SELECT max(id) FROM sqlq_tasks x WHERE x.submitter = u.name);
+DROP TABLE sqlq_users;
+CREATE INDEX sqlq_tasks_served ON sqlq_tasks (submitter, served) WHERE served IS NOT NULL;
+DROP TRIGGER sqlq_tasks_notify ON sqlq_tasks;
+CREATE TRIGGER sqlq_tasks_ended AFTER UPDATE OF status ON sqlq_tasks FOR EACH ROW
+    WHEN (NEW.status IN ('succeeded', 'failed', 'cancelled') AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION sqlq_tasks_notify();
 )SQL";
 
 // "coalesce($N::bigint, sqlq_now_ms())": the injected clock when there is one, else the server's.
@@ -325,6 +345,10 @@ void PgStore::migrate() {
                  "PRIMARY KEY (host, run_dir))");
             exec("INSERT INTO sqlq_schema(version) VALUES (3)");
         }
+        if (v < 4) {
+            exec(kSchemaV4);
+            exec("INSERT INTO sqlq_schema(version) VALUES (4)");
+        }
         exec("COMMIT");
     } catch (...) {
         if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
@@ -411,17 +435,8 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
         if (terminal(status)) return {ClaimKind::finished, 0, status};
         const bool too_long = sql_bytes > rules.max_sql_bytes;
         // Each arrow: one conditional statement, fenced by the status and attempt read above.
-        auto fail_now = [&](const char* from, const std::string& err) {
-            return PQntuples(exec(std::string("UPDATE sqlq_tasks SET status='failed', finished_at=") + now_sql(1) +
-                                      ", error=$2, outcomes=outcomes+1, lease_until=NULL "
-                                      "WHERE id=$3 AND status=" + from + " AND attempts=$4 RETURNING 1",
-                                  Params() << clock() << err << id << attempts)
-                                 .get()) > 0;
-        };
-        auto refuse = [&](const char* from) {
-            return fail_now(from, "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
-                                      std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run");
-        };
+        auto fail_now = [&](const char* from, const std::string& err) { return fail_claim(id, from, attempts, err); };
+        auto refuse = [&](const char* from) { return fail_now(from, too_long_error(sql_bytes, rules.max_sql_bytes)); };
         // Ours: returns the claim with the times the update wrote.
         auto take = [&](const std::string& update) -> std::optional<Claim> {
             auto r = exec(update, Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << id
@@ -437,16 +452,12 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
         if (status == Status::queued) {
             if (too_long) {
                 if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
-            } else if (auto c = take("WITH taken AS (UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
+            } else if (auto c = take("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
                                      "executions=executions+1, owner=$2, owner_pid=$3, owner_start=$4, "
-                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$8 "
+                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$8, "
+                                     "served=nextval('sqlq_served') "  // the user's turn, for fairness
                                      "WHERE id=$6 AND status='queued' AND attempts=$7 "
-                                     "RETURNING started_at, lease_until, submitter), "
-                                     // The user's turn, for fairness: served now.
-                                     "served AS (INSERT INTO sqlq_users(name, served) "
-                                     "SELECT submitter, nextval('sqlq_served') FROM taken "
-                                     "ON CONFLICT (name) DO UPDATE SET served=excluded.served) "
-                                     "SELECT started_at, lease_until FROM taken")) {
+                                     "RETURNING started_at, lease_until")) {
                 return *c;
             }
         } else {
@@ -519,18 +530,67 @@ TaskStore::Next PgStore::next_for(int64_t unit, int64_t max_running_per_user) {
         "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued' AND submitter > waiting.name)"
         "  FROM waiting WHERE waiting.name IS NOT NULL),"
         " candidates AS ("
-        "  SELECT (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
+        "  SELECT waiting.name,"
+        "         (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
         "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name"
         "          AND lease_until >= " + now_sql(2) + " AND owner_lost_at IS NULL) AS running,"
-        "         coalesce((SELECT served FROM sqlq_users u WHERE u.name=waiting.name), 0) AS served"
+        "         coalesce((SELECT max(served) FROM sqlq_tasks WHERE submitter=waiting.name AND served IS NOT NULL),"
+        "                  0) AS served"
         "  FROM waiting WHERE waiting.name IS NOT NULL) "
-        "SELECT head FROM candidates WHERE $1::bigint = 0 OR running < $1::bigint "
+        "SELECT head, name FROM candidates WHERE $1::bigint = 0 OR running < $1::bigint "
         "ORDER BY running, served, head LIMIT 1",
         Params() << max_running_per_user << clock());
-    if (PQntuples(r.get()) > 0) return {Next::Kind::task, Row{r.get(), 0}.i64(0)};
+    if (PQntuples(r.get()) > 0) {
+        Next n{Next::Kind::task, Row{r.get(), 0}.i64(0)};
+        n.fairest = true;
+        n.user = Row{r.get(), 0}.text(1);
+        return n;
+    }
     const bool waiting =
         Row{exec("SELECT EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')").get(), 0}.boolean(0);
     return {waiting ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+}
+
+bool PgStore::fail_claim(int64_t id, const char* from, int64_t attempts, const std::string& error) {
+    return PQntuples(exec(std::string("UPDATE sqlq_tasks SET status='failed', finished_at=") + now_sql(1) +
+                              ", error=$2, outcomes=outcomes+1, lease_until=NULL "
+                              "WHERE id=$3 AND status=" + from + " AND attempts=$4 RETURNING 1",
+                          Params() << clock() << error << id << attempts)
+                         .get()) > 0;
+}
+
+TaskStore::Claim PgStore::claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) {
+    // With a running limit, the chosen head exactly: one user's claims then meet on it, and the
+    // one that loses chooses again counting the winner, so two at once cannot both pass the limit.
+    if (rules.max_running_per_user > 0) return claim_as(n.id, me, rules, unit);
+    // Without one, the user's oldest queued task that no other claim is taking (SKIP LOCKED):
+    // workers claiming at once take a task each instead of waiting for one another's commit.
+    auto r = exec("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
+                  "executions=executions + (sql_bytes <= $8)::int, owner=$2, owner_pid=$3, owner_start=$4, "
+                  "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$7, "
+                  "served=nextval('sqlq_served') "
+                  "WHERE id=(SELECT id FROM sqlq_tasks WHERE status='queued' AND submitter=$6 "
+                  "          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND status='queued' "
+                  "RETURNING id, attempts, started_at, lease_until, created_at, sql_bytes, "
+                  "CASE WHEN sql_bytes <= $8 THEN sql END",
+                  Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << n.user << unit
+                           << rules.max_sql_bytes);
+    if (PQntuples(r.get()) == 0) return {ClaimKind::held};  // all taken meanwhile: choose again
+    const Row row{r.get(), 0};
+    const int64_t id = row.i64(0);
+    const int64_t attempts = row.i64(1);
+    if (row.null(6)) {
+        // Too long to load: failed unrun, by this claim's own attempt.
+        const bool failed = fail_claim(id, "'running'", attempts, too_long_error(row.i64(5), rules.max_sql_bytes));
+        Claim c{failed ? ClaimKind::refused : ClaimKind::held, 0, Status::failed};
+        c.id = id;
+        return c;
+    }
+    Claim c{ClaimKind::claimed, attempts, Status::running, 0, row.text(6)};
+    c.created_at = row.i64(4);
+    c.claimed_at = row.i64(2);
+    c.id = id;
+    return c;
 }
 
 void PgStore::record_fleet(const FleetRecord& r) {

@@ -28,7 +28,7 @@ class Params;
 
 class PgStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 3;
+    static constexpr int kSchemaVersion = 4;
 
     // Connects to cfg.url and migrates the schema. StoreError (transient) when the server cannot
     // be reached; Error when the URL cannot be read.
@@ -81,6 +81,9 @@ private:
     std::vector<int64_t> insert_rows(const std::vector<std::string>& sqls, const std::string& submitter);
     Claim claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) override;
     Next next_for(int64_t unit, int64_t max_running_per_user) override;
+    Claim claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) override;
+    // A claim's arrow to failed: task `id` from status `from` (quoted SQL) at attempt `attempts`.
+    bool fail_claim(int64_t id, const char* from, int64_t attempts, const std::string& error);
     // The injected clock's reading, or NULL: the statement then reads the database's clock.
     std::optional<int64_t> clock() const;
     // Whether the owner recorded in a running task's row is gone (process, record or lease).

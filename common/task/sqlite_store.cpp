@@ -19,6 +19,7 @@ namespace sqlq {
 using engine::gave_up_error;
 using engine::owner_host;
 using engine::queue_full;
+using engine::too_long_error;
 
 using sqlite::Db;
 using sqlite::Stmt;
@@ -405,10 +406,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                        .bind(1, now).bind(2, err).bind(3, id).bind(4, attempts)
                        .run() != 0;
         };
-        auto refuse = [&](const char* from) {
-            return fail_now(from, "the SQL is " + std::to_string(sql_bytes) + " bytes, more than " +
-                                      std::to_string(rules.max_sql_bytes) + " ([query] max_sql_bytes): not run");
-        };
+        auto refuse = [&](const char* from) { return fail_now(from, too_long_error(sql_bytes, rules.max_sql_bytes)); };
 
         int64_t changed = 0;
         auto w = writing();

@@ -69,7 +69,7 @@ TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const Clai
         case Next::Kind::limited: c.kind = ClaimKind::limited; break;
         case Next::Kind::task:
             try {
-                c = claim_as(n.id, me, rules, unit);
+                c = n.fairest ? claim_fairest(n, me, rules, unit) : claim_as(n.id, me, rules, unit);
             } catch (const StoreError& e) {
                 if (!e.resource()) throw;
                 c = Claim{ClaimKind::no_memory};
@@ -87,7 +87,7 @@ TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const Clai
             }
             break;
         }
-        c.id = n.kind == Next::Kind::task ? n.id : unit;
+        if (c.id == 0) c.id = n.kind == Next::Kind::task ? n.id : unit;
         return c;
     }
 }

@@ -333,8 +333,16 @@ protected:
         int64_t id = 0;
         bool resume = false;  // step 1: wait (held) while its owner lives
         Status status = Status::queued;  // none: the status of the message's own task
+        bool fairest = false;  // step 3: `id` is the head of `user`'s queue
+        std::string user{};
     };
     virtual Next next_for(int64_t unit, int64_t max_running_per_user) = 0;
+    // Step 3's claim: by default task n.id, exactly. An engine whose claims run at once may take
+    // another queued task of n.user instead (the claim's `id` says which), as long as
+    // max_running_per_user still holds. `held` when another claim took it first.
+    virtual Claim claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) {
+        return claim_as(n.id, me, rules, unit);
+    }
 };
 
 

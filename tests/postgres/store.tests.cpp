@@ -104,7 +104,7 @@ TEST_CASE("the store's times are the database's clock, not the host's", "[postgr
     CHECK(c.claimed_at == *t->started_at);
 }
 
-TEST_CASE("a watch hears another connection's commit through LISTEN/NOTIFY, and nothing else",
+TEST_CASE("a watch hears a task end in another connection through LISTEN/NOTIFY, and nothing else",
           "[postgres][store][watch]") {
     ScratchDatabase db;
     auto store = open_store(store_config(db.url));
@@ -117,19 +117,65 @@ TEST_CASE("a watch hears another connection's commit through LISTEN/NOTIFY, and 
     }
     // Nobody writes: it times out.
     CHECK_FALSE(w->wait(200));
+    // A submit, a claim, a lease renewal, a publish flag or a cancel request is no news for a
+    // waiter (each would cost every claim a lock of the whole database through its commit).
+    int64_t other_id = other->insert("SELECT 2", "bob");
     auto c = other->claim(id, Owner::self(), 3);
     REQUIRE(c.kind == Kind::claimed);
+    other->tick(id, c.token, TaskStore::Renew::yes);
+    other->mark_published(id);
+    REQUIRE(other->request_cancel(id, "carol").kind == TaskStore::CancelKind::requested);
+    CHECK_FALSE(w->wait(300));
+    // The outcome is, within milliseconds of its commit.
+    REQUIRE(other->finish(id, c.token, ok_outcome()));
     const int64_t t0 = mono_ms();
     CHECK(w->wait(10000));
     CHECK(mono_ms() - t0 < 5000);
     while (w->wait(50)) {
     }
-    // A lease renewal or a publish flag is no news for a waiter.
-    other->tick(id, c.token, TaskStore::Renew::yes);
-    other->mark_published(id);
+    // So is a queued task cancelled, which ends at once.
+    REQUIRE(other->request_cancel(other_id, "carol").kind == TaskStore::CancelKind::cancelled);
+    CHECK(w->wait(10000));
+}
+
+TEST_CASE("a version 3 store migrates to 4: each user's turn is kept, and only endings notify",
+          "[postgres][store][migrate]") {
+    ScratchDatabase db;
+    std::vector<int64_t> a, b;
+    {
+        auto store = open_store(store_config(db.url));
+        a = store->insert_batch({"SELECT 'a1'", "SELECT 'a2'"}, "alice");
+        b = store->insert_batch({"SELECT 'b1'", "SELECT 'b2'"}, "bob");
+    }
+    // Back to version 3 as it was made: the users' turns in a table of their own (bob served
+    // before alice), a notification on every status change.
+    PgAdmin admin(db.url);
+    admin.query("DROP TRIGGER sqlq_tasks_ended ON sqlq_tasks; DROP INDEX sqlq_tasks_served; "
+                "ALTER TABLE sqlq_tasks DROP COLUMN served; "
+                "CREATE TABLE sqlq_users (name text PRIMARY KEY, served bigint NOT NULL); "
+                "INSERT INTO sqlq_users VALUES ('alice', 2), ('bob', 1); "
+                "CREATE TRIGGER sqlq_tasks_notify AFTER INSERT OR UPDATE OF status, cancel_requested_at ON sqlq_tasks "
+                "FOR EACH STATEMENT EXECUTE FUNCTION sqlq_tasks_notify(); "
+                "DELETE FROM sqlq_schema WHERE version = 4");
+    auto store = open_store(store_config(db.url));
+    CHECK(admin.count("SELECT max(version) FROM sqlq_schema") == 4);
+    CHECK(admin.count("SELECT count(*) FROM pg_tables WHERE tablename = 'sqlq_users'") == 0);
+    CHECK(admin.count("SELECT count(*) FROM pg_trigger WHERE tgname = 'sqlq_tasks_notify'") == 0);
+    // bob was served longer ago: his oldest goes first although alice's tasks are older; then alice.
+    auto first = store->claim_next(a[0], Owner::self(), TaskStore::ClaimRules{});
+    REQUIRE(first.kind == Kind::claimed);
+    CHECK(first.id == b[0]);
+    auto second = store->claim_next(a[1], Owner::self(), TaskStore::ClaimRules{});
+    REQUIRE(second.kind == Kind::claimed);
+    CHECK(second.id == a[0]);
+    // The new trigger: a claim is no news, an ending is.
+    auto w = store->watch();
+    REQUIRE(w->live());
+    while (w->wait(0)) {
+    }
+    REQUIRE(store->claim_next(b[0], Owner::self(), TaskStore::ClaimRules{}).kind == Kind::claimed);
     CHECK_FALSE(w->wait(300));
-    // The outcome is.
-    REQUIRE(other->finish(id, c.token, ok_outcome()));
+    REQUIRE(store->finish(first.id, first.token, ok_outcome()));
     CHECK(w->wait(10000));
 }
 

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -252,51 +253,47 @@ TEST_CASE("cancel: queued at once, running on request, finished refused", "[stor
     SECTION("unknown") { CHECK(store->request_cancel(999, "bob").kind == CK::unknown); }
 }
 
-TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim][race]") {
-    StoreUnderTest w(GENERATE(from_range(store_engines())));
-    std::vector<int64_t> ids;
-    {
-        auto store = open_store(w.cfg);
-        for (int i = 0; i < 20; ++i) ids.push_back(store->insert("SELECT 1", "alice"));
-    }
-    // Every claimant stays alive until all have claimed: a claimant that exited would be a dead
-    // owner, whose tasks are rightly taken over. Each one sees the real world (clock, processes).
-    constexpr int kProcs = 8;
-    int wins_pipe[2], release_pipe[2];
+namespace {
+// `procs` processes, each with a store of its own, claim at once: each opens its store, then all
+// are released together to run `claims(store, p)`, whose count (of claims won, at most 127) is
+// summed. Every claimant stays alive until all have claimed: a claimant that exited would be a
+// dead owner, whose tasks are rightly taken over. Each one sees the real world (clock, processes).
+int racing_claimants(const StoreConfig& cfg, int procs, const std::function<int(TaskStore&, int)>& claims) {
+    int wins_pipe[2], go_pipe[2], release_pipe[2];
     REQUIRE(pipe(wins_pipe) == 0);
+    REQUIRE(pipe(go_pipe) == 0);
     REQUIRE(pipe(release_pipe) == 0);
     std::vector<pid_t> pids;
-    for (int p = 0; p < kProcs; ++p) {
+    for (int p = 0; p < procs; ++p) {
         pid_t pid = fork();
         if (pid == 0) {
+            close(go_pipe[1]);
             close(release_pipe[1]);
-            char wins = 0;
+            signed char wins = 0;
             try {
-                auto store = open_store(w.cfg);
-                for (int64_t id : ids)
-                    if (store->claim(id, Owner::self(), 3).kind == Kind::claimed) ++wins;
+                auto store = open_store(cfg);
+                char c;
+                (void)!read(go_pipe[0], &c, 1);  // returns when the parent closes it
+                wins = static_cast<signed char>(claims(*store, p));
             } catch (...) {
                 wins = -100;  // counted as a failure by the parent
             }
             (void)!write(wins_pipe[1], &wins, 1);
             char c;
-            (void)!read(release_pipe[0], &c, 1);  // returns when the parent closes it
+            (void)!read(release_pipe[0], &c, 1);
             _exit(0);
         }
         pids.push_back(pid);
     }
     close(wins_pipe[1]);
+    close(go_pipe[0]);
     close(release_pipe[0]);
+    close(go_pipe[1]);  // go
     int total = 0;
-    for (int p = 0; p < kProcs; ++p) {
+    for (int p = 0; p < procs; ++p) {
         signed char wins = 0;
         REQUIRE(read(wins_pipe[0], &wins, 1) == 1);
         total += wins;
-    }
-    CHECK(total == 20);
-    {
-        auto store = open_store(w.cfg);
-        for (int64_t id : ids) CHECK(store->get(id)->attempts == 1);
     }
     close(release_pipe[1]);
     for (pid_t pid : pids) {
@@ -304,6 +301,68 @@ TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim
         waitpid(pid, &st, 0);
     }
     close(wins_pipe[0]);
+    return total;
+}
+}  // namespace
+
+TEST_CASE("processes racing to claim one task: exactly one wins", "[store][claim][race]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    std::vector<int64_t> ids;
+    {
+        auto store = open_store(w.cfg);
+        for (int i = 0; i < 20; ++i) ids.push_back(store->insert("SELECT 1", "alice"));
+    }
+    const int total = racing_claimants(w.cfg, 8, [&](TaskStore& store, int) {
+        int wins = 0;
+        for (int64_t id : ids)
+            if (store.claim(id, Owner::self(), 3).kind == Kind::claimed) ++wins;
+        return wins;
+    });
+    CHECK(total == 20);
+    auto store = open_store(w.cfg);
+    for (int64_t id : ids) CHECK(store->get(id)->attempts == 1);
+}
+
+TEST_CASE("processes taking the next task at once: each takes its own, none twice, none left", "[store][claim][race]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    constexpr int kProcs = 8, kEach = 5;
+    std::vector<int64_t> ids;
+    {
+        auto store = open_store(w.cfg);
+        ids = store->insert_batch(std::vector<std::string>(kProcs * kEach, "SELECT 1"), "alice");
+    }
+    // Each process delivers messages of its own (a message is one delivery's unit of work).
+    const int total = racing_claimants(w.cfg, kProcs, [&](TaskStore& store, int p) {
+        int wins = 0;
+        for (int i = 0; i < kEach; ++i) {
+            auto c = store.claim_next(ids[size_t(p * kEach + i)], Owner::self(), TaskStore::ClaimRules{});
+            if (c.kind == Kind::claimed && store.get(c.id)->owner_pid == ::getpid()) ++wins;
+        }
+        return wins;
+    });
+    CHECK(total == kProcs * kEach);
+    auto store = open_store(w.cfg);
+    for (int64_t id : ids) {
+        auto t = store->get(id);
+        CHECK(t->status == Status::running);
+        CHECK(t->attempts == 1);
+    }
+}
+
+TEST_CASE("processes taking the next task at once: a user's running limit holds", "[store][claim][race][fair]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    std::vector<int64_t> ids;
+    {
+        auto store = open_store(w.cfg);
+        ids = store->insert_batch(std::vector<std::string>(20, "SELECT 1"), "alice");
+    }
+    TaskStore::ClaimRules rules;
+    rules.max_running_per_user = 3;
+    const int total = racing_claimants(w.cfg, 8, [&](TaskStore& store, int p) {
+        return store.claim_next(ids[size_t(p)], Owner::self(), rules).kind == Kind::claimed ? 1 : 0;
+    });
+    CHECK(total == 3);
+    CHECK(open_store(w.cfg)->running_per_user() == std::map<std::string, int64_t>{{"alice", 3}});
 }
 
 TEST_CASE("results expire after their retention", "[store][retention]") {
