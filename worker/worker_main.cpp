@@ -3,6 +3,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -43,6 +44,15 @@ int worker_main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
+
+    // The heap keeps what one task frees for the next. By default glibc gives the top of the heap
+    // back once 128 KB of it is free, and serves blocks of 128 KB and up with mmap; a worker's
+    // store transactions (SQLite's page cache, refilled after another process commits) then fault
+    // in fresh zeroed pages for every task: about 26 per trivial task, a third of the worker's CPU
+    // (docs/performance.md, "CPU per task"). The worker gives memory back when it falls idle
+    // instead (Target::release_memory: malloc_trim).
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     sqlq::init_buffered_log(name);
     try {
