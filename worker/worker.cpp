@@ -400,7 +400,7 @@ void Worker::report_done(int64_t id, Status status, int64_t wait_ms, int64_t run
     r.wait_ms = wait_ms;
     r.run_ms = run_ms;
     r.cancel_ms = cancel_ms;
-    reporter_.send(r);
+    reporter_.defer(r);  // sent with the "ready" that follows every task
 }
 
 bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& o, bool& written) {

@@ -97,11 +97,16 @@ void Reporter::send(Report what, int64_t task_id) {
 void Reporter::send(const ReportLine& r) {
     if (fd_ < 0) return;
     last_ms_ = mono_ms();
-    std::string line = format_report(r);
+    std::string line = deferred_.empty() ? format_report(r) : std::move(deferred_) + format_report(r);
+    deferred_.clear();
     // A full pipe means the supervisor is behind: dropping a line is better than blocking.
     ssize_t n;
     do n = ::write(fd_, line.data(), line.size());
     while (n < 0 && errno == EINTR);
+}
+
+void Reporter::defer(const ReportLine& r) {
+    if (fd_ >= 0) deferred_ += format_report(r);
 }
 
 void Reporter::alive(int64_t interval_ms) {

@@ -49,12 +49,16 @@ public:
     Reporter();  // reads SQLQ_STATUS_FD
     void send(Report what, int64_t task_id = 0);
     void send(const ReportLine& r);
+    // Written with the next line sent (one write, one wake-up of the supervisor): a "done",
+    // which the worker's "ready" always follows.
+    void defer(const ReportLine& r);
     // "alive" at most every interval_ms.
     void alive(int64_t interval_ms = kAliveIntervalMs);
 
 private:
     int fd_ = -1;
     int64_t last_ms_ = 0;
+    std::string deferred_;
 };
 
 }  // namespace sqlq
