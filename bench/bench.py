@@ -241,34 +241,15 @@ database = "{database or self.demo}"
         c = self.conf(qtype, durability, workers)
         self.sqlq(c, "list")  # creates the task store with sqlq's schema
         sync = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[durability]
-        procs = []
-        logf = open(os.path.join(c["dir"], "reference.log"), "w")
         try:
-            for _ in range(workers):
-                procs.append(subprocess.Popen(
-                    ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                     "--queue", c["queue"], "--queue-type", qtype, "--store", c["store"], "--db", self.demo,
-                     "--sync", sync], stdout=logf, stderr=logf))
-            deadline = time.time() + 120
-            while True:  # the queue exists only once the first consumer has declared it
-                try:
-                    self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
-                    break
-                except RuntimeError:
-                    if time.time() > deadline or any(p.poll() is not None for p in procs):
-                        logf.flush()
-                        with open(logf.name, errors="replace") as f:
-                            raise RuntimeError(f"reference consumers did not all start: {f.read()[-1500:]}")
-                    time.sleep(0.1)
-            t0 = time.time()
-            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
-            last, ok = self.wait_done(c["store"], n)
+            procs, logf = self.start_reference(c, workers, self.reference_argv(c, sync))
+            try:
+                t0 = time.time()
+                self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
+                last, ok = self.wait_done(c["store"], n)
+            finally:
+                self.stop_reference(procs, logf)
         finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
-            logf.close()
             self.drop_queue(c)
         if ok != n:
             log(f"warning: reference {qtype}/{workers}/{durability}: {n - ok} of {n} tasks did not succeed")
@@ -1184,24 +1165,16 @@ database = "{self.demo}"
             t = self.children_cpu()
             self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
             submitter = self.children_cpu() - t
-            logf = open(os.path.join(c["dir"], "reference.log"), "w")
-            procs = []
             t0 = time.time()
             try:
-                for _ in range(w):
-                    procs.append(subprocess.Popen(
-                        ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                         "--queue", c["queue"], "--queue-type", "quorum", "--store", c["store"], "--db", self.demo,
-                         "--sync", "FULL"], stdout=logf, stderr=logf))
-                last, ok = self.wait_done(c["store"], n)
-                b1 = self.cpu_ns(bpid)
-                consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+                procs, logf = self.start_reference(c, w, wait=False)
+                try:
+                    last, ok = self.wait_done(c["store"], n)
+                    b1 = self.cpu_ns(bpid)
+                    consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+                finally:
+                    self.stop_reference(procs, logf)
             finally:
-                for p in procs:
-                    p.kill()
-                for p in procs:
-                    p.wait()
-                logf.close()
                 self.drop_queue(c)
             rows.append({"round": rnd, "system": "reference", "rate": n / (last - t0), "load": load, "ok": ok,
                          "us": {"broker": (b1 - b0) / 1e3 / n, "workers": consumers * 1e6 / n, "supervisor": None,
@@ -1280,23 +1253,39 @@ database = "{self.demo}"
                 res[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "mean": statistics.mean(xs), "max": max(xs), "n": len(xs)}
         return res
 
-    def start_reference(self, c, workers):
-        procs = []
+    def reference_argv(self, c, sync="FULL"):
+        """One reference consumer (reference_consumer.py) on fleet c's queue and SQLite store."""
+        return ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
+                "--sync", sync]
+
+    def start_reference(self, c, workers, argv=None, wait=True):
+        """Starts `workers` reference consumers on fleet c's queue, each `argv` (by default
+        reference_consumer.py at FULL), logging to c's reference.log; with wait, returns once all
+        of them consume (the queue exists once the first has declared it). Returns (procs, log)
+        for stop_reference."""
         logf = open(os.path.join(c["dir"], "reference.log"), "w")
-        for _ in range(workers):
-            procs.append(subprocess.Popen(
-                ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                 "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
-                 "--sync", "FULL"], stdout=logf, stderr=logf))
+        procs = [subprocess.Popen(argv or self.reference_argv(c), stdout=logf, stderr=logf) for _ in range(workers)]
         deadline = time.time() + 120
-        while True:
+        while wait:
             try:
                 self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
-                return procs, logf
+                break
             except RuntimeError:
                 if time.time() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError("reference consumers did not all start")
+                    self.stop_reference(procs, logf)
+                    with open(logf.name, errors="replace") as f:
+                        raise RuntimeError(f"reference consumers did not all start: {f.read()[-1500:]}")
                 time.sleep(0.1)
+        return procs, logf
+
+    @staticmethod
+    def stop_reference(procs, logf):
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        logf.close()
 
     def row_times(self, store, task_id):
         db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
@@ -1358,11 +1347,7 @@ database = "{self.demo}"
                 samples.append(dict(self.row_times(c["store"], json.loads(out)["id"]), t0_us=t0, t3_us=t3))
             res["reference_process"] = self.split(samples)
         finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
-            logf.close()
+            self.stop_reference(procs, logf)
             self.drop_queue(c)
         self.results["latency"] = res
 
