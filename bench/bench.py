@@ -96,6 +96,7 @@ class Bench:
             "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
             "lat": os.path.join(a.build, "bench", "sqlq-bench-latency"),
             "claim_cost": os.path.join(a.build, "bench", "sqlq-bench-claim-cost"),
+            "reference_pg": os.path.join(a.build, "bench", "sqlq-bench-reference-pg"),
         }
         self.seq = 0
         self.results = {}
@@ -657,6 +658,28 @@ database = "{self.demo}"
             log(f"warning: pgstore {workers} workers, {hosts} hosts: {n - ok} of {n} tasks did not succeed")
         return n / (last - t0)
 
+    def pg_e2e_reference(self, workers, n):
+        """pg_e2e for the reference consumer: `workers` sqlq-bench-reference-pg on a fresh
+        PostgreSQL store, consuming before sqlq (no fleet started) stores and publishes the tasks."""
+        db, url = self.pg_store(f"ref{workers}")
+        c = self.store_conf(url, workers)
+        try:
+            self.sqlq(c, "list")  # creates the task store with sqlq's schema
+            procs, logf = self.start_reference(c, workers, [self.bin["reference_pg"], "--port", str(self.port), "--queue",
+                                                            c["queue"], "--store-url", url, "--db", self.demo])
+            try:
+                t0 = time.time()
+                self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+                last, ok = self.pg_wait_done(db, n)
+            finally:
+                self.stop_reference(procs, logf)
+        finally:
+            self.drop_queue(c)
+            self.pg_store_drop(db)
+        if ok != n:
+            log(f"warning: pgstore reference, {workers} consumers: {n - ok} of {n} tasks did not succeed")
+        return n / (last - t0)
+
     def pg_running(self, db, tid):
         """(status, attempts, started_at ms, owner) of one task on a PostgreSQL store."""
         s, att, st, owner = self.pg_super(db, f"SELECT status, attempts, coalesce(started_at, 0), coalesce(owner, '') "
@@ -705,9 +728,10 @@ database = "{self.demo}"
 
     def pgstore(self):
         """Issue 15's figures: tasks/s on the PostgreSQL task store at 1/4/8/40 workers beside the
-        SQLite store, and with two hosts sharing it; how soon an orphaned task runs again (its
-        worker killed, its supervisor alive; a whole host killed, so only the lease tells); and
-        submit → `sqlq wait` returns, SELECT 1 on an idle fleet of 4, on both stores."""
+        SQLite store and the reference consumer on the same PostgreSQL store, and with two hosts
+        sharing it; how soon an orphaned task runs again (its worker killed, its supervisor alive;
+        a whole host killed, so only the lease tells); and submit → `sqlq wait` returns, SELECT 1
+        on an idle fleet of 4, on both stores."""
         a = self.a
         if not a.pg_url:
             raise RuntimeError("no --pg-url (bench/run.sh starts a private PostgreSQL server)")
@@ -717,19 +741,24 @@ database = "{self.demo}"
             for w in a.workers:
                 sqlite_rate, _ = self.e2e_sqlq("quorum", w, "full", TRIVIAL, n)
                 pg_rate = self.pg_e2e(w, n)
-                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate})
+                ref_rate = self.pg_e2e_reference(w, n)
+                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate,
+                             "reference": ref_rate})
                 two = self.pg_e2e(w, n, hosts=2) if w >= 4 else None
                 if two:
-                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two})
-                log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s"
-                    + (f", two hosts {two:.0f}/s" if two else ""))
+                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two, "reference": None})
+                log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s, "
+                    f"reference on the postgres store {ref_rate:.0f}/s" + (f", two hosts {two:.0f}/s" if two else ""))
         out = []
         for key in sorted({(r["workers"], r["hosts"]) for r in rows}):
             sel = [r for r in rows if (r["workers"], r["hosts"]) == key]
+            one = key[1] == 1  # the SQLite store and the reference: one host only
             out.append({"workers": key[0], "hosts": key[1],
-                        "sqlite": summary([r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None,
+                        "sqlite": summary([r["sqlite"] for r in sel]) if one else None,
                         "postgres": summary([r["postgres"] for r in sel]),
-                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None})
+                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if one else None,
+                        "reference": summary([r["reference"] for r in sel]) if one else None,
+                        "of_reference": summary([r["postgres"] / r["reference"] for r in sel]) if one else None})
 
         # Orphans. A worker SIGKILLed, its supervisor alive: the broker gives the delivery back at
         # once and the supervisor records the loss, so another worker takes over without the lease.
@@ -1730,12 +1759,15 @@ def report(res):
     if "pgstore" in res:
         p = res["pgstore"]
         rows = [[s["workers"], s["hosts"], fmt(s["sqlite"]) if s["sqlite"] else "-", fmt(s["postgres"]),
-                 fmt(s["ratio"], "%", 100) if s["ratio"] else "-"] for s in p["summary"]]
+                 fmt(s["ratio"], "%", 100) if s["ratio"] else "-", fmt(s.get("reference")),
+                 fmt(s.get("of_reference"), "×", 1, 1)] for s in p["summary"]]
         o = lambda k: (f"p50 {p[k]['p50']:.0f} ms, p99 {p[k]['p99']:.0f} ms, max {p[k]['max']:.0f} ms (n={p[k]['n']})"
                        if k in p else "-")
         lines += [f"14. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
-                  "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each",
-                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite"], rows),
+                  "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each; "
+                  "reference: as many sqlq-bench-reference-pg on the PostgreSQL store",
+                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite",
+                         "reference, PostgreSQL store", "PostgreSQL × reference"], rows),
                   f"   orphan, worker SIGKILLed (supervisor alive) → task running again: {o('orphan_worker_ms')}",
                   f"   orphan, whole host SIGKILLed (lease_ms 3000) → running again on the other host: {o('orphan_host_ms')}",
                   f"   submit → `sqlq wait` returns (two processes, idle fleet of 4): SQLite store {o('wait_sqlite_ms')}; "
