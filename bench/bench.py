@@ -96,6 +96,7 @@ class Bench:
             "cons": os.path.join(a.build, "bench", "sqlq-bench-consumer"),
             "lat": os.path.join(a.build, "bench", "sqlq-bench-latency"),
             "claim_cost": os.path.join(a.build, "bench", "sqlq-bench-claim-cost"),
+            "reference_pg": os.path.join(a.build, "bench", "sqlq-bench-reference-pg"),
         }
         self.seq = 0
         self.results = {}
@@ -241,34 +242,15 @@ database = "{database or self.demo}"
         c = self.conf(qtype, durability, workers)
         self.sqlq(c, "list")  # creates the task store with sqlq's schema
         sync = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[durability]
-        procs = []
-        logf = open(os.path.join(c["dir"], "reference.log"), "w")
         try:
-            for _ in range(workers):
-                procs.append(subprocess.Popen(
-                    ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                     "--queue", c["queue"], "--queue-type", qtype, "--store", c["store"], "--db", self.demo,
-                     "--sync", sync], stdout=logf, stderr=logf))
-            deadline = time.time() + 120
-            while True:  # the queue exists only once the first consumer has declared it
-                try:
-                    self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
-                    break
-                except RuntimeError:
-                    if time.time() > deadline or any(p.poll() is not None for p in procs):
-                        logf.flush()
-                        with open(logf.name, errors="replace") as f:
-                            raise RuntimeError(f"reference consumers did not all start: {f.read()[-1500:]}")
-                    time.sleep(0.1)
-            t0 = time.time()
-            self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
-            last, ok = self.wait_done(c["store"], n)
+            procs, logf = self.start_reference(c, workers, self.reference_argv(c, sync))
+            try:
+                t0 = time.time()
+                self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(sql + "\n") * n)
+                last, ok = self.wait_done(c["store"], n)
+            finally:
+                self.stop_reference(procs, logf)
         finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
-            logf.close()
             self.drop_queue(c)
         if ok != n:
             log(f"warning: reference {qtype}/{workers}/{durability}: {n - ok} of {n} tasks did not succeed")
@@ -676,6 +658,28 @@ database = "{self.demo}"
             log(f"warning: pgstore {workers} workers, {hosts} hosts: {n - ok} of {n} tasks did not succeed")
         return n / (last - t0)
 
+    def pg_e2e_reference(self, workers, n):
+        """pg_e2e for the reference consumer: `workers` sqlq-bench-reference-pg on a fresh
+        PostgreSQL store, consuming before sqlq (no fleet started) stores and publishes the tasks."""
+        db, url = self.pg_store(f"ref{workers}")
+        c = self.store_conf(url, workers)
+        try:
+            self.sqlq(c, "list")  # creates the task store with sqlq's schema
+            procs, logf = self.start_reference(c, workers, [self.bin["reference_pg"], "--port", str(self.port), "--queue",
+                                                            c["queue"], "--store-url", url, "--db", self.demo])
+            try:
+                t0 = time.time()
+                self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
+                last, ok = self.pg_wait_done(db, n)
+            finally:
+                self.stop_reference(procs, logf)
+        finally:
+            self.drop_queue(c)
+            self.pg_store_drop(db)
+        if ok != n:
+            log(f"warning: pgstore reference, {workers} consumers: {n - ok} of {n} tasks did not succeed")
+        return n / (last - t0)
+
     def pg_running(self, db, tid):
         """(status, attempts, started_at ms, owner) of one task on a PostgreSQL store."""
         s, att, st, owner = self.pg_super(db, f"SELECT status, attempts, coalesce(started_at, 0), coalesce(owner, '') "
@@ -724,9 +728,10 @@ database = "{self.demo}"
 
     def pgstore(self):
         """Issue 15's figures: tasks/s on the PostgreSQL task store at 1/4/8/40 workers beside the
-        SQLite store, and with two hosts sharing it; how soon an orphaned task runs again (its
-        worker killed, its supervisor alive; a whole host killed, so only the lease tells); and
-        submit → `sqlq wait` returns, SELECT 1 on an idle fleet of 4, on both stores."""
+        SQLite store and the reference consumer on the same PostgreSQL store, and with two hosts
+        sharing it; how soon an orphaned task runs again (its worker killed, its supervisor alive;
+        a whole host killed, so only the lease tells); and submit → `sqlq wait` returns, SELECT 1
+        on an idle fleet of 4, on both stores."""
         a = self.a
         if not a.pg_url:
             raise RuntimeError("no --pg-url (bench/run.sh starts a private PostgreSQL server)")
@@ -736,19 +741,24 @@ database = "{self.demo}"
             for w in a.workers:
                 sqlite_rate, _ = self.e2e_sqlq("quorum", w, "full", TRIVIAL, n)
                 pg_rate = self.pg_e2e(w, n)
-                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate})
+                ref_rate = self.pg_e2e_reference(w, n)
+                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate,
+                             "reference": ref_rate})
                 two = self.pg_e2e(w, n, hosts=2) if w >= 4 else None
                 if two:
-                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two})
-                log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s"
-                    + (f", two hosts {two:.0f}/s" if two else ""))
+                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two, "reference": None})
+                log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s, "
+                    f"reference on the postgres store {ref_rate:.0f}/s" + (f", two hosts {two:.0f}/s" if two else ""))
         out = []
         for key in sorted({(r["workers"], r["hosts"]) for r in rows}):
             sel = [r for r in rows if (r["workers"], r["hosts"]) == key]
+            one = key[1] == 1  # the SQLite store and the reference: one host only
             out.append({"workers": key[0], "hosts": key[1],
-                        "sqlite": summary([r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None,
+                        "sqlite": summary([r["sqlite"] for r in sel]) if one else None,
                         "postgres": summary([r["postgres"] for r in sel]),
-                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None})
+                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if one else None,
+                        "reference": summary([r["reference"] for r in sel]) if one else None,
+                        "of_reference": summary([r["postgres"] / r["reference"] for r in sel]) if one else None})
 
         # Orphans. A worker SIGKILLed, its supervisor alive: the broker gives the delivery back at
         # once and the supervisor records the loss, so another worker takes over without the lease.
@@ -1184,24 +1194,16 @@ database = "{self.demo}"
             t = self.children_cpu()
             self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
             submitter = self.children_cpu() - t
-            logf = open(os.path.join(c["dir"], "reference.log"), "w")
-            procs = []
             t0 = time.time()
             try:
-                for _ in range(w):
-                    procs.append(subprocess.Popen(
-                        ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                         "--queue", c["queue"], "--queue-type", "quorum", "--store", c["store"], "--db", self.demo,
-                         "--sync", "FULL"], stdout=logf, stderr=logf))
-                last, ok = self.wait_done(c["store"], n)
-                b1 = self.cpu_ns(bpid)
-                consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+                procs, logf = self.start_reference(c, w, wait=False)
+                try:
+                    last, ok = self.wait_done(c["store"], n)
+                    b1 = self.cpu_ns(bpid)
+                    consumers = sum(self.cpu_ns(p.pid) for p in procs) / 1e9  # with python's start-up
+                finally:
+                    self.stop_reference(procs, logf)
             finally:
-                for p in procs:
-                    p.kill()
-                for p in procs:
-                    p.wait()
-                logf.close()
                 self.drop_queue(c)
             rows.append({"round": rnd, "system": "reference", "rate": n / (last - t0), "load": load, "ok": ok,
                          "us": {"broker": (b1 - b0) / 1e3 / n, "workers": consumers * 1e6 / n, "supervisor": None,
@@ -1280,23 +1282,39 @@ database = "{self.demo}"
                 res[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "mean": statistics.mean(xs), "max": max(xs), "n": len(xs)}
         return res
 
-    def start_reference(self, c, workers):
-        procs = []
+    def reference_argv(self, c, sync="FULL"):
+        """One reference consumer (reference_consumer.py) on fleet c's queue and SQLite store."""
+        return ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
+                "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
+                "--sync", sync]
+
+    def start_reference(self, c, workers, argv=None, wait=True):
+        """Starts `workers` reference consumers on fleet c's queue, each `argv` (by default
+        reference_consumer.py at FULL), logging to c's reference.log; with wait, returns once all
+        of them consume (the queue exists once the first has declared it). Returns (procs, log)
+        for stop_reference."""
         logf = open(os.path.join(c["dir"], "reference.log"), "w")
-        for _ in range(workers):
-            procs.append(subprocess.Popen(
-                ["/usr/bin/python3", os.path.join(HERE, "reference_consumer.py"), "--port", str(self.port),
-                 "--queue", c["queue"], "--queue-type", c["qtype"], "--store", c["store"], "--db", self.demo,
-                 "--sync", "FULL"], stdout=logf, stderr=logf))
+        procs = [subprocess.Popen(argv or self.reference_argv(c), stdout=logf, stderr=logf) for _ in range(workers)]
         deadline = time.time() + 120
-        while True:
+        while wait:
             try:
                 self.pub("consumers", queue=c["queue"], wait=workers, timeout_ms=120000)
-                return procs, logf
+                break
             except RuntimeError:
                 if time.time() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError("reference consumers did not all start")
+                    self.stop_reference(procs, logf)
+                    with open(logf.name, errors="replace") as f:
+                        raise RuntimeError(f"reference consumers did not all start: {f.read()[-1500:]}")
                 time.sleep(0.1)
+        return procs, logf
+
+    @staticmethod
+    def stop_reference(procs, logf):
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        logf.close()
 
     def row_times(self, store, task_id):
         db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
@@ -1358,11 +1376,7 @@ database = "{self.demo}"
                 samples.append(dict(self.row_times(c["store"], json.loads(out)["id"]), t0_us=t0, t3_us=t3))
             res["reference_process"] = self.split(samples)
         finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
-            logf.close()
+            self.stop_reference(procs, logf)
             self.drop_queue(c)
         self.results["latency"] = res
 
@@ -1745,12 +1759,15 @@ def report(res):
     if "pgstore" in res:
         p = res["pgstore"]
         rows = [[s["workers"], s["hosts"], fmt(s["sqlite"]) if s["sqlite"] else "-", fmt(s["postgres"]),
-                 fmt(s["ratio"], "%", 100) if s["ratio"] else "-"] for s in p["summary"]]
+                 fmt(s["ratio"], "%", 100) if s["ratio"] else "-", fmt(s.get("reference")),
+                 fmt(s.get("of_reference"), "×", 1, 1)] for s in p["summary"]]
         o = lambda k: (f"p50 {p[k]['p50']:.0f} ms, p99 {p[k]['p99']:.0f} ms, max {p[k]['max']:.0f} ms (n={p[k]['n']})"
                        if k in p else "-")
         lines += [f"14. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
-                  "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each",
-                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite"], rows),
+                  "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each; "
+                  "reference: as many sqlq-bench-reference-pg on the PostgreSQL store",
+                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite",
+                         "reference, PostgreSQL store", "PostgreSQL × reference"], rows),
                   f"   orphan, worker SIGKILLed (supervisor alive) → task running again: {o('orphan_worker_ms')}",
                   f"   orphan, whole host SIGKILLed (lease_ms 3000) → running again on the other host: {o('orphan_host_ms')}",
                   f"   submit → `sqlq wait` returns (two processes, idle fleet of 4): SQLite store {o('wait_sqlite_ms')}; "

@@ -59,6 +59,26 @@ void Conn::declare(const std::string& queue, const std::string& type) {
     check(amqp_get_rpc_reply(c_.get()), "declare " + queue);
 }
 
+void Conn::declare_task_queue(const std::string& queue, int delivery_limit) {
+    const std::string dlx = queue + ".dlx";
+    amqp_exchange_declare(c_.get(), kChannel, b(dlx), amqp_cstring_bytes("fanout"), /*passive=*/0, /*durable=*/1,
+                          /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+    check(amqp_get_rpc_reply(c_.get()), "declare exchange " + dlx);
+    amqp_table_entry_t args[3];
+    args[0].key = amqp_cstring_bytes("x-queue-type");
+    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+    args[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    args[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[1].value.value.bytes = b(dlx);
+    args[2].key = amqp_cstring_bytes("x-delivery-limit");
+    args[2].value.kind = AMQP_FIELD_KIND_I64;
+    args[2].value.value.i64 = delivery_limit;
+    amqp_queue_declare(c_.get(), kChannel, b(queue), /*passive=*/0, /*durable=*/1, /*exclusive=*/0,
+                       /*auto_delete=*/0, amqp_table_t{3, args});
+    check(amqp_get_rpc_reply(c_.get()), "declare " + queue);
+}
+
 void Conn::inspect(const std::string& queue, uint32_t& messages, uint32_t& consumers) {
     auto* ok = amqp_queue_declare(c_.get(), kChannel, b(queue), /*passive=*/1, /*durable=*/0, /*exclusive=*/0,
                                   /*auto_delete=*/0, amqp_empty_table);

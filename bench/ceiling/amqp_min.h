@@ -27,6 +27,10 @@ public:
 
     // A durable queue of type "classic" or "quorum".
     void declare(const std::string& queue, const std::string& type);
+    // sqlq's task queue, declared with the same arguments as sqlq's (common/amqp/connection.cpp),
+    // so that it may already exist: a durable quorum queue dead-lettering to the durable fanout
+    // exchange <queue>.dlx after delivery_limit redeliveries.
+    void declare_task_queue(const std::string& queue, int delivery_limit);
     // Passive declare: ready messages and consumers.
     void inspect(const std::string& queue, uint32_t& messages, uint32_t& consumers);
     void purge(const std::string& queue);
