@@ -501,54 +501,48 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
     }
 }
 
-TaskStore::Next PgStore::next_for(int64_t unit, int64_t max_running_per_user) {
-    // 1. The task an earlier delivery of this message runs (or ran, its worker now gone).
-    if (auto r = exec("SELECT id FROM sqlq_tasks WHERE unit=$1 AND status='running'", Params() << unit);
-        PQntuples(r.get()) > 0)
-        return {Next::Kind::task, Row{r.get(), 0}.i64(0), true};
-    // 2. The task it was published for, running with its owner gone: the sweeper republished it.
-    Status own_status = Status::queued;
-    {
-        auto r = exec("SELECT status, owner, owner_pid, owner_start, lease_until, owner_lost_at IS NOT NULL, " +
-                          now_sql(2) + " FROM sqlq_tasks WHERE id=$1",
-                      Params() << unit << clock());
-        if (PQntuples(r.get()) == 0) return {Next::Kind::unknown};
-        const Row row{r.get(), 0};
-        own_status = parse_status(row.text(0)).value_or(Status::failed);
-        if (row.text(0) == "running" &&
-            owner_gone({owner_host(row.text(1)), row.i64(2), row.i64(3)}, row.i64(4), row.boolean(5), row.i64(6)))
-            return {Next::Kind::task, unit};
-    }
-    // 3. The fairest queued task. The waiting users are found one by one through
-    // sqlq_tasks_queue (a skip scan: what it costs grows with the users waiting, not with their
-    // tasks), each with its oldest task and its running count; then fewest running, least
-    // recently served, oldest.
-    auto r = exec(
-        "WITH RECURSIVE waiting(name) AS ("
-        "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued')"
-        "  UNION ALL"
-        "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued' AND submitter > waiting.name)"
-        "  FROM waiting WHERE waiting.name IS NOT NULL),"
-        " candidates AS ("
-        "  SELECT waiting.name,"
-        "         (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
-        "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name"
-        "          AND lease_until >= " + now_sql(2) + " AND owner_lost_at IS NULL) AS running,"
-        "         coalesce((SELECT max(served) FROM sqlq_tasks WHERE submitter=waiting.name AND served IS NOT NULL),"
-        "                  0) AS served"
-        "  FROM waiting WHERE waiting.name IS NOT NULL) "
-        "SELECT head, name FROM candidates WHERE $1::bigint = 0 OR running < $1::bigint "
-        "ORDER BY running, served, head LIMIT 1",
-        Params() << max_running_per_user << clock());
-    if (PQntuples(r.get()) > 0) {
-        Next n{Next::Kind::task, Row{r.get(), 0}.i64(0)};
-        n.fairest = true;
-        n.user = Row{r.get(), 0}.text(1);
-        return n;
-    }
-    const bool waiting =
-        Row{exec("SELECT EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')").get(), 0}.boolean(0);
-    return {waiting ? Next::Kind::limited : Next::Kind::none, 0, false, own_status};
+// Step 3's choice, the fairest waiting user (`chosen`: name, head): the waiting users are found
+// one by one through sqlq_tasks_queue (a skip scan: what it costs grows with the users waiting,
+// not with their tasks), each with their oldest task, running count and last turn; then fewest
+// running, least recently served, oldest. $L: max_running_per_user (0: none); $C: the clock.
+std::string fairest_user_sql(int limit_n, int clock_n) {
+    const std::string limit = "$" + std::to_string(limit_n) + "::bigint";
+    return "WITH RECURSIVE waiting(name) AS ("
+           "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued')"
+           "  UNION ALL"
+           "  SELECT (SELECT min(submitter) FROM sqlq_tasks WHERE status='queued' AND submitter > waiting.name)"
+           "  FROM waiting WHERE waiting.name IS NOT NULL),"
+           " candidates AS ("
+           "  SELECT waiting.name,"
+           "         (SELECT min(id) FROM sqlq_tasks WHERE status='queued' AND submitter=waiting.name) AS head,"
+           "         (SELECT count(*) FROM sqlq_tasks WHERE status='running' AND submitter=waiting.name"
+           "          AND lease_until >= " + now_sql(clock_n) + " AND owner_lost_at IS NULL) AS running,"
+           "         coalesce((SELECT max(served) FROM sqlq_tasks WHERE submitter=waiting.name AND served IS NOT NULL),"
+           "                  0) AS served"
+           "  FROM waiting WHERE waiting.name IS NOT NULL),"
+           " chosen AS (SELECT name, head FROM candidates WHERE " + limit + " = 0 OR running < " + limit +
+           "  ORDER BY running, served, head LIMIT 1) ";
+}
+
+TaskStore::Next PgStore::next_for(int64_t unit, int64_t) {
+    // Steps 1 and 2 in one statement (one row, whether the message's task exists or not):
+    // 1. the task an earlier delivery of this message runs (or ran, its worker now gone);
+    // 2. the task it was published for, running with its owner gone: the sweeper republished it.
+    auto r = exec("SELECT (SELECT id FROM sqlq_tasks WHERE unit=$1 AND status='running' LIMIT 1), t.status, t.owner, "
+                  "t.owner_pid, t.owner_start, t.lease_until, t.owner_lost_at IS NOT NULL, " + now_sql(2) +
+                  " FROM (VALUES (1)) AS one LEFT JOIN sqlq_tasks t ON t.id=$1",
+                  Params() << unit << clock());
+    const Row row{r.get(), 0};
+    if (!row.null(0)) return {Next::Kind::task, row.i64(0), true};
+    if (row.null(1)) return {Next::Kind::unknown};
+    const Status own_status = parse_status(row.text(1)).value_or(Status::failed);
+    if (own_status == Status::running &&
+        owner_gone({owner_host(row.text(2)), row.i64(3), row.i64(4)}, row.i64(5), row.boolean(6), row.i64(7)))
+        return {Next::Kind::task, unit};
+    // 3. The fairest queued task: chosen and claimed in one statement by claim_fairest.
+    Next n{Next::Kind::task, 0, false, own_status};
+    n.fairest = true;
+    return n;
 }
 
 bool PgStore::fail_claim(int64_t id, const char* from, int64_t attempts, const std::string& error) {
@@ -560,34 +554,50 @@ bool PgStore::fail_claim(int64_t id, const char* from, int64_t attempts, const s
 }
 
 TaskStore::Claim PgStore::claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) {
-    // With a running limit, the chosen head exactly: one user's claims then meet on it, and the
-    // one that loses chooses again counting the winner, so two at once cannot both pass the limit.
-    if (rules.max_running_per_user > 0) return claim_as(n.id, me, rules, unit);
-    // Without one, the user's oldest queued task that no other claim is taking (SKIP LOCKED):
-    // workers claiming at once take a task each instead of waiting for one another's commit.
-    auto r = exec("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
-                  "executions=executions + (sql_bytes <= $8)::int, owner=$2, owner_pid=$3, owner_start=$4, "
-                  "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$7, "
-                  "served=nextval('sqlq_served') "
-                  "WHERE id=(SELECT id FROM sqlq_tasks WHERE status='queued' AND submitter=$6 "
-                  "          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND status='queued' "
-                  "RETURNING id, attempts, started_at, lease_until, created_at, sql_bytes, "
-                  "CASE WHEN sql_bytes <= $8 THEN sql END",
-                  Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << n.user << unit
-                           << rules.max_sql_bytes);
-    if (PQntuples(r.get()) == 0) return {ClaimKind::held};  // all taken meanwhile: choose again
+    // The choice and the claim in one statement: the chosen user's oldest queued task.
+    // - Without a running limit, the oldest that no other claim is taking (SKIP LOCKED): workers
+    //   claiming at once take a task each instead of waiting for one another's commit.
+    // - With one, the chosen head exactly: one user's claims meet on its row, and the one that
+    //   waited finds it taken (no row), then chooses again counting the winner, so two claims at
+    //   once cannot both pass the limit. (Not FOR UPDATE in the subquery: a row found taken after
+    //   the wait is skipped for the next one, chosen on a count from before the wait.)
+    const bool limit = rules.max_running_per_user > 0;
+    auto r = exec(fairest_user_sql(8, 1) +
+                      "UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
+                      "executions=executions + (sql_bytes <= $7)::int, owner=$2, owner_pid=$3, owner_start=$4, "
+                      "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$6, "
+                      "served=nextval('sqlq_served') "
+                      "WHERE id=" + (limit ? "(SELECT head FROM chosen)"
+                                           : "(SELECT id FROM sqlq_tasks WHERE status='queued' AND "
+                                             "submitter=(SELECT name FROM chosen) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)") +
+                      " AND status='queued' "
+                      "RETURNING id, attempts, started_at, created_at, sql_bytes, CASE WHEN sql_bytes <= $7 THEN sql END",
+                  Params() << clock() << me.name() << me.pid << me.start << cfg_.lease_ms << unit
+                           << rules.max_sql_bytes << rules.max_running_per_user);
+    if (PQntuples(r.get()) == 0) {
+        r.reset();
+        // Nothing claimed: taken by another claim meanwhile (choose again), or nothing to run.
+        auto q = exec(fairest_user_sql(1, 2) +
+                          "SELECT (SELECT head FROM chosen), EXISTS (SELECT 1 FROM sqlq_tasks WHERE status='queued')",
+                      Params() << rules.max_running_per_user << clock());
+        const Row row{q.get(), 0};
+        if (!row.null(0)) return {ClaimKind::held};
+        Claim c{row.boolean(1) ? ClaimKind::limited : ClaimKind::none, 0, n.status};
+        c.id = unit;
+        return c;
+    }
     const Row row{r.get(), 0};
     const int64_t id = row.i64(0);
     const int64_t attempts = row.i64(1);
-    if (row.null(6)) {
+    if (row.null(5)) {
         // Too long to load: failed unrun, by this claim's own attempt.
-        const bool failed = fail_claim(id, "'running'", attempts, too_long_error(row.i64(5), rules.max_sql_bytes));
+        const bool failed = fail_claim(id, "'running'", attempts, too_long_error(row.i64(4), rules.max_sql_bytes));
         Claim c{failed ? ClaimKind::refused : ClaimKind::held, 0, Status::failed};
         c.id = id;
         return c;
     }
-    Claim c{ClaimKind::claimed, attempts, Status::running, 0, row.text(6)};
-    c.created_at = row.i64(4);
+    Claim c{ClaimKind::claimed, attempts, Status::running, 0, row.text(5)};
+    c.created_at = row.i64(3);
     c.claimed_at = row.i64(2);
     c.id = id;
     return c;

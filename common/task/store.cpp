@@ -87,7 +87,7 @@ TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const Clai
             }
             break;
         }
-        if (c.id == 0) c.id = n.kind == Next::Kind::task ? n.id : unit;
+        if (c.id == 0) c.id = n.kind == Next::Kind::task && n.id != 0 ? n.id : unit;
         return c;
     }
 }

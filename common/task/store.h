@@ -333,13 +333,14 @@ protected:
         int64_t id = 0;
         bool resume = false;  // step 1: wait (held) while its owner lives
         Status status = Status::queued;  // none: the status of the message's own task
-        bool fairest = false;  // step 3: `id` is the head of `user`'s queue
-        std::string user{};
+        bool fairest = false;  // step 3: claimed through claim_fairest
     };
     virtual Next next_for(int64_t unit, int64_t max_running_per_user) = 0;
-    // Step 3's claim: by default task n.id, exactly. An engine whose claims run at once may take
-    // another queued task of n.user instead (the claim's `id` says which), as long as
-    // max_running_per_user still holds. `held` when another claim took it first.
+    // Step 3's claim: by default task n.id, exactly. An engine may instead leave the choice to
+    // this call (n.id 0), making it and the claim one statement, and take another queued task of
+    // the chosen user than the head when claims run at once (the claim's `id` says which), as
+    // long as max_running_per_user holds; it then also answers `none` (n.status: the message's
+    // own task's) or `limited`. `held` when another claim took the task first.
     virtual Claim claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) {
         return claim_as(n.id, me, rules, unit);
     }
