@@ -255,6 +255,7 @@ TaskService::Waited TaskService::wait(int64_t id, int64_t timeout_ms, const std:
     // The watch before the first look: a commit between the two is then reported, not missed.
     // (A kept watch may also report what happened before: one more look.)
     StoreWatch& w = waiting_watch();
+    w.new_wait();  // a long-lived client's tasks one after the other are not a busy store
     const int64_t cap = cfg_.store.wait_poll_ms;
     Pacer pace{w, w.live() ? Backoff(cap, cap) : Backoff(std::min<int64_t>(5, cap), cap), deadline};
     for (;;) {
@@ -286,6 +287,7 @@ TaskService::Cancelled TaskService::cancel(int64_t id, const std::string& by, Wa
     if (wait == WaitForStop::no) return {Kind::requested, Status::running};
     const int64_t deadline = mono_ms() + cfg_.supervisor.cancel_grace_ms + cfg_.store.lease_ms + 10000;
     StoreWatch& w = waiting_watch();  // made before the first look, as in wait()
+    w.new_wait();
     // Without notifications, look every 10 ms as before: a cancel is over within the grace period.
     const int64_t cap = w.live() ? cfg_.store.wait_poll_ms : 10;
     Pacer pace{w, Backoff(cap, cap), deadline};

@@ -88,6 +88,9 @@ public:
     // its marks in place waits for an RCU grace period, ~8 ms of a one-shot `sqlq run`). wait()
     // reports nothing afterwards.
     virtual void unwatch() {}
+    // A kept watch starts waiting for something else (another task): how busy it found the
+    // store while waiting for the last one does not carry over (SqliteWatch: its coalescing).
+    virtual void new_wait() {}
 };
 
 // A watch that reports nothing: wait() sleeps its timeout (interruptible by a signal).

@@ -3,7 +3,9 @@
 // and made again, and still returns by its fallback look when no notification comes.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <unistd.h>
 
 #include "service/task_service.h"
@@ -57,6 +59,37 @@ TEST_CASE("a watch reports a commit made by another connection", "[store][watch]
     CHECK_FALSE(w->wait(0));
     writer->insert("SELECT 2", "alice");
     CHECK(w->wait(10000));
+}
+
+TEST_CASE("a watch slows its reports while the store stays busy, not past it nor into the next wait",
+          "[store][watch]") {
+    TempStore ts;
+    auto waiter = ts.open();
+    auto w = waiter->watch();
+    auto* sw = dynamic_cast<SqliteWatch*>(w.get());
+    REQUIRE(sw);
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        auto s = ts.open();
+        while (!stop) s->insert("SELECT 1", "alice");
+    });
+    auto until_busy = [&] {
+        for (int i = 0; i < 20 * SqliteWatch::kBusyReports && !sw->busy(); ++i) w->wait(10000);
+        return sw->busy();
+    };
+    // A store committing all the time: after kBusyReports reports in a row, the busy pace.
+    CHECK(until_busy());
+    // A new wait (the next task of a client that keeps its watch) starts at the quick pace.
+    w->new_wait();
+    CHECK_FALSE(sw->busy());
+    REQUIRE(until_busy());
+    stop = true;
+    writer.join();
+    // The store falls quiet: the next report, whose pause sees no commit, ends the busy pace.
+    auto last = ts.open();
+    last->insert("SELECT 2", "alice");
+    CHECK(w->wait(10000));
+    CHECK_FALSE(sw->busy());
 }
 
 TEST_CASE("a watch follows the log when it is deleted and made again", "[store][watch]") {
