@@ -112,6 +112,12 @@ std::string Blob::prefix(int64_t n) {
     return out;
 }
 
+ReadTxn::ReadTxn(Db& db) : db_(db) { db_.exec("BEGIN"); }
+
+ReadTxn::~ReadTxn() {
+    sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr);  // reads only: nothing to lose
+}
+
 Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
 
 Txn::~Txn() {

@@ -130,6 +130,19 @@ private:
 
 // BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at
 // COMMIT); rolls back in the destructor unless committed.
+// A read transaction over several statements (BEGIN DEFERRED ... COMMIT): one snapshot, and one
+// set of the WAL's read locks instead of one per statement. Ends when it goes out of scope.
+class ReadTxn {
+public:
+    explicit ReadTxn(Db& db);
+    ~ReadTxn();
+    ReadTxn(const ReadTxn&) = delete;
+    ReadTxn& operator=(const ReadTxn&) = delete;
+
+private:
+    Db& db_;
+};
+
 class Txn {
 public:
     explicit Txn(Db& db);
