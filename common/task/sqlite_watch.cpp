@@ -106,20 +106,14 @@ bool SqliteWatch::wait(int64_t timeout_ms) {
         // whatever was committed meanwhile is covered by this one report. Either way the
         // writer gets a moment to make its commit visible (kPublishUs).
         const int64_t since = mono_ms() - last_report_;
-        if (window_ == kCoalesceMs) {
-            close_reports_ = since < 2 * kCoalesceMs ? close_reports_ + 1 : 0;
-            if (close_reports_ >= kBusyReports) window_ = kBusyCoalesceMs;
-        }
+        if (window_ == kCoalesceMs && ++reports_ >= kBusyReports) window_ = kBusyCoalesceMs;
         const long pause_ns = since < window_ ? long(window_ - since) * 1000000 : 0;
         timespec ts{0, std::max(pause_ns, kPublishUs * 1000)};
         nanosleep(&ts, nullptr);
         // Busy while commits keep coming during the pause; the first pause without one ends it.
         // (Judged by the reports' spacing alone, a client running tasks one after the other,
         // its own commits under 16 ms apart, kept a waiter busy for good: 8 ms per outcome.)
-        if (!drain() && window_ == kBusyCoalesceMs) {
-            window_ = kCoalesceMs;
-            close_reports_ = 0;
-        }
+        if (!drain() && window_ == kBusyCoalesceMs) new_wait();
         last_report_ = mono_ms();
         settle_ = true;
         return true;

@@ -32,7 +32,7 @@ public:
     bool busy() const { return window_ == kBusyCoalesceMs; }
     void new_wait() override {
         window_ = kCoalesceMs;
-        close_reports_ = 0;
+        reports_ = 0;
     }
 
     // A commit's frames are written (the event) a moment before the WAL index in shared memory
@@ -43,10 +43,11 @@ public:
     // where that was not enough.
     static constexpr long kPublishUs = 200;
     static constexpr int64_t kSettleMs = 2;
-    // Reports at most one change per kCoalesceMs, and once the store has been busy for a while
-    // (kBusyReports reports in a row within one wait, each within 2 * kCoalesceMs of the one
-    // before) at most one per kBusyCoalesceMs, until a pause passes with no commit or a new wait
-    // begins (new_wait): a store committing thousands of times a second
+    // Reports at most one change per kCoalesceMs, and once one wait has had kBusyReports reports
+    // (the waiter woke that often and what it waits for has not come) at most one per
+    // kBusyCoalesceMs, until a pause passes with no commit or a new wait begins (new_wait); a
+    // report that comes later than the window after the last one is not delayed at all. So a
+    // store committing thousands of times a second
     // wakes a waiter at most ~125 times a second, each wake-up one read, while the two commits
     // of a short task (claim, outcome) are reported as they come. Measured in
     // docs/performance.md, "Waiting for an outcome".
@@ -67,7 +68,7 @@ private:
     bool settle_ = false;      // a change was reported: look again within kSettleMs
     int64_t last_report_ = 0;  // mono_ms of the last change reported
     int64_t window_ = kCoalesceMs;  // the current least spacing of reports
-    int close_reports_ = 0;         // reports in a row that came within 2 * kCoalesceMs of the last
+    int reports_ = 0;               // reports since the wait began or the busy pace ended
 };
 
 }  // namespace sqlq
