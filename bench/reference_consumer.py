@@ -40,21 +40,11 @@ def main():
             args["x-delivery-limit"] = 20
         ch.queue_declare(a.queue, durable=True, arguments=args)
         ch.basic_qos(prefetch_count=1)
+        # Inside the retry too: right after several consumers declared a fresh quorum queue, a
+        # consume can fail (RabbitMQ 3.10: INTERNAL_ERROR, {badmatch,{error,noproc}}).
+        ch.basic_consume(a.queue, on_message)
         return store, conn, ch
 
-    # Several of these start at once on a fresh queue: switching the store to WAL and declaring
-    # the same queue can fail for all but one of them at that moment. Try again, like a service
-    # would, for up to 30 s.
-    deadline = time.time() + 30
-    while True:
-        try:
-            store, conn, ch = setup()
-            break
-        except (sqlite3.OperationalError, pika.exceptions.AMQPError) as e:
-            if time.time() > deadline:
-                raise
-            print(f"reference_consumer: set-up failed ({e!r}); retrying", flush=True)
-            time.sleep(0.2)
     target = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True)
     owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -84,7 +74,19 @@ def main():
         store.execute("COMMIT")
         ch.basic_ack(method.delivery_tag)
 
-    ch.basic_consume(a.queue, on_message)
+    # Several of these start at once on a fresh queue: switching the store to WAL and declaring
+    # the same queue can fail for all but one of them at that moment. Try again, like a service
+    # would, for up to 30 s.
+    deadline = time.time() + 30
+    while True:
+        try:
+            store, conn, ch = setup()
+            break
+        except (sqlite3.OperationalError, pika.exceptions.AMQPError) as e:
+            if time.time() > deadline:
+                raise
+            print(f"reference_consumer: set-up failed ({e!r}); retrying", flush=True)
+            time.sleep(0.2)
     ch.start_consuming()
     conn.close()
 
