@@ -51,7 +51,10 @@ def main():
     def on_message(ch, method, _props, body):
         task_id = json.loads(body)["task_id"]
         now = lambda: int(time.time() * 1000)
-        row = store.execute("SELECT status, sql FROM tasks WHERE id=?", (task_id,)).fetchone()
+        # The task's SQL where sqlq's store keeps it (its own table since schema 3; the row's
+        # column for rows the reference client stores itself).
+        row = store.execute("SELECT status, coalesce((SELECT sql FROM task_sql WHERE task_id=tasks.id), tasks.sql) "
+                            "FROM tasks WHERE id=?", (task_id,)).fetchone()
         if row is None or row[0] in ("succeeded", "failed", "cancelled"):
             ch.basic_ack(method.delivery_tag)
             return
