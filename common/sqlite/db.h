@@ -128,8 +128,6 @@ private:
     std::unique_ptr<sqlite3_blob, CloseBlob> b_;
 };
 
-// BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at
-// COMMIT); rolls back in the destructor unless committed.
 // A read transaction over several statements (BEGIN DEFERRED ... COMMIT): one snapshot, and one
 // set of the WAL's read locks instead of one per statement. Ends when it goes out of scope.
 class ReadTxn {
@@ -143,6 +141,8 @@ private:
     Db& db_;
 };
 
+// BEGIN IMMEDIATE (takes the write lock up front, so a busy store fails at the start, not at
+// COMMIT); rolls back in the destructor unless committed.
 class Txn {
 public:
     explicit Txn(Db& db);

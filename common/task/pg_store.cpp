@@ -149,6 +149,15 @@ CREATE TRIGGER sqlq_tasks_ended AFTER UPDATE OF status ON sqlq_tasks FOR EACH RO
 // "coalesce($N::bigint, sqlq_now_ms())": the injected clock when there is one, else the server's.
 std::string now_sql(int n) { return "coalesce($" + std::to_string(n) + "::bigint, sqlq_now_ms())"; }
 
+// The claim of a queued task (queued -> running), whichever way it was chosen: $1 the clock, $2-$4
+// the owner, $5 lease_ms, $`unit_n` the message; `executions`, what the count becomes. The user's
+// turn, for fairness, is this claim's mark.
+std::string claim_queued_sql(int unit_n, const std::string& executions) {
+    return "UPDATE sqlq_tasks SET status='running', attempts=attempts+1, executions=" + executions +
+           ", owner=$2, owner_pid=$3, owner_start=$4, started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) +
+           " + $5, unit=$" + std::to_string(unit_n) + ", served=nextval('sqlq_served') ";
+}
+
 std::string task_columns(int64_t sql_chars) {
     return "id, substr(sql, 1, " + std::to_string(sql_chars) +
            "), submitter, status, published, attempts, executions, owner, owner_pid, owner_start, lease_until, "
@@ -452,12 +461,8 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
         if (status == Status::queued) {
             if (too_long) {
                 if (refuse("'queued'")) return {ClaimKind::refused, 0, Status::failed};
-            } else if (auto c = take("UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
-                                     "executions=executions+1, owner=$2, owner_pid=$3, owner_start=$4, "
-                                     "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$8, "
-                                     "served=nextval('sqlq_served') "  // the user's turn, for fairness
-                                     "WHERE id=$6 AND status='queued' AND attempts=$7 "
-                                     "RETURNING started_at, lease_until")) {
+            } else if (auto c = take(claim_queued_sql(8, "executions+1") +
+                                     "WHERE id=$6 AND status='queued' AND attempts=$7 RETURNING started_at, lease_until")) {
                 return *c;
             }
         } else {
@@ -562,11 +567,7 @@ TaskStore::Claim PgStore::claim_fairest(const Next& n, const Owner& me, const Cl
     //   once cannot both pass the limit. (Not FOR UPDATE in the subquery: a row found taken after
     //   the wait is skipped for the next one, chosen on a count from before the wait.)
     const bool limit = rules.max_running_per_user > 0;
-    auto r = exec(fairest_user_sql(8, 1) +
-                      "UPDATE sqlq_tasks SET status='running', attempts=attempts+1, "
-                      "executions=executions + (sql_bytes <= $7)::int, owner=$2, owner_pid=$3, owner_start=$4, "
-                      "started_at=" + now_sql(1) + ", lease_until=" + now_sql(1) + " + $5, unit=$6, "
-                      "served=nextval('sqlq_served') "
+    auto r = exec(fairest_user_sql(8, 1) + claim_queued_sql(6, "executions + (sql_bytes <= $7)::int") +
                       "WHERE id=" + (limit ? "(SELECT head FROM chosen)"
                                            : "(SELECT id FROM sqlq_tasks WHERE status='queued' AND "
                                              "submitter=(SELECT name FROM chosen) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)") +

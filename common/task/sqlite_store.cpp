@@ -513,7 +513,11 @@ TaskStore::Next SqliteStore::next_for(int64_t unit, int64_t max_running_per_user
         "  FROM waiting WHERE waiting.name IS NOT NULL)"
         "SELECT head FROM candidates WHERE ?1 = 0 OR running < ?1 ORDER BY running, served, head LIMIT 1");
     ResetGuard g{fair};
-    if (fair.bind(1, max_running_per_user).bind(2, deps_.clock()).step()) return {Next::Kind::task, fair.i64(0)};
+    if (fair.bind(1, max_running_per_user).bind(2, deps_.clock()).step()) {
+        Next n{Next::Kind::task, fair.i64(0)};
+        n.fairest = true;  // claimed as chosen (claim_fairest's default): claims take turns here anyway
+        return n;
+    }
     fair.reset();
     auto& any = cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE status='queued')");
     ResetGuard g2{any};
