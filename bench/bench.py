@@ -460,39 +460,15 @@ database = "{database or self.demo}"
         marker = f"overlap-{self.seq}-{int(time.time())}"
         conf = {}
         for host in ("a", "b"):
-            d = os.path.join(self.work, f"overlap{self.seq:04d}{host}")
-            os.makedirs(d)
-            path = os.path.join(d, "sqlq.conf")
-            with open(path, "w") as f:
-                f.write(f"""[broker]
-url = "amqp://guest:guest@127.0.0.1:{self.port}"
-queue = "{queue}"
-heartbeat_s = {heartbeat_s}
-[store]
-url = "{store_url}"
-lease_ms = {lease_ms}
-[query]
-database = "{self.a.pg_url}"
-[supervisor]
-workers = 1
-run_dir = "{os.path.join(d, 'run')}"
-watchdog_ms = {watchdog_ms}
-""")
-            conf[host] = {"path": path, "queue": queue}
+            conf[host] = self.store_conf(store_url, 1, queue=queue, host=host, query=self.a.pg_url,
+                                         broker={"heartbeat_s": heartbeat_s}, store={"lease_ms": lease_ms},
+                                         watchdog_ms=watchdog_ms)
         a, b = conf["a"], conf["b"]
         started_b = False
         self.sup(a, "start")
         try:
             tid = int(self.sqlq(a, "submit", "--user", "bench", f"SELECT pg_sleep(50), '{marker}'").stdout.strip())
-            pid = 0
-            deadline = time.time() + 60
-            while not pid:
-                if time.time() > deadline:
-                    raise RuntimeError(f"overlap: task {tid} never ran on host A")
-                for w in self.status(a)["workers"]:
-                    if w.get("task") == tid:
-                        pid = w["pid"]
-                time.sleep(0.02)
+            pid = self.running_pid(a, tid, "overlap, host A")
             app = f"sqlq-worker {pid}"
             active = f"(SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' AND state = 'active')"
             while self.pg_super(store_db, f"SELECT {active}")[0][0] != "1":
@@ -592,28 +568,26 @@ watchdog_ms = {watchdog_ms}
     def pg_store_drop(self, db):
         self.pg_super("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
-    def store_conf(self, store_url, workers, queue=None, host="", **extra):
-        """A config on a PostgreSQL task store (the target is the SQLite demo file, as in the
-        throughput runs); `queue` shares one queue between hosts."""
+    def store_conf(self, store_url, workers, queue=None, host="", query=None, broker=None, store=None, **extra):
+        """A config on a PostgreSQL task store; `queue` shares one queue between hosts; `query`
+        the target (default: the SQLite demo file, as in the throughput runs); `broker`, `store`
+        and the keyword arguments ([supervisor]) add keys to their sections."""
         self.seq += 1
         d = os.path.join(self.work, f"pgstore{self.seq:04d}{host}")
         os.makedirs(d)
         queue = queue or f"bench.pgstore.{self.seq}"
-        sup = {"workers": workers, "run_dir": os.path.join(d, "run"), "start_timeout_ms": 120000}
-        sup.update(extra)
+        sections = {
+            "broker": {"url": f"amqp://guest:guest@127.0.0.1:{self.port}", "queue": queue, "queue_type": "quorum",
+                       **(broker or {})},
+            "store": {"url": store_url, **(store or {})},
+            "query": {"database": query or self.demo},
+            "supervisor": {"workers": workers, "run_dir": os.path.join(d, "run"), "start_timeout_ms": 120000, **extra},
+        }
         path = os.path.join(d, "sqlq.conf")
         with open(path, "w") as f:
-            f.write(f"""[broker]
-url = "amqp://guest:guest@127.0.0.1:{self.port}"
-queue = "{queue}"
-queue_type = "quorum"
-[store]
-url = "{store_url}"
-[query]
-database = "{self.demo}"
-[supervisor]
-""" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sup.items()))
-        return {"path": path, "dir": d, "queue": queue, "run_dir": sup["run_dir"]}
+            for name, keys in sections.items():
+                f.write(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
+        return {"path": path, "dir": d, "queue": queue, "run_dir": sections["supervisor"]["run_dir"]}
 
     def pg_wait_done(self, db, n, timeout=900):
         """wait_done on a PostgreSQL store: (last finished_at in s, succeeded count)."""
