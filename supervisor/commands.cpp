@@ -1,5 +1,6 @@
 #include "supervisor/commands.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -75,12 +76,28 @@ namespace {
 Config load(const std::string& config_opt) { return find_and_load_config(config_opt); }
 
 // What start checks itself before any worker exists, so that the reason of a failure is one
-// clear line instead of N workers backing off.
+// clear line instead of N workers backing off. A broker that answers too slowly (a loaded node, a
+// quorum queue's leader being elected) is asked again until start_timeout_ms has passed, each
+// time on a fresh connection; a broker that refuses (nothing listening, login, arguments) is the
+// one clear line at once.
 void preflight(const Config& cfg) {
-    {
-        amqp::Connection conn(cfg.broker, "sqlq-supervisor start");
-        conn.declare_topology();
-        conn.close();
+    const int64_t deadline = mono_ms() + cfg.supervisor.start_timeout_ms;
+    for (int64_t pause_ms = 200;; pause_ms = std::min<int64_t>(pause_ms * 2, 2000)) {
+        try {
+            amqp::Connection conn(cfg.broker, "sqlq-supervisor start");
+            conn.declare_topology();
+            conn.close();
+            break;
+        } catch (const amqp::AmqpError& e) {
+            if (e.kind() != amqp::AmqpError::Kind::timeout) throw;
+            const int64_t left = deadline - mono_ms();
+            if (left <= pause_ms)
+                throw Error(std::string(e.what()) + " (still, after asking until [supervisor] start_timeout_ms = " +
+                            std::to_string(cfg.supervisor.start_timeout_ms) + " ms)");
+            std::cerr << "sqlq-supervisor: " << e.what() << "; asking again (until [supervisor] start_timeout_ms, "
+                      << left / 1000 << " s left)" << std::endl;
+            ::usleep(static_cast<useconds_t>(pause_ms * 1000));
+        }
     }
     open_store(cfg.store);  // creates and migrates the schema once
 }

@@ -266,6 +266,52 @@ TEST_CASE("the broker restarted twice during the load: workers and producers car
     CHECK(fleet.status()["alive"] == 8);
 }
 
+TEST_CASE("start meets a broker too slow to answer: it asks again until start_timeout_ms, starts once the broker "
+          "answers, and gives up with one line naming the limit when it never does",
+          "[fault][broker][start]") {
+    Node node(5);
+    Setup s = base_setup(2);
+    s.broker_url = node.url();
+    s.sections["broker"] = "connect_timeout_ms = 300\n";
+    s.sections["supervisor"] = "start_timeout_ms = 2000\n";
+    Env env(s);
+    struct Resume {  // a paused node cannot be stopped
+        Node& node;
+        bool paused = false;
+        ~Resume() {
+            if (paused) node.resume();
+        }
+    } paused{node};
+
+    // Never answers within start_timeout_ms: one clear failure naming the limit, no fleet.
+    node.pause();
+    paused.paused = true;
+    auto gave_up = supervisor(env, {"start"});
+    INFO(gave_up.out << gave_up.err);
+    CHECK(gave_up.code != 0);
+    CHECK(gave_up.err.find("timed out") != std::string::npos);
+    CHECK(gave_up.err.find("start_timeout_ms = 2000 ms") != std::string::npos);
+    CHECK(!supervisor_log_shows(env, "workers ready", 0));
+
+    // Answers after a few tries: start waits for it and the fleet works.
+    s.sections["supervisor"] = "start_timeout_ms = 60000\n";
+    env.rewrite(s);
+    struct Stop {
+        const Env& env;
+        ~Stop() { supervisor(env, {"stop"}); }
+    } stop{env};
+    Process start({bin("sqlq-supervisor"), "start", "-c", env.config()});
+    REQUIRE(start.log_shows("asking again", 30000));
+    node.resume();
+    paused.paused = false;
+    const auto code = start.wait(60000);
+    INFO(start.log());
+    REQUIRE(code == 0);
+    int64_t id = submit(env, "SELECT 1");
+    CHECK(fault::cli(env, {"wait", std::to_string(id), "--timeout", "30"}).code == 0);
+    closing_audit(env, "start against a slow broker", {});
+}
+
 TEST_CASE("the supervisor SIGKILLed mid-load and started again: every task finishes once",
           "[fault][supervisor]") {
     Env env(base_setup(8));

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +110,19 @@ void Node::start() {
                        "", 180000, env_);
     if (r.code != 0) throw std::runtime_error("cannot restart the private RabbitMQ node: " + r.err);
 }
+
+namespace {
+void signal_node(const std::string& node_dir, int sig) {
+    pid_t pid = 0;
+    std::ifstream(node_dir + "/pid") >> pid;
+    if (pid <= 0 || ::kill(pid, sig) != 0)
+        throw std::runtime_error("cannot signal the private RabbitMQ node (pid file " + node_dir + "/pid)");
+}
+}  // namespace
+
+void Node::pause() { signal_node(dir_.path + "/node", SIGSTOP); }
+
+void Node::resume() { signal_node(dir_.path + "/node", SIGCONT); }
 
 Counts counts(const Env& env) {
     auto store = open_store(env.cfg().store);

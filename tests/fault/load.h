@@ -40,6 +40,10 @@ public:
     std::string url() const;  // as the fault user
     void stop();
     void start();
+    // SIGSTOP / SIGCONT to the node's Erlang VM: it still accepts TCP connections (the kernel's
+    // backlog) but answers nothing, like a node too loaded to answer in time.
+    void pause();
+    void resume();
 
 private:
     test::TempDir dir_;
