@@ -28,6 +28,14 @@ case "$cmd" in
 start)
     port=${3:?usage: broker.sh start DIR PORT [HEARTBEAT_S]}
     heartbeat=${4:-60}
+    # The node's distribution port is PORT + 20000 (below), and must be a port too.
+    case "$port" in
+    '' | *[!0-9]*) echo "broker.sh: PORT must be a number, not '$port'" >&2; exit 2 ;;
+    esac
+    if [ "$port" -lt 1 ] || [ "$port" -gt 45535 ]; then
+        echo "broker.sh: PORT $port out of range: 1 to 45535 (the node's distribution port is PORT + 20000)" >&2
+        exit 2
+    fi
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     if [ -f "$dir/nodename" ] && ctl ping >/dev/null 2>&1; then exit 0; fi

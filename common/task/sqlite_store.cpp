@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -307,6 +308,14 @@ void SqliteStore::migrate() {
                  "PRIMARY KEY (host, run_dir)) WITHOUT ROWID");
         db_.exec("PRAGMA user_version=5");
     }
+    if (v < 6) {
+        // A task's unit (the message whose delivery runs it) is its own id unless written: the
+        // index is on coalesce(unit, id), and a claim by the task's own message, the usual case,
+        // leaves the column alone. Moving the task's entry from the NULLs to its id cost every
+        // claim two index pages of WAL.
+        db_.exec("DROP INDEX tasks_unit; CREATE INDEX tasks_unit ON tasks(coalesce(unit, id))");
+        db_.exec("PRAGMA user_version=6");
+    }
     txn.commit();
 }
 
@@ -350,14 +359,40 @@ void SqliteStore::mark_published(const std::vector<int64_t>& ids) {
     txn.commit();
 }
 
+class SqliteStore::Scope final : public ClaimScope {
+public:
+    explicit Scope(SqliteStore& s) : s_(s), gate_(s.writing()), txn_(std::in_place, s.db_) { s_.claim_scope_ = this; }
+    ~Scope() override { s_.claim_scope_ = nullptr; }
+    // A claim that ended its task is made durable after the commit, outside the gate.
+    void persist_after() { persist_ = true; }
+    void commit() override {
+        // A statement that ran out of memory or disk may have rolled the whole transaction back.
+        if (!sqlite3_get_autocommit(s_.db_.get())) txn_->commit();
+        txn_.reset();
+        gate_.reset();
+        s_.claim_scope_ = nullptr;
+        if (persist_) s_.persist();
+    }
+
+private:
+    SqliteStore& s_;
+    std::optional<sqlite::WriteGate::Held> gate_;
+    std::optional<Txn> txn_;
+    bool persist_ = false;
+};
+
+std::unique_ptr<TaskStore::ClaimScope> SqliteStore::claim_scope() { return std::make_unique<Scope>(*this); }
+
 TaskStore::Claim SqliteStore::claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) {
     Claim c = try_claim(id, me, rules, unit);
     // The caller acks the message of a task that ends here, or that it finds finished: make that
     // end durable first (outside the gate). A task found finished may carry another worker's
     // outcome that is committed but still waiting for that worker's sync.
     if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now ||
-        c.kind == ClaimKind::refused || c.kind == ClaimKind::past_deadline)
-        persist();
+        c.kind == ClaimKind::refused || c.kind == ClaimKind::past_deadline) {
+        if (claim_scope_) claim_scope_->persist_after();
+        else persist();
+    }
     return c;
 }
 
@@ -372,7 +407,8 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         auto& sel = cached(std::string(
             "SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "
             "sql_bytes, lost_reason, started_at, "
-            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN ") + kSqlOf + " END, created_at "
+            "CASE WHEN status='queued' AND sql_bytes <= ?2 THEN ") + kSqlOf + " END, created_at, "
+            "coalesce(unit, id) "
             "FROM tasks WHERE id=?1");
         sel.bind(1, id).bind(2, rules.max_sql_bytes);
         if (!sel.step()) return {ClaimKind::unknown};
@@ -388,6 +424,8 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         const int64_t started_at = sel.opt_i64(9).value_or(now);
         std::string sql = sel.is_null(10) ? std::string() : sel.text(10);
         const int64_t created_at = sel.i64(11);
+        // The claim writes the unit only when it changes (tasks_unit: schema version 6).
+        const std::string set_unit = sel.i64(12) == unit ? "" : ", unit=?";
         sel.reset();
         auto claimed = [&] {
             Claim c{ClaimKind::claimed, attempts + 1, Status::running, 0, std::move(sql)};
@@ -421,10 +459,11 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
             }
             auto& st = cached(
                 "UPDATE tasks SET status='running', attempts=attempts+1, executions=executions+1, "
-                "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, unit=? "
-                "WHERE id=? AND status='queued' AND attempts=?");
+                "owner=?1, owner_pid=?2, owner_start=?3, lease_until=?4, started_at=?5" + set_unit +
+                " WHERE id=?7 AND status='queued' AND attempts=?8");
             st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, unit).bind(7, id).bind(8, attempts);
+                .bind(4, now + cfg_.lease_ms).bind(5, now).bind(7, id).bind(8, attempts);
+            if (!set_unit.empty()) st.bind(6, unit);
             if (st.run()) return claimed();
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
@@ -456,11 +495,13 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
                                       "UPDATE tasks SET attempts=attempts+1, executions=executions+1, "
                                       "owner=?, owner_pid=?, owner_start=?, lease_until=?, started_at=?, "
                                       "recovery_ms=CASE WHEN owner_lost_at IS NULL THEN recovery_ms "
-                                      "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL, unit=?") +
-                                  guard);
+                                      "ELSE max(0, ? - owner_lost_at) END, owner_lost_at=NULL, lost_reason=NULL") +
+                                  set_unit + guard);
                 st.bind(1, me.name()).bind(2, me.pid).bind(3, me.start)
-                    .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now).bind(7, unit)
-                    .bind(8, id).bind(9, attempts);
+                    .bind(4, now + cfg_.lease_ms).bind(5, now).bind(6, now);
+                int k = 7;
+                if (!set_unit.empty()) st.bind(k++, unit);
+                st.bind(k, id).bind(k + 1, attempts);
                 if (st.run()) {
                     // Ours now (the attempt fences out anyone else): only now load the text.
                     auto& text = cached(std::string("SELECT ") + kSqlOf + " FROM tasks WHERE id=?");
@@ -478,10 +519,11 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
 TaskStore::Next SqliteStore::next_for(int64_t unit, int64_t max_running_per_user) {
     // Its three or four reads in one transaction: one set of the WAL's read locks (each
     // statement alone took and dropped its own: about 4 fcntl calls each).
-    sqlite::ReadTxn snapshot(db_);
+    std::optional<sqlite::ReadTxn> snapshot;
+    if (!claim_scope_) snapshot.emplace(db_);
     // 1. The task an earlier delivery of this message runs (or ran, its worker now gone).
     {
-        auto& mine = cached("SELECT id FROM tasks WHERE unit=? AND status='running'");
+        auto& mine = cached("SELECT id FROM tasks WHERE coalesce(unit, id)=? AND status='running'");
         ResetGuard g{mine};
         if (mine.bind(1, unit).step()) return {Next::Kind::task, mine.i64(0), true};
     }
@@ -553,7 +595,8 @@ std::vector<TaskStore::FleetRecord> SqliteStore::fleets() {
 int64_t SqliteStore::task_of_unit(int64_t unit) {
     // The task its deliveries ran last, ended or not (a letter for a task given up since maps to
     // that one, never to the innocent task the message was first published for).
-    auto& mine = cached("SELECT id FROM tasks WHERE unit=? ORDER BY status='running' DESC, started_at DESC LIMIT 1");
+    auto& mine = cached(
+        "SELECT id FROM tasks WHERE coalesce(unit, id)=? ORDER BY status='running' DESC, started_at DESC LIMIT 1");
     ResetGuard g{mine};
     return mine.bind(1, unit).step() ? mine.i64(0) : unit;
 }

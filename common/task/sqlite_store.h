@@ -13,7 +13,7 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 5;
+    static constexpr int kSchemaVersion = 6;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);
@@ -71,7 +71,17 @@ private:
     // Every write goes through the writer gate first (sqlite/write_gate.h), then SQLite's lock.
     // SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside a COMMIT, so under the
     // gate: moving it out measured slower at durability full (docs/performance.md).
-    sqlite::WriteGate::Held writing() { return gate_.lock(cfg_.busy_timeout_ms); }
+    // Inside a claim scope the gate and the write transaction are already held.
+    sqlite::WriteGate::Held writing() {
+        return claim_scope_ ? sqlite::WriteGate::Held{} : gate_.lock(cfg_.busy_timeout_ms);
+    }
+    // claim_next's round as one write transaction: one start of a transaction (SQLite drops a
+    // connection's page cache at each start after another process committed, and takes and
+    // drops its WAL-index locks) instead of three (the choice's read, the claim's read, its
+    // write). The choice is then made under the gate, so no claim loses a race.
+    std::unique_ptr<ClaimScope> claim_scope() override;
+    class Scope;
+    Scope* claim_scope_ = nullptr;
     // A row of list() or changes(): the task, with its SQL preview read in place when the row
     // has none stored (a task from before schema version 3).
     Task list_row(const sqlite::Stmt& s);

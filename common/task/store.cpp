@@ -58,6 +58,7 @@ StoreDeps::Liveness StoreDeps::local_process(const Owner& o) {
 
 TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const ClaimRules& rules) {
     for (int round = 0;; ++round) {
+        auto scope = claim_scope();
         const Next n = next_for(unit, rules.max_running_per_user);
         Claim c;
         switch (n.kind) {
@@ -88,6 +89,7 @@ TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const Clai
             break;
         }
         if (c.id == 0) c.id = n.kind == Next::Kind::task && n.id != 0 ? n.id : unit;
+        if (scope) scope->commit();
         return c;
     }
 }

@@ -347,6 +347,13 @@ protected:
     virtual Claim claim_fairest(const Next& n, const Owner& me, const ClaimRules& rules, int64_t unit) {
         return claim_as(n.id, me, rules, unit);
     }
+    // One round of claim_next (the choice and the claim) as one transaction, where the engine
+    // gains by it; committed by commit(), rolled back if the scope ends without it.
+    struct ClaimScope {
+        virtual ~ClaimScope() = default;
+        virtual void commit() = 0;
+    };
+    virtual std::unique_ptr<ClaimScope> claim_scope() { return nullptr; }
 };
 
 

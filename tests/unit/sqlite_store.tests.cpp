@@ -55,6 +55,45 @@ TEST_CASE("the schema carries its version", "[store][schema]") {
     REQUIRE_THROWS_WITH(ts.open(), Catch::Contains("is newer than this sqlq"));
 }
 
+TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unwritten; a store of version 5 keeps "
+          "what its claims wrote",
+          "[store][schema][fair]") {
+    TempStore ts;
+    int64_t a = 0, b = 0, c = 0;
+    auto unit_of = [](SqliteStore& s, int64_t id) {
+        auto q = s.db().prepare("SELECT unit FROM tasks WHERE id=?");
+        q.bind(1, id).step();
+        return q.opt_i64(0);
+    };
+    {
+        auto s = ts.open();
+        auto ids = s.insert_batch({"SELECT 'a'", "SELECT 'b'", "SELECT 'c'"}, "alice");
+        a = ids[0], b = ids[1], c = ids[2];
+        // Message a runs task a: nothing to write. Message c runs task b, the older one.
+        REQUIRE(s.claim_next(a, Owner::self(), {}).id == a);
+        REQUIRE(s.claim_next(c, Owner::self(), {}).id == b);
+        CHECK_FALSE(unit_of(s, a).has_value());
+        CHECK(unit_of(s, b) == c);
+        // Back to version 5, whose claims wrote every unit and indexed the column as is.
+        s.db().exec(("UPDATE tasks SET unit=id WHERE id=" + std::to_string(a)).c_str());
+        s.db().exec("DROP INDEX tasks_unit; CREATE INDEX tasks_unit ON tasks(unit); PRAGMA user_version=5");
+    }
+    auto s = ts.open();
+    auto v = s.db().prepare(
+        "SELECT (SELECT sql FROM sqlite_schema WHERE name='tasks_unit'), (SELECT user_version FROM pragma_user_version)");
+    REQUIRE(v.step());
+    CHECK(v.text(0).find("coalesce(unit, id)") != std::string::npos);
+    CHECK(v.i64(1) == 6);
+    v.reset();
+    // The deliveries are found as before: each running task's message, and a task's own.
+    CHECK(s.task_of_unit(a) == a);
+    CHECK(s.task_of_unit(c) == b);
+    CHECK(s.claim_next(a, Owner::self(), {}).kind == TaskStore::ClaimKind::held);
+    auto again = s.claim_next(c, Owner::self(), {});
+    CHECK(again.kind == TaskStore::ClaimKind::held);
+    CHECK(again.id == b);
+}
+
 // A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS
 // while alive, so that a TaskStore opened meanwhile goes through it.
 class CountingVfs {
