@@ -1,9 +1,12 @@
 #include "sqlite/write_gate.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,6 +45,12 @@ struct WriteGate::Shared {
     uint32_t version;
     char boot[48];   // /proc/sys/kernel/random/boot_id of the boot that set the mutex up
     pthread_mutex_t mutex;
+    // The group sync (sync_through), appended to version 1's layout: a process of an earlier
+    // sqlq maps less of the file and never touches these (it syncs every commit itself), and a
+    // file of that size is extended with zeros.
+    uint64_t commits;  // releases of the gate so far
+    uint64_t synced;   // commits that a completed sync covers
+    uint32_t syncing;  // the pid of the process syncing now, 0 when none (a futex word)
 };
 
 WriteGate::WriteGate(const std::string& path, unsigned mode) : path_(path) {
@@ -144,7 +153,7 @@ WriteGate::Held WriteGate::lock(int timeout_ms) {
         pthread_mutex_consistent(&shared_->mutex);
         rc = 0;
     }
-    if (rc == 0) return Held{&shared_->mutex};
+    if (rc == 0) return Held{shared_};
     if (rc == ETIMEDOUT)
         throw SqliteError(path_ + ": database is locked: no turn to write in " + std::to_string(timeout_ms) +
                               " ms (another process holds the writer gate)",
@@ -156,7 +165,68 @@ WriteGate::Held WriteGate::lock(int timeout_ms) {
 }
 
 WriteGate::Held::~Held() {
-    if (m_) pthread_mutex_unlock(m_);
+    if (!s_) return;
+    // Counted before the unlock: a sync that reads the count after it began after this commit.
+    __atomic_add_fetch(&s_->commits, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s_->mutex);
+}
+
+uint64_t WriteGate::commits() const noexcept { return shared_ ? __atomic_load_n(&shared_->commits, __ATOMIC_ACQUIRE) : 0; }
+
+uint64_t WriteGate::synced() const noexcept { return shared_ ? __atomic_load_n(&shared_->synced, __ATOMIC_ACQUIRE) : 0; }
+
+namespace {
+// A waiter looks at the syncer this often (one that died leaves its pid behind), and after this
+// many looks syncs for itself: a syncer that cannot run on (a zombie not yet reaped, a process
+// stopped) must not hold every writer back.
+constexpr long kSyncWaitNs = 20'000'000;
+constexpr int kSyncWaits = 10;
+
+void futex_wait(uint32_t* word, uint32_t value) {
+    timespec t{0, kSyncWaitNs};
+    ::syscall(SYS_futex, word, FUTEX_WAIT, value, &t, nullptr, 0);  // shared mapping: not PRIVATE
+}
+
+void futex_wake_all(uint32_t* word) { ::syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
+}  // namespace
+
+void WriteGate::sync_through(const std::function<void()>& sync) {
+    if (!shared_) return sync();
+    const uint64_t target = commits();  // our own commit is counted: released before this call
+    // Runs the sync; every commit released before it began (`upto`) is then on disk.
+    auto sync_upto = [&] {
+        const uint64_t upto = commits();  // each one's frames are written: in the log's pages
+        sync();
+        uint64_t seen = synced();
+        while (seen < upto &&
+               !__atomic_compare_exchange_n(&shared_->synced, &seen, upto, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        }
+    };
+    const auto me = static_cast<uint32_t>(::getpid());
+    for (int waits = 0;; ++waits) {
+        if (synced() >= target) return;  // a sync begun after our commit has ended
+        uint32_t holder = 0;
+        if (__atomic_compare_exchange_n(&shared_->syncing, &holder, me, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            auto done = [&] {
+                __atomic_store_n(&shared_->syncing, 0u, __ATOMIC_RELEASE);
+                futex_wake_all(&shared_->syncing);
+            };
+            try {
+                sync_upto();
+            } catch (...) {
+                done();  // a failed sync covers nothing: a waiter syncs for itself
+                throw;
+            }
+            done();
+            return;
+        }
+        if (waits == kSyncWaits) return sync_upto();  // beside the slow one, not under its mark
+        // Another process syncs: wait for it, then look again (its sync may have begun before
+        // our commit, and a failed one covers nothing). A syncer that died is cleared away.
+        futex_wait(&shared_->syncing, holder);
+        if (::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH)
+            __atomic_compare_exchange_n(&shared_->syncing, &holder, 0u, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
 }
 
 }  // namespace sqlq::sqlite

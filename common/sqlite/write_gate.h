@@ -14,9 +14,17 @@
 // lives in a file, which can outlast a crash of the whole host with the mutex taken: the file
 // records the boot it was set up in, and the first process of a later boot sets it up again. A
 // gate of this boot is never set up again, so a live holder cannot lose it.
+//
+// The gate also groups the fsyncs of the write-ahead log (durability "full": each writer syncs
+// the log after its commit, outside the gate): every release of the gate counts one commit, and
+// a writer whose commit a sync already covers (one that began after the commit's release and has
+// ended) returns at once; one whose commit a running sync covers waits for it; otherwise it syncs
+// itself, covering every commit released before it began. An fsync of the log covers whatever
+// any process wrote to it before the call: the pages are the file's, not the writer's.
 #include <pthread.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace sqlq::sqlite {
@@ -35,24 +43,32 @@ public:
 
     bool open() const noexcept { return shared_ != nullptr; }
 
-    // Held while alive; unlocked on destruction.
+    struct Shared;  // the file's layout
+
+    // Held while alive; unlocked on destruction, counting one commit.
     class Held {
     public:
-        explicit Held(pthread_mutex_t* m = nullptr) noexcept : m_(m) {}
+        explicit Held(Shared* s = nullptr) noexcept : s_(s) {}
         ~Held();
-        Held(Held&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+        Held(Held&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
         Held& operator=(Held&&) = delete;
         Held(const Held&) = delete;
 
     private:
-        pthread_mutex_t* m_;
+        Shared* s_;
     };
     // Waits up to timeout_ms for the gate. Throws SqliteError with SQLITE_BUSY (a transient
     // error, like SQLite's own "database is locked") when it does not open in time. A closed
     // gate returns at once.
     Held lock(int timeout_ms);
 
-    struct Shared;  // the file's layout
+    // Makes every commit released through this gate so far durable: returns once a sync that
+    // began after the last of them ended, running `sync` (an fsync of the log) itself unless
+    // another process's sync covers them. Rethrows what `sync` throws. A closed gate runs `sync`.
+    void sync_through(const std::function<void()>& sync);
+    // For tests: commits released, and how many of them a completed sync covers.
+    uint64_t commits() const noexcept;
+    uint64_t synced() const noexcept;
 
 private:
     void setup(unsigned mode);

@@ -238,11 +238,11 @@ void SqliteStore::persist() {
     // SQLite's synchronous=FULL would fsync inside COMMIT, holding the store's only write lock
     // across the disk flush while every other worker waits for it. Instead every commit runs
     // at NORMAL (WAL frames written, no fsync) and the caller, once the lock is released,
-    // fsyncs the WAL here, before it acts on the commit (ack, confirm, answer). Workers that
-    // finish at the same time flush in parallel and share the disk's flushes. A claim or a
-    // lease renewal is never persisted: its message stays unacked until the outcome is.
-    // "normal" fsyncs only at checkpoints; "off" never.
-    if (cfg_.durability == "full") db_.sync_wal();
+    // fsyncs the WAL here, before it acts on the commit (ack, confirm, answer). The syncs are
+    // grouped (sqlite/write_gate.h): workers that finish at the same time share one fsync. A
+    // claim or a lease renewal is never persisted: its message stays unacked until the outcome
+    // is. "normal" fsyncs only at checkpoints; "off" never.
+    if (cfg_.durability == "full") gate_.sync_through([this] { db_.sync_wal(); });
 }
 
 sqlite::Stmt& SqliteStore::cached(const std::string& sql) {

@@ -10,6 +10,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
+#include <chrono>
+#include <thread>
 
 #include "sqlite/db.h"
 #include "sqlite/write_gate.h"
@@ -106,4 +109,144 @@ TEST_CASE("the writer gate file gets the mode asked for, whatever the umask", "[
           (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
            std::filesystem::perms::group_read | std::filesystem::perms::group_write |
            std::filesystem::perms::others_read));
+}
+
+// --- the group sync (durability "full") ---
+
+TEST_CASE("a commit that another process's completed sync covers is not synced again; one it does not cover is",
+          "[gate][sync]") {
+    TempDir t;
+    WriteGate a(t.gate(), 0600), b(t.gate(), 0600);  // two openers of one file: as two processes
+    int by_a = 0, by_b = 0;
+    { auto held = a.lock(1000); }  // a commits, then b
+    { auto held = b.lock(1000); }
+    CHECK(a.commits() == 2);
+    b.sync_through([&] { ++by_b; });  // b's sync begins after both commits: it covers a's too
+    CHECK(b.synced() == 2);
+    a.sync_through([&] { ++by_a; });
+    CHECK(by_a == 0);
+    { auto held = a.lock(1000); }  // a commit after that sync: a syncs it itself
+    a.sync_through([&] { ++by_a; });
+    CHECK(by_a == 1);
+    CHECK(a.synced() == 3);
+    // A sync that fails covers nothing: the next writer syncs for itself.
+    { auto held = b.lock(1000); }
+    CHECK_THROWS_WITH(b.sync_through([] { throw std::runtime_error("disk gone"); }), "disk gone");
+    CHECK(a.synced() == 3);
+    a.sync_through([&] { ++by_a; });
+    CHECK(by_a == 2);
+    CHECK(a.synced() == 4);
+    WriteGate closed;  // no gate: every call syncs
+    int by_closed = 0;
+    closed.sync_through([&] { ++by_closed; });
+    closed.sync_through([&] { ++by_closed; });
+    CHECK(by_closed == 2);
+}
+
+namespace {
+// A child process that commits through the gate, then begins a sync that lasts until it is told
+// to end it (or killed): says 'S' on its pipe once syncing.
+struct Syncer {
+    pid_t pid = -1;
+    int told = -1, said = -1;
+    explicit Syncer(const std::string& path) {
+        int up[2], down[2];
+        REQUIRE(pipe(up) == 0);
+        REQUIRE(pipe(down) == 0);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::close(up[0]);
+            ::close(down[1]);
+            try {
+                WriteGate g(path, 0600);
+                { auto held = g.lock(1000); }
+                g.sync_through([&] {
+                    char c = 'S';
+                    if (::write(up[1], &c, 1) != 1) _exit(3);
+                    (void)!::read(down[0], &c, 1);
+                });
+            } catch (...) {
+                _exit(4);
+            }
+            _exit(0);
+        }
+        ::close(up[1]);
+        ::close(down[0]);
+        told = down[1];
+        said = up[0];
+        char c = 0;
+        REQUIRE(::read(said, &c, 1) == 1);
+        REQUIRE(c == 'S');
+    }
+    ~Syncer() {
+        if (told >= 0) ::close(told);
+        if (said >= 0) ::close(said);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+    }
+    void finish() {
+        char c = 'F';
+        REQUIRE(::write(told, &c, 1) == 1);
+    }
+    int reap() {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        pid = -1;
+        return st;
+    }
+};
+}  // namespace
+
+TEST_CASE("a sync under way in another process that covers a commit is waited for instead of repeated",
+          "[gate][sync]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    { auto held = mine.lock(1000); }  // committed before the other process's sync begins
+    Syncer other(t.gate());
+    int by_me = 0;
+    std::thread waiter([&] { mine.sync_through([&] { ++by_me; }); });
+    other.finish();
+    waiter.join();
+    CHECK(by_me == 0);
+    CHECK(other.reap() == 0);
+    CHECK(mine.synced() == 2);
+}
+
+TEST_CASE("a syncer killed mid-sync leaves no writer waiting: the next one syncs for itself", "[gate][sync]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    Syncer other(t.gate());
+    { auto held = mine.lock(1000); }  // after the other's sync began: not covered by it anyway
+    kill(other.pid, SIGKILL);
+    CHECK(WIFSIGNALED(other.reap()));
+    int by_me = 0;
+    mine.sync_through([&] { ++by_me; });  // returns (the dead syncer's pid is cleared), having synced
+    CHECK(by_me == 1);
+    CHECK(mine.synced() == 2);
+    // And the mark of the dead one is gone: the next sync does not wait on it again.
+    { auto held = mine.lock(1000); }
+    mine.sync_through([&] { ++by_me; });
+    CHECK(by_me == 2);
+}
+
+TEST_CASE("a syncer that cannot run on (stopped, or dead and not yet reaped) holds no writer back for long",
+          "[gate][sync]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    Syncer other(t.gate());
+    REQUIRE(kill(other.pid, SIGSTOP) == 0);
+    { auto held = mine.lock(1000); }
+    int by_me = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    mine.sync_through([&] { ++by_me; });  // beside the stopped one, after a bounded wait
+    CHECK(by_me == 1);
+    CHECK(mine.synced() == 2);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));  // a sanity bound only
+    REQUIRE(kill(other.pid, SIGCONT) == 0);
+    other.finish();
+    CHECK(other.reap() == 0);
+    CHECK(mine.synced() == 2);  // its sync began before our commit: it covers its own only
 }
