@@ -151,6 +151,7 @@ WriteGate::Held WriteGate::lock(int timeout_ms) {
         // Its holder died while writing (before or after its COMMIT: SQLite's lock went with
         // the process either way). Take it over.
         pthread_mutex_consistent(&shared_->mutex);
+        __atomic_add_fetch(&shared_->commits, 1, __ATOMIC_RELEASE);  // its commit, if it made one
         rc = 0;
     }
     if (rc == 0) return Held{shared_};
@@ -182,9 +183,11 @@ namespace {
 constexpr long kSyncWaitNs = 20'000'000;
 constexpr int kSyncWaits = 10;
 
-void futex_wait(uint32_t* word, uint32_t value) {
+// False when it timed out.
+bool futex_wait(uint32_t* word, uint32_t value) {
     timespec t{0, kSyncWaitNs};
-    ::syscall(SYS_futex, word, FUTEX_WAIT, value, &t, nullptr, 0);  // shared mapping: not PRIVATE
+    // A shared mapping: not FUTEX_PRIVATE.
+    return ::syscall(SYS_futex, word, FUTEX_WAIT, value, &t, nullptr, 0) == 0 || errno != ETIMEDOUT;
 }
 
 void futex_wake_all(uint32_t* word) { ::syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
@@ -193,9 +196,10 @@ void futex_wake_all(uint32_t* word) { ::syscall(SYS_futex, word, FUTEX_WAKE, INT
 void WriteGate::sync_through(const std::function<void()>& sync) {
     if (!shared_) return sync();
     const uint64_t target = commits();  // our own commit is counted: released before this call
-    // Runs the sync; every commit released before it began (`upto`) is then on disk.
+    // Runs the sync; every commit released before it began is then on disk (each one's frames
+    // were written before its release: they are in the log's pages).
     auto sync_upto = [&] {
-        const uint64_t upto = commits();  // each one's frames are written: in the log's pages
+        const uint64_t upto = commits();
         sync();
         uint64_t seen = synced();
         while (seen < upto &&
@@ -220,13 +224,18 @@ void WriteGate::sync_through(const std::function<void()>& sync) {
             done();
             return;
         }
-        if (waits == kSyncWaits) return sync_upto();  // beside the slow one, not under its mark
-        // Another process syncs: wait for it, then look again (its sync may have begun before
-        // our commit, and a failed one covers nothing). A syncer that died is cleared away.
-        futex_wait(&shared_->syncing, holder);
-        if (::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH)
+        if (waits == kSyncWaits) return sync_upto();  // beside a syncer that does not end
+        // Another process syncs: wait for it to end, then look again. Its sync may cover our
+        // commit; if it began before it, the next one does, and covers every commit released
+        // meanwhile too: that is the grouping (measured: waiting beat syncing beside it at once).
+        // A syncer that died (SIGKILL mid-sync) left its mark: cleared by whoever finds it.
+        if (!futex_wait(&shared_->syncing, holder) && ::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH)
             __atomic_compare_exchange_n(&shared_->syncing, &holder, 0u, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     }
+}
+
+pid_t WriteGate::syncer() const noexcept {
+    return shared_ ? static_cast<pid_t>(__atomic_load_n(&shared_->syncing, __ATOMIC_ACQUIRE)) : 0;
 }
 
 }  // namespace sqlq::sqlite

@@ -22,6 +22,7 @@
 // itself, covering every commit released before it began. An fsync of the log covers whatever
 // any process wrote to it before the call: the pages are the file's, not the writer's.
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
@@ -69,6 +70,7 @@ public:
     // For tests: commits released, and how many of them a completed sync covers.
     uint64_t commits() const noexcept;
     uint64_t synced() const noexcept;
+    pid_t syncer() const noexcept;  // the process syncing now, 0 when none
 
 private:
     void setup(unsigned mode);

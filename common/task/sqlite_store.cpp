@@ -391,6 +391,10 @@ TaskStore::Claim SqliteStore::claim_as(int64_t id, const Owner& me, const ClaimR
     if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now ||
         c.kind == ClaimKind::refused || c.kind == ClaimKind::past_deadline) {
         if (claim_scope_) claim_scope_->persist_after();
+        else if (c.kind == ClaimKind::finished && cfg_.durability == "full")
+            // Found so without a write of ours: the outcome may be a worker's that died after its
+            // COMMIT, before its release of the gate counted it, so no count says what covers it.
+            db_.sync_wal();
         else persist();
     }
     return c;

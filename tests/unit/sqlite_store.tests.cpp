@@ -213,10 +213,11 @@ TEST_CASE("the store syncs the write-ahead log as its durability setting says", 
         CHECK(s.claim(third, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
         CHECK(CountingVfs::wal_syncs() == before + 1);
         CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));
-        // ... and not again once a completed sync covers it (syncs are grouped: write_gate.h).
+        // Its own writes are synced once a sync begun after them has ended (syncs are grouped:
+        // write_gate.h), but an outcome found with no write of its own always: the gate's count
+        // misses a commit whose worker died before releasing the gate.
         CHECK(s.claim(third, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
-        CHECK(s.claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::finished);
-        CHECK(CountingVfs::wal_syncs() == before + 1);
+        CHECK(CountingVfs::wal_syncs() == before + 2);
         CHECK(level(s) == 1);
     }
 }

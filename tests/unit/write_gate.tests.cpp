@@ -73,6 +73,7 @@ TEST_CASE("the writer gate is taken over when its holder dies holding it", "[gat
     kill(other.pid, SIGKILL);
     CHECK(WIFSIGNALED(other.reap()));
     { auto held = mine.lock(5000); }  // not a timeout: the kernel marked the owner dead
+    CHECK(mine.commits() == 2);       // the dead holder's commit, if it made one, counts too
     { auto again = mine.lock(0); }    // consistent again: usable by everyone after
     Holder next(t.gate());            // including another process
     CHECK(is_busy(mine, 20));
@@ -215,38 +216,52 @@ TEST_CASE("a sync under way in another process that covers a commit is waited fo
     CHECK(mine.synced() == 2);
 }
 
-TEST_CASE("a syncer killed mid-sync leaves no writer waiting: the next one syncs for itself", "[gate][sync]") {
+TEST_CASE("a syncer killed mid-sync leaves no writer waiting, and its mark is cleared", "[gate][sync]") {
     TempDir t;
     WriteGate mine(t.gate(), 0600);
+    { auto held = mine.lock(1000); }  // before the other's sync began: it would cover ours
     Syncer other(t.gate());
-    { auto held = mine.lock(1000); }  // after the other's sync began: not covered by it anyway
+    const pid_t dead = other.pid;
+    CHECK(mine.syncer() == dead);
     kill(other.pid, SIGKILL);
     CHECK(WIFSIGNALED(other.reap()));
     int by_me = 0;
-    mine.sync_through([&] { ++by_me; });  // returns (the dead syncer's pid is cleared), having synced
+    mine.sync_through([&] { ++by_me; });  // waits, finds it dead, clears its mark, syncs
     CHECK(by_me == 1);
     CHECK(mine.synced() == 2);
-    // And the mark of the dead one is gone: the next sync does not wait on it again.
-    { auto held = mine.lock(1000); }
-    mine.sync_through([&] { ++by_me; });
-    CHECK(by_me == 2);
+    CHECK(mine.syncer() == 0);
 }
 
 TEST_CASE("a syncer that cannot run on (stopped, or dead and not yet reaped) holds no writer back for long",
           "[gate][sync]") {
     TempDir t;
     WriteGate mine(t.gate(), 0600);
+    { auto held = mine.lock(1000); }  // its sync covers ours: we wait for it, but not forever
     Syncer other(t.gate());
     REQUIRE(kill(other.pid, SIGSTOP) == 0);
-    { auto held = mine.lock(1000); }
     int by_me = 0;
     const auto t0 = std::chrono::steady_clock::now();
     mine.sync_through([&] { ++by_me; });  // beside the stopped one, after a bounded wait
     CHECK(by_me == 1);
     CHECK(mine.synced() == 2);
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));  // a sanity bound only
+    CHECK(mine.syncer() == other.pid);  // alive: its mark stays
     REQUIRE(kill(other.pid, SIGCONT) == 0);
     other.finish();
     CHECK(other.reap() == 0);
-    CHECK(mine.synced() == 2);  // its sync began before our commit: it covers its own only
+    CHECK(mine.syncer() == 0);
+}
+
+TEST_CASE("a sync under way that began before a commit does not cover it: the writer syncs after it", "[gate][sync]") {
+    TempDir t;
+    WriteGate mine(t.gate(), 0600);
+    Syncer other(t.gate());
+    { auto held = mine.lock(1000); }  // after its sync began
+    int by_me = 0;
+    std::thread waiter([&] { mine.sync_through([&] { ++by_me; }); });
+    other.finish();
+    waiter.join();
+    CHECK(by_me == 1);
+    CHECK(mine.synced() == 2);
+    CHECK(other.reap() == 0);
 }
