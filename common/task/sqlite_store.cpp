@@ -390,11 +390,12 @@ TaskStore::Claim SqliteStore::claim_as(int64_t id, const Owner& me, const ClaimR
     // outcome that is committed but still waiting for that worker's sync.
     if (c.kind == ClaimKind::finished || c.kind == ClaimKind::gave_up || c.kind == ClaimKind::cancelled_now ||
         c.kind == ClaimKind::refused || c.kind == ClaimKind::past_deadline) {
+        // Grouped (persist()) when the task was read under the gate: in a claim scope, or before a
+        // write of ours. Found finished outside the gate, the outcome may be a worker's that died
+        // after its COMMIT and before its release of the gate: no count covers it yet (the next
+        // holder's takeover counts it), so it is synced unconditionally.
         if (claim_scope_) claim_scope_->persist_after();
-        else if (c.kind == ClaimKind::finished && cfg_.durability == "full")
-            // Found so without a write of ours: the outcome may be a worker's that died after its
-            // COMMIT, before its release of the gate counted it, so no count says what covers it.
-            db_.sync_wal();
+        else if (c.kind == ClaimKind::finished && cfg_.durability == "full") db_.sync_wal();
         else persist();
     }
     return c;

@@ -146,58 +146,17 @@ TEST_CASE("a commit that another process's completed sync covers is not synced a
 
 namespace {
 // A child process that commits through the gate, then begins a sync that lasts until it is told
-// to end it (or killed): says 'S' on its pipe once syncing.
-struct Syncer {
-    pid_t pid = -1;
-    int told = -1, said = -1;
-    explicit Syncer(const std::string& path) {
-        int up[2], down[2];
-        REQUIRE(pipe(up) == 0);
-        REQUIRE(pipe(down) == 0);
-        pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            ::close(up[0]);
-            ::close(down[1]);
-            try {
-                WriteGate g(path, 0600);
-                { auto held = g.lock(1000); }
-                g.sync_through([&] {
-                    char c = 'S';
-                    if (::write(up[1], &c, 1) != 1) _exit(3);
-                    (void)!::read(down[0], &c, 1);
-                });
-            } catch (...) {
-                _exit(4);
-            }
-            _exit(0);
-        }
-        ::close(up[1]);
-        ::close(down[0]);
-        told = down[1];
-        said = up[0];
-        char c = 0;
-        REQUIRE(::read(said, &c, 1) == 1);
-        REQUIRE(c == 'S');
-    }
-    ~Syncer() {
-        if (told >= 0) ::close(told);
-        if (said >= 0) ::close(said);
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-        }
-    }
-    void finish() {
-        char c = 'F';
-        REQUIRE(::write(told, &c, 1) == 1);
-    }
-    int reap() {
-        int st = 0;
-        waitpid(pid, &st, 0);
-        pid = -1;
-        return st;
-    }
+// to end it (or killed); the constructor returns once it syncs.
+struct Syncer : sqlq::test::GateChild {
+    explicit Syncer(const std::string& path)
+        : GateChild(path, [](WriteGate& g, const auto& say, const auto& wait_told) {
+              { auto held = g.lock(1000); }
+              g.sync_through([&] {
+                  say();
+                  wait_told();
+              });
+          }) {}
+    void finish() { go_on(); }
 };
 }  // namespace
 
