@@ -72,8 +72,14 @@ void Sweeper::run() {
         for (const auto& [task, owner, why, how] : lost) {
             try {
                 if (!store_) {
-                    std::lock_guard lock(mu_);
-                    store_ = open_store(cfg_.store);
+                    // Opened outside the lock: the event loop takes it to hand over a lost worker,
+                    // and an open can take seconds (a busy store, an unreachable server).
+                    StoreConfig store_cfg;
+                    {
+                        std::lock_guard lock(mu_);
+                        store_cfg = cfg_.store;
+                    }
+                    store_ = open_store(store_cfg);
                 }
                 if (how == Lost::fail_task) {
                     if (store_->fail_abandoned(task, owner, why)) {
