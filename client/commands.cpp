@@ -8,6 +8,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -87,10 +88,13 @@ void print_result(int64_t id, const ResultData& r, const std::string& format) {
 }
 
 // What the task is doing while a command waits for it, on a terminal, overwritten in place.
-std::function<void(const Task&)> wait_progress(ProgressLine& line, int64_t id) {
-    return [&line, id](const Task& seen) {
+// Times on the store's clock (TaskStore::now), read once, on the first line shown: this host's
+// clock may be off from the database's.
+std::function<void(const Task&)> wait_progress(ProgressLine& line, int64_t id, TaskService& svc) {
+    return [&line, id, &svc, skew = std::optional<int64_t>()](const Task& seen) mutable {
         if (!line.on()) return;
-        const int64_t at = now_ms();
+        if (!skew) skew = svc.now() - now_ms();
+        const int64_t at = now_ms() + *skew;
         std::string text = "task " + std::to_string(id) + " " + to_string(seen.status);
         if (seen.status == Status::running)
             text += " for " + elapsed_text(seen, at) + " (attempt " + std::to_string(seen.attempts) + ")";
@@ -184,8 +188,9 @@ std::string status_text(const Task& t) {
 }
 
 int cmd_show(const Config& cfg, int64_t id, const Output& out) {
-    Task t = TaskService(cfg).show(id);
-    const int64_t now = now_ms();
+    TaskService svc(cfg);
+    Task t = svc.show(id);
+    const int64_t now = svc.now();
     if (out.json) {
         std::cout << task_json(t, now).dump() << "\n";
         return kExitOk;
@@ -229,8 +234,9 @@ int cmd_result(const Config& cfg, int64_t id, const std::string& format, const O
 }
 
 int cmd_list(const Config& cfg, const TaskStore::ListFilter& filter, const Output& out) {
-    auto tasks = TaskService(cfg).list(filter);
-    const int64_t now = now_ms();
+    TaskService svc(cfg);
+    auto tasks = svc.list(filter);
+    const int64_t now = svc.now();
     if (out.json) {
         json arr = json::array();
         for (const auto& t : tasks) arr.push_back(task_json(t, now));
@@ -255,12 +261,12 @@ int cmd_wait(const Config& cfg, int64_t id, double timeout_s, const Output& out)
     // On a terminal: what the task is doing while we wait, overwritten in place.
     ProgressLine line;
     TaskService svc(cfg);
-    auto w = svc.wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0, wait_progress(line, id));
+    auto w = svc.wait(id, timeout_s > 0 ? std::max<int64_t>(1, int64_t(timeout_s * 1000)) : 0, wait_progress(line, id, svc));
     svc.done_waiting();
     line.clear();
     const Task& t = w.task;
     if (out.json) {
-        json j = task_json(t);
+        json j = task_json(t, svc);
         j["timed_out"] = w.timed_out;
         std::cout << j.dump() << "\n";
     } else if (!w.timed_out) {
@@ -453,7 +459,7 @@ int cmd_run(const Config& cfg, const RunOptions& o, const Output& out) {
             break;
         }
         if (out.json) {  // like wait --json: the task is the answer, its exit code the verdict
-            json j = task_json(svc.show(id));
+            json j = task_json(svc.show(id), svc);
             j["interrupted"] = true;
             j["why"] = why + ": " + what;
             std::cout << j.dump() << "\n";
@@ -472,7 +478,7 @@ int cmd_run(const Config& cfg, const RunOptions& o, const Output& out) {
     ProgressLine line;
     const int64_t timeout_ms = o.timeout_s > 0 ? std::max<int64_t>(1, int64_t(o.timeout_s * 1000)) : 0;
     auto w = g_interrupted ? TaskService::Waited{svc.show(id), false, true}
-                           : svc.wait(id, timeout_ms, wait_progress(line, id), [] { return g_interrupted != 0; });
+                           : svc.wait(id, timeout_ms, wait_progress(line, id, svc), [] { return g_interrupted != 0; });
     svc.done_waiting();
     line.clear();
     if (w.interrupted || w.timed_out) {
@@ -490,7 +496,7 @@ int cmd_run(const Config& cfg, const RunOptions& o, const Output& out) {
         return kExitOk;
     }
     if (out.json) {
-        std::cout << task_json(t).dump() << "\n";
+        std::cout << task_json(t, svc).dump() << "\n";
         return exit_for(t.status);
     }
     return out.error(task + " " + to_string(t.status) + (t.error ? ": " + *t.error : ""), exit_for(t.status));

@@ -389,9 +389,10 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
         } else {
             f.submitter = who->user;
         }
-        const int64_t now = now_ms();
+        auto tasks = svc->list(f);
+        const int64_t now = svc->now();  // the store's clock: the page counts elapsed times from it
         json arr = json::array();
-        for (const auto& task : svc->list(f)) arr.push_back(task_json(task, now));
+        for (const auto& task : tasks) arr.push_back(task_json(task, now));
         return ok_json(req, {{"tasks", arr}, {"now", now}});
     }
 
@@ -408,7 +409,7 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
 
     if (p.size() == 3) {
         if (!get) return not_allowed("GET");
-        return ok_json(req, task_json(task));
+        return ok_json(req, task_json(task, svc->now()));
     }
     if (p.size() == 4 && p[3] == "cancel") {
         if (!post) return not_allowed("POST");
@@ -418,7 +419,8 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
             throw HttpError{status::conflict, "task " + std::to_string(id) + " already " + to_string(c.status) +
                                                   "; nothing to cancel"};
         const char* kind = c.kind == Kind::cancelled_queued ? "cancelled" : "requested";
-        return ok_json(req, {{"result", kind}, {"task", task_json(svc->show(id))}});
+        const Task now_task = svc->show(id);
+        return ok_json(req, {{"result", kind}, {"task", task_json(now_task, svc->now())}});
     }
     auto expired_is_gone = [&](const Error& e) {
         // The task succeeded but its result is gone: 410, not "no such task".

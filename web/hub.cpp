@@ -76,7 +76,7 @@ void Hub::tick() {
     auto tasks = store_->changes(after_id_, ids);
     mark_waiting(*store_, cfg_.query.max_running_per_user, tasks);
     ++queries_;
-    const int64_t now = now_ms();
+    const int64_t now = store_->now();  // the store's clock: the page counts elapsed times from it
     struct Event {
         std::string submitter;
         std::string text;

@@ -39,7 +39,9 @@ std::optional<int64_t> elapsed_ms(const Task& t, int64_t now) {
     return std::max<int64_t>(0, end - *t.started_at);  // a wall clock may step back
 }
 
-json task_json(const Task& t) { return task_json(t, now_ms()); }
+json task_json(const Task& t, TaskService& svc) {
+    return task_json(t, terminal(t.status) && t.finished_at ? *t.finished_at : svc.now());
+}
 
 json task_json(const Task& t, int64_t now) {
     auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };

@@ -33,6 +33,8 @@ public:
     TaskService(const Config& cfg, std::unique_ptr<TaskStore> store);
 
     TaskStore& store() { return *store_; }
+    // The store's clock (TaskStore::now): what a task's elapsed time is counted against.
+    int64_t now() { return store_->now(); }
 
     // --- submit ---
     struct Submitted {
@@ -155,7 +157,9 @@ private:
 // "elapsed_ms" is how long it has been running (at `now`, ms since the epoch), or ran once ended;
 // null while it has never started.
 nlohmann::json task_json(const Task& t, int64_t now);
-nlohmann::json task_json(const Task& t);  // at this host's clock
+// The same at the store's clock, read only when the task has not ended (one round trip on a
+// PostgreSQL store).
+nlohmann::json task_json(const Task& t, TaskService& svc);
 
 // How long a task has been running at `now`, or ran (started → finished); nullopt when it has
 // not started.

@@ -628,6 +628,11 @@ std::vector<TaskStore::FleetRecord> PgStore::fleets() {
     return out;
 }
 
+int64_t PgStore::now() {
+    auto r = exec("SELECT " + now_sql(1), Params() << clock());
+    return Row{r.get(), 0}.i64(0);
+}
+
 int64_t PgStore::task_of_unit(int64_t unit) {
     // The task its deliveries ran last, ended or not (a letter for a task given up since maps to
     // that one, never to the innocent task the message was first published for).

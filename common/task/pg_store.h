@@ -69,6 +69,7 @@ public:
     // LISTEN/NOTIFY on a connection of its own (task/pg_watch.h); polling when that cannot be made.
     std::unique_ptr<StoreWatch> watch() override;
     std::string where() const override { return where_; }
+    int64_t now() override;
 
 private:
     PGconn* connection();

@@ -52,6 +52,7 @@ public:
     // inotify on the write-ahead log (task/sqlite_watch.h); polling when that cannot be set up.
     std::unique_ptr<StoreWatch> watch() override;
     std::string where() const override { return db_.path(); }
+    int64_t now() override { return deps_.clock(); }
     // Writes go without the writer gate: a slower store, not a broken one.
     std::string warning() const override;
 

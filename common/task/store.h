@@ -323,6 +323,10 @@ public:
 
     // Where the store is, fit to print (a path, or a URL without its password).
     virtual std::string where() const = 0;
+    // The store's clock now, ms since the epoch: the clock every time it records is read on
+    // (the database's for PostgreSQL, whatever this host's clock says). How long a task has
+    // been running is this less its started_at.
+    virtual int64_t now() = 0;
     // Why the store runs slower than it could ("" when it does not); the worker logs it once.
     virtual std::string warning() const { return {}; }
 

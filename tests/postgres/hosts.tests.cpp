@@ -6,12 +6,18 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "support/harness.h"
 #include "support/postgres.h"
+#include "task/store.h"
+#include "util/clock.h"
 
 using namespace sqlq;
 using namespace sqlq::test;
@@ -136,5 +142,55 @@ TEST_CASE("start warns when a task store shared by hosts has a lease shorter tha
         Env local(one_host);
         Fleet quiet(local);
         CHECK_FALSE(has(quiet.start_result.err, "lease_ms"));
+    }
+}
+
+TEST_CASE("a running task's elapsed time is counted on the store's clock, not on a client host's clock 10 minutes "
+          "off",
+          "[postgres][store][clock]") {
+    ScratchDatabase db;
+    Setup s;
+    s.store_url = db.url;
+    Env env(s);
+    PgAdmin admin(db.url);
+    auto store = open_store(env.cfg().store);
+    const int64_t id = store->insert("SELECT 1", "alice");
+    REQUIRE(store->claim(id, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed);
+    // Started 5 s ago by the database's clock (the clock the store records every time on).
+    REQUIRE(admin.query("UPDATE sqlq_tasks SET started_at = sqlq_now_ms() - 5000 WHERE id = " + std::to_string(id) +
+                        " RETURNING id")
+                .size() == 1);
+    for (const int64_t offset_s : {600, -600}) {
+        std::string asan = std::getenv("ASAN_OPTIONS") ? std::getenv("ASAN_OPTIONS") : "";
+        const std::map<std::string, std::string> off = {
+            {"LD_PRELOAD", SQLQ_CLOCK_OFFSET_LIB},
+            {"SQLQ_TEST_CLOCK_OFFSET_S", std::to_string(offset_s)},
+            {"ASAN_OPTIONS", asan + (asan.empty() ? "" : ":") + "verify_asan_link_order=0"}};
+        auto sqlq = [&](std::vector<std::string> args) {
+            args.insert(args.begin(), {bin("sqlq"), "-c", env.config()});
+            return run(args, "", 60000, off);
+        };
+        auto in_range = [](const nlohmann::json& t) {
+            INFO(t.dump());
+            return t["elapsed_ms"].is_number() && t["elapsed_ms"].get<int64_t>() >= 5000 &&
+                   t["elapsed_ms"].get<int64_t>() < 65000;
+        };
+        INFO("clock " << offset_s << " s off");
+        auto date = run({"/bin/date", "+%s"}, "", 10000, off);  // the shim works
+        CHECK(std::llabs(std::stoll(date.out) - now_ms() / 1000 - offset_s) < 30);
+        auto shown = sqlq({"show", "--json", std::to_string(id)});
+        INFO(shown.out << shown.err);
+        CHECK(in_range(nlohmann::json::parse(shown.out, nullptr, false)));
+        auto listed = nlohmann::json::parse(sqlq({"list", "--json"}).out, nullptr, false);
+        REQUIRE(listed.is_array());
+        REQUIRE(listed.size() == 1);
+        CHECK(in_range(listed[0]));
+        auto waited = sqlq({"wait", "--json", "--timeout", "0.1", std::to_string(id)});
+        INFO(waited.out << waited.err);
+        CHECK(in_range(nlohmann::json::parse(waited.out, nullptr, false)));
+        // The table: "5s"-ish, not "10m" (or nothing).
+        auto text = sqlq({"show", std::to_string(id)});
+        CHECK(text.out.find("(running)") != std::string::npos);
+        CHECK(text.out.find("10m") == std::string::npos);
     }
 }
