@@ -381,7 +381,10 @@ private:
     bool persist_ = false;
 };
 
-std::unique_ptr<TaskStore::ClaimScope> SqliteStore::claim_scope() { return std::make_unique<Scope>(*this); }
+std::unique_ptr<TaskStore::ClaimScope> SqliteStore::claim_scope(const ClaimRules& rules) {
+    if (rules.max_running_per_user > 0) return nullptr;
+    return std::make_unique<Scope>(*this);
+}
 
 TaskStore::Claim SqliteStore::claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) {
     Claim c = try_claim(id, me, rules, unit);

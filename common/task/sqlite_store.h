@@ -79,8 +79,10 @@ private:
     // claim_next's round as one write transaction: one start of a transaction (SQLite drops a
     // connection's page cache at each start after another process committed, and takes and
     // drops its WAL-index locks) instead of three (the choice's read, the claim's read, its
-    // write). The choice is then made under the gate, so no claim loses a race.
-    std::unique_ptr<ClaimScope> claim_scope() override;
+    // write). The choice is then made under the gate, so no claim loses a race. Not with
+    // max_running_per_user: a worker whose users are all at their limit asks again every 100 ms,
+    // and a thousand of them would hold the gate against every real write; they read, as before.
+    std::unique_ptr<ClaimScope> claim_scope(const ClaimRules& rules) override;
     class Scope;
     Scope* claim_scope_ = nullptr;
     // A row of list() or changes(): the task, with its SQL preview read in place when the row

@@ -58,7 +58,7 @@ StoreDeps::Liveness StoreDeps::local_process(const Owner& o) {
 
 TaskStore::Claim TaskStore::claim_next(int64_t unit, const Owner& me, const ClaimRules& rules) {
     for (int round = 0;; ++round) {
-        auto scope = claim_scope();
+        auto scope = claim_scope(rules);
         const Next n = next_for(unit, rules.max_running_per_user);
         Claim c;
         switch (n.kind) {

@@ -357,7 +357,7 @@ protected:
         virtual ~ClaimScope() = default;
         virtual void commit() = 0;
     };
-    virtual std::unique_ptr<ClaimScope> claim_scope() { return nullptr; }
+    virtual std::unique_ptr<ClaimScope> claim_scope(const ClaimRules&) { return nullptr; }
 };
 
 
