@@ -203,6 +203,7 @@ public:
         h_.pool_.push_back(std::move(s_));
     }
     TaskService* operator->() { return s_.get(); }
+    TaskService& operator*() { return *s_; }
 
 private:
     Handler& h_;
@@ -409,7 +410,7 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
 
     if (p.size() == 3) {
         if (!get) return not_allowed("GET");
-        return ok_json(req, task_json(task, svc->now()));
+        return ok_json(req, task_json(task, *svc));
     }
     if (p.size() == 4 && p[3] == "cancel") {
         if (!post) return not_allowed("POST");
@@ -419,8 +420,7 @@ WebResponse Handler::route(const WebRequest& req, std::vector<std::string>& set_
             throw HttpError{status::conflict, "task " + std::to_string(id) + " already " + to_string(c.status) +
                                                   "; nothing to cancel"};
         const char* kind = c.kind == Kind::cancelled_queued ? "cancelled" : "requested";
-        const Task now_task = svc->show(id);
-        return ok_json(req, {{"result", kind}, {"task", task_json(now_task, svc->now())}});
+        return ok_json(req, {{"result", kind}, {"task", task_json(svc->show(id), *svc)}});
     }
     auto expired_is_gone = [&](const Error& e) {
         // The task succeeded but its result is gone: 410, not "no such task".
