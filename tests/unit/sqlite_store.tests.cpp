@@ -55,7 +55,7 @@ TEST_CASE("the schema carries its version", "[store][schema]") {
     REQUIRE_THROWS_WITH(ts.open(), Catch::Contains("is newer than this sqlq"));
 }
 
-TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unwritten; a store of version 5 keeps "
+TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unwritten, a store of version 5 keeps "
           "what its claims wrote",
           "[store][schema][fair]") {
     TempStore ts;

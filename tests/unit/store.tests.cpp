@@ -485,7 +485,7 @@ TEST_CASE("the sweeper gives up a stale running task past max_attempts instead o
     CHECK(store->give_up_stale(5000, 3).empty());
 }
 
-TEST_CASE("a task nobody works on can be failed with a reason; a live owner's task cannot",
+TEST_CASE("a task nobody works on can be failed with a reason, a live owner's task cannot",
           "[store][fail]") {
     StoreUnderTest w(GENERATE(from_range(store_engines())));
     auto store = w.open();

@@ -373,7 +373,7 @@ TEST_CASE("a submit records the signed-in user, whatever the body says", "[web][
     CHECK(list.j()["tasks"][0]["status"] == "queued");
 }
 
-TEST_CASE("a user sees, cancels and downloads only their own tasks; an admin sees all", "[web][auth][isolation]") {
+TEST_CASE("a user sees, cancels and downloads only their own tasks, an admin sees all", "[web][auth][isolation]") {
     Console c;
     int64_t mine = c.finished_task("alice", R"(["n"])", "[[1],[2]]");
     int64_t queued = c.store()->insert("SELECT 2", "alice");

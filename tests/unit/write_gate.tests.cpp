@@ -114,7 +114,7 @@ TEST_CASE("the writer gate file gets the mode asked for, whatever the umask", "[
 
 // --- the group sync (durability "full") ---
 
-TEST_CASE("a commit that another process's completed sync covers is not synced again; one it does not cover is",
+TEST_CASE("a commit that another process's completed sync covers is not synced again, one it does not cover is",
           "[gate][sync]") {
     TempDir t;
     WriteGate a(t.gate(), 0600), b(t.gate(), 0600);  // two openers of one file: as two processes
