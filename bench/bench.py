@@ -103,7 +103,7 @@ class Bench:
 
     # --- plumbing ---
 
-    def conf(self, qtype="quorum", durability="full", workers=4, database=None, **extra):
+    def conf(self, qtype="quorum", durability="full", workers=4, database=None, prefetch=1, **extra):
         self.seq += 1
         d = os.path.join(self.work, f"run{self.seq:04d}")
         os.makedirs(d)
@@ -113,7 +113,7 @@ class Bench:
 url = "amqp://guest:guest@127.0.0.1:{self.port}"
 queue = "bench.e2e.{self.seq}"
 queue_type = "{qtype}"
-prefetch = 1
+prefetch = {prefetch}
 [store]
 path = "{os.path.join(d, 'sqlq.db')}"
 durability = "{durability}"
@@ -223,8 +223,8 @@ database = "{database or self.demo}"
 
     # --- 2 and 3. end to end: sqlq and the reference consumer ---
 
-    def e2e_sqlq(self, qtype, workers, durability, sql, n, database=None):
-        c = self.conf(qtype, durability, workers, database=database, start_timeout_ms=120000)
+    def e2e_sqlq(self, qtype, workers, durability, sql, n, database=None, prefetch=1):
+        c = self.conf(qtype, durability, workers, database=database, prefetch=prefetch, start_timeout_ms=120000)
         self.sup(c, "start")
         try:
             t0 = time.time()
@@ -279,6 +279,13 @@ database = "{database or self.demo}"
                             rows.append(dict(base, system="reference", rate=r, of_ceiling=r / ceil, of_flow=r / flow))
                             log(f"throughput r{rnd + 1} {qt} w={w} {query} {d}: sqlq {s:.0f}/s, reference {r:.0f}/s, "
                                 f"ceiling {ceil:.0f}/s (drain), {flow:.0f}/s (publish + consume)")
+                            if query == "trivial":
+                                # [broker] prefetch = 3: an outcome and the next claim in one
+                                # transaction (docs/architecture.md, "One transaction per task").
+                                s3, sub3 = self.e2e_sqlq(qt, w, d, sql, n, prefetch=3)
+                                rows.append(dict(base, system="sqlq prefetch 3", rate=s3, submit_s=sub3,
+                                                 of_ceiling=s3 / ceil, of_flow=s3 / flow, of_reference=s3 / r))
+                                log(f"throughput r{rnd + 1} {qt} w={w} {query} {d}: sqlq prefetch 3 {s3:.0f}/s")
         out = []
         keys = sorted({(r["queue_type"], r["workers"], r["query"], r["durability"] or "", r["system"]) for r in rows})
         for k in keys:
@@ -1143,8 +1150,10 @@ database = "{database or self.demo}"
             # The broker's CPU from before the submit to the end of the drain: publish, confirm,
             # deliver and ack, as in the ceiling's run below. At `full` (the default, beside the
             # reference's FULL) and at `normal` (issue 17's target).
-            for durability, name in (("full", "sqlq"), ("normal", "sqlq normal")):
-                c = self.conf("quorum", durability, w)
+            # Each also at [broker] prefetch = 3 (an outcome and the next claim in one transaction).
+            for durability, name, prefetch in (("full", "sqlq", 1), ("normal", "sqlq normal", 1),
+                                               ("full", "sqlq prefetch 3", 3), ("normal", "sqlq normal prefetch 3", 3)):
+                c = self.conf("quorum", durability, w, prefetch=prefetch)
                 b0 = self.cpu_ns(bpid)
                 t = self.children_cpu()
                 self.sqlq(c, "submit", "--user", "bench", "--batch", "-", stdin=(TRIVIAL + "\n") * n)
@@ -1204,9 +1213,9 @@ database = "{database or self.demo}"
                                 "submitter": None}})
             log(f"cpu r{rnd + 1}: " + ", ".join(
                 f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
-                for x in rows[-4:]))
+                for x in rows[-6:]))
         out = []
-        for sysname in ("sqlq", "sqlq normal", "reference", "ceiling"):
+        for sysname in ("sqlq", "sqlq normal", "sqlq prefetch 3", "sqlq normal prefetch 3", "reference", "ceiling"):
             sel = [r for r in rows if r["system"] == sysname]
             out.append({"system": sysname, "rate": summary([r["rate"] for r in sel]),
                         **{k: summary([r["us"][k] for r in sel if r["us"][k] is not None])
@@ -1610,7 +1619,7 @@ def report(res):
                 continue
             rows.append([s["queue_type"], s["query"], s["durability"], s["workers"], s["system"], fmt(s["rate"]),
                          fmt(s["of_ceiling"], "%", 100), fmt(s["of_flow"], "%", 100),
-                         fmt(s["of_reference"], "×", 1, 1) if s["system"] == "sqlq" else ""])
+                         fmt(s["of_reference"], "×", 1, 1) if s["system"].startswith("sqlq") else ""])
         lines += [f"2-3. end to end, tasks/s from first submit to last terminal status "
                   f"({t['tasks']['trivial']} trivial / {t['tasks']['moderate']} moderate tasks); ratios taken inside each round",
                   table(["queue", "query", "durability", "workers", "system", "tasks/s", "of drain ceiling",
@@ -1676,6 +1685,8 @@ def report(res):
     if "cpu" in res:
         cp = res["cpu"]
         names = {"sqlq": "sqlq (8 workers), full", "sqlq normal": "sqlq (8 workers), normal",
+                 "sqlq prefetch 3": "sqlq (8 workers), full, prefetch 3",
+                 "sqlq normal prefetch 3": "sqlq (8 workers), normal, prefetch 3",
                  "reference": "reference consumer (8), FULL", "ceiling": "bare publish + consume, throttled"}
         rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
                  fmt(x["supervisor"], " µs"), fmt(x["submitter"], " µs"), fmt(x["total"], " µs")] for x in cp["summary"] if x["system"] in names]

@@ -50,6 +50,11 @@ void Worker::run() {
             conn.close();
             return;
         } catch (const amqp::AmqpError& e) {
+            // A delivery taken ahead is the lost channel's: one not claimed goes back to the
+            // queue with it; a claimed task is still run, its outcome recorded, nothing acked.
+            if (next_ && !next_->claim) next_.reset();
+            if (next_) next_->d.tag = 0;
+            next_error_ = nullptr;
             if (e.fatal()) throw;
             if (e.kind() == amqp::AmqpError::Kind::consumer_timeout)
                 // The outcome is recorded already (the broker only notices at its next check), so
@@ -77,24 +82,36 @@ void Worker::serve(amqp::Connection& conn) {
         unflushed = false;
         flushed_at = mono_ms();
     };
-    while (!stop_) {
-        const bool short_poll = unflushed;
-        // Idle, a worker wakes only to say "alive" (kAliveIntervalMs): SIGTERM interrupts the
-        // wait, and rabbitmq-c answers heartbeats inside it. Waking every 250 ms, as it did, a
-        // thousand idle workers kept a sixth of a core busy (docs/performance.md, "A thousand
-        // workers on one host").
-        auto d = conn.next(short_poll ? 10 : static_cast<int>(kAliveIntervalMs));
-        if (!d) {
-            if (unflushed) flush();
-            // Idle for real (the short poll after a task found nothing, then a long one did not
-            // either): give back what the last task left, once per lull. Not at the first short
-            // gap: under load the next task comes within milliseconds, and releasing there (a new
-            // target connection, malloc_trim) cost 30 % of the trivial-task throughput.
-            if (!short_poll) target_->release_memory();
-            reporter_.alive();
-            continue;
+    for (;;) {
+        std::optional<amqp::Delivery> d;
+        std::optional<TaskStore::Claim> pre;
+        if (next_ && (next_->claim || !stop_)) {
+            // Taken ahead (write_first): handled before the channel is read again; with its claim
+            // made, even when stopping (this worker holds its task).
+            d = std::move(next_->d);
+            pre = std::move(next_->claim);
+            next_.reset();
+        } else {
+            next_.reset();  // stopping: an unclaimed one goes back to the queue with the channel
+            if (stop_) break;
+            const bool short_poll = unflushed;
+            // Idle, a worker wakes only to say "alive" (kAliveIntervalMs): SIGTERM interrupts the
+            // wait, and rabbitmq-c answers heartbeats inside it. Waking every 250 ms, as it did, a
+            // thousand idle workers kept a sixth of a core busy (docs/performance.md, "A thousand
+            // workers on one host").
+            d = conn.next(short_poll ? 10 : static_cast<int>(kAliveIntervalMs));
+            if (!d) {
+                if (unflushed) flush();
+                // Idle for real (the short poll after a task found nothing, then a long one did not
+                // either): give back what the last task left, once per lull. Not at the first short
+                // gap: under load the next task comes within milliseconds, and releasing there (a new
+                // target connection, malloc_trim) cost 30 % of the trivial-task throughput.
+                if (!short_poll) target_->release_memory();
+                reporter_.alive();
+                continue;
+            }
         }
-        handle(conn, *d);
+        handle(conn, *d, std::move(pre));
         reporter_.send(Report::ready);
         unflushed = true;
         if (mono_ms() - flushed_at >= 100) flush();
@@ -102,12 +119,20 @@ void Worker::serve(amqp::Connection& conn) {
     flush_log();
 }
 
-void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
+void Worker::ack(amqp::Connection& conn, const amqp::Delivery& d) {
+    if (d.tag != 0) conn.ack(d.tag);
+}
+
+void Worker::reject(amqp::Connection& conn, const amqp::Delivery& d, amqp::Connection::Requeue requeue) {
+    if (d.tag != 0) conn.reject(d.tag, requeue);
+}
+
+void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre) {
     auto decoded = decode_message(d.body);
     if (auto* bad = std::get_if<BadMessage>(&decoded)) {
         spdlog::warn("rejecting a malformed message ({} bytes): {}; it goes to {}", d.body.size(), bad->why,
                      cfg_.broker.dead_letter_queue());
-        conn.reject(d.tag, amqp::Connection::Requeue::no);
+        reject(conn, d, amqp::Connection::Requeue::no);
         return;
     }
     // The message is a unit of work: its delivery runs the task claim_next chooses (fairness
@@ -117,24 +142,33 @@ void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d) {
     // another writer beat did not spend its unit of work: it chooses again, and is acked only once
     // it has recorded an outcome (or found nothing to run). Acking it would leave a queued task
     // without a message.
-    while (handle_unit(conn, d, unit) == Step::again)
-        if (stop_) return;  // unacked: the message goes back with the channel
+    while (handle_unit(conn, d, unit, pre) == Step::again)
+        // Unacked: the message goes back with the channel. A delivery of a channel that is gone
+        // has no more work to do: its message, redelivered, does it.
+        if (stop_ || d.tag == 0) return;
 }
 
-Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit) {
-    // Claim only what can run now: while the target cannot be reached the task stays queued
-    // (unclaimed, its message held here), instead of failing for want of a server.
-    if (!await_target(conn, unit)) return Step::done;  // stopping: the message goes back with the channel
+Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit,
+                                 std::optional<TaskStore::Claim>& pre) {
     TaskStore::Claim c;
-    const ClaimEnd end = claim(conn, unit, c);
+    ClaimEnd end = ClaimEnd::claim;
+    if (pre) {
+        c = std::move(*pre);  // made with the previous task's outcome (write_first)
+        pre.reset();
+    } else {
+        // Claim only what can run now: while the target cannot be reached the task stays queued
+        // (unclaimed, its message held here), instead of failing for want of a server.
+        if (!await_target(conn, unit)) return Step::done;  // stopping: the message goes back with the channel
+        end = claim(conn, unit, c);
+    }
     const int64_t id = c.id;
     switch (end) {
     case ClaimEnd::failed_here:
         report_done(id, Status::failed);  // claiming it ran out of memory: failed, as the log says
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case ClaimEnd::give_back:
-        conn.reject(d.tag, amqp::Connection::Requeue::yes);  // the store refuses writes: unclaimed, it waits in the queue
+        reject(conn, d, amqp::Connection::Requeue::yes);  // the store refuses writes: unclaimed, it waits in the queue
         return Step::done;
     case ClaimEnd::claim:
         break;
@@ -144,7 +178,7 @@ Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d
     case TaskStore::ClaimKind::unknown:
         spdlog::warn("task {}: no such task in {}; the message goes to {}", id, store_->where(),
                      cfg_.broker.dead_letter_queue());
-        conn.reject(d.tag, amqp::Connection::Requeue::no);
+        reject(conn, d, amqp::Connection::Requeue::no);
         return Step::done;
     case TaskStore::ClaimKind::none:
         // Nothing is queued: every task waiting has a message of its own still to come, so this
@@ -153,34 +187,34 @@ Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d
             spdlog::info("task {}: already {}, skipped{}", unit, to_string(c.status), d.redelivered ? " (redelivered)" : "");
         else
             spdlog::info("task {}: {} under another message, nothing else queued: skipped", unit, to_string(c.status));
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::finished:
         spdlog::info("task {}: already {}, skipped{}", id, to_string(c.status), d.redelivered ? " (redelivered)" : "");
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::gave_up:
         spdlog::warn("task {}: failed: too many attempts (query.max_attempts = {})", id, cfg_.query.max_attempts);
         report_done(id, Status::failed);
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::past_deadline:
         spdlog::warn("task {}: failed: its worker ran past query.timeout_ms + deadline_grace_ms and was killed; not "
                      "run again", id);
         report_done(id, Status::failed);
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::refused:
         spdlog::warn("task {}: failed: its SQL is longer than query.max_sql_bytes ({}), not run", id,
                      cfg_.query.max_sql_bytes);
         report_done(id, Status::failed);
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::cancelled_now:
         spdlog::info("task {}: cancelled (its worker was gone), not run", id);
         report_done(id, Status::cancelled, -1, -1,
                     c.cancel_requested_at > 0 ? std::max<int64_t>(0, c.claimed_at - c.cancel_requested_at) : -1);
-        conn.ack(d.tag);
+        ack(conn, d);
         return Step::done;
     case TaskStore::ClaimKind::held:
     case TaskStore::ClaimKind::limited:
@@ -216,6 +250,7 @@ Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d
     }
     bool written = false;
     if (!record(conn, id, c.token, o, written)) return Step::done;  // stopping with the write still failing: not acked
+    if (next_error_) std::rethrow_exception(std::exchange(next_error_, nullptr));  // the channel is gone: nothing to ack on
     const int64_t run_ms = mono_ms() - t0;
     spdlog::info("task {}: {} in {} ms (attempt {})", id, to_string(o.status), run_ms, c.token);
     if (written) {
@@ -231,7 +266,7 @@ Worker::Step Worker::handle_unit(amqp::Connection& conn, const amqp::Delivery& d
         report_done(id, o.status, wait_ms, run_ms, cancel_ms);
     }
     if (!written) return Step::again;  // another attempt (or the supervisor) ended it: not this unit's work
-    conn.ack(d.tag);
+    ack(conn, d);
     ++tasks_done_;
     return Step::done;
 }
@@ -263,8 +298,7 @@ Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t unit, TaskStore::
     Backoff backoff(50, 2000);
     int64_t said_waiting = -1;  // the task the supervisor was last told this slot waits for
     int64_t failing_since = -1;  // when the claim's write began to fail (mono ms), -1: it has not
-    const TaskStore::ClaimRules rules{cfg_.query.max_attempts, cfg_.query.max_sql_bytes, cfg_.query.timeout_ms,
-                                      cfg_.supervisor.deadline_grace_ms, cfg_.query.max_running_per_user};
+    const TaskStore::ClaimRules rules = this->rules();
     auto waiting = [&](int64_t id) {
         // The supervisor shows this slot as waiting for the task, not as idle.
         if (said_waiting != id) reporter_.send(Report::waiting, id);
@@ -343,6 +377,11 @@ Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t unit, TaskStore::
     }
 }
 
+TaskStore::ClaimRules Worker::rules() const {
+    return {cfg_.query.max_attempts, cfg_.query.max_sql_bytes, cfg_.query.timeout_ms,
+            cfg_.supervisor.deadline_grace_ms, cfg_.query.max_running_per_user};
+}
+
 QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
                              bool& fenced, bool& cancelled) {
     const int64_t renew_every = cfg_.store.lease_ms / 3;
@@ -392,6 +431,28 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
     }
 }
 
+bool Worker::write_first(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {
+    // Under a steady stream of tasks the next delivery is already here (prefetch >= 2): its
+    // claim goes into this outcome's transaction. Taking it now rather than after the ack
+    // changes nothing else: it is the next one handled either way.
+    if (!next_ && cfg_.broker.prefetch >= 2 && !stop_) {
+        try {
+            if (auto d = conn.next(0)) next_ = Carried{std::move(*d), std::nullopt};
+        } catch (const amqp::AmqpError&) {
+            // The channel is gone: record the outcome all the same, then reconnect (handle_unit).
+            next_error_ = std::current_exception();
+        }
+    }
+    if (next_ && !next_->claim && next_->d.tag != 0 && !stop_) {
+        const auto decoded = decode_message(next_->d.body);
+        // Claimed only when it can run now, as await_target() would have it (a server target
+        // whose connection needs making is left to it).
+        if (const auto* unit = std::get_if<int64_t>(&decoded); unit && target_->ready([] { return true; }).empty())
+            return store_->finish_then_claim(id, token, o, *unit, me_, rules(), next_->claim);
+    }
+    return store_->finish(id, token, o);
+}
+
 void Worker::report_done(int64_t id, Status status, int64_t wait_ms, int64_t run_ms, int64_t cancel_ms) {
     ReportLine r;
     r.what = Report::done;
@@ -406,10 +467,10 @@ void Worker::report_done(int64_t id, Status status, int64_t wait_ms, int64_t run
 bool Worker::record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& o, bool& written) {
     Backoff backoff(50, 2000);
     const int64_t started = mono_ms();
-    for (;;) {
+    for (bool first = true;; first = false) {
         std::string refused;  // why the store will never take this outcome
         try {
-            written = store_->finish(id, token, o);
+            written = first ? write_first(conn, id, token, o) : store_->finish(id, token, o);
             if (!written) {
                 // The claim was lost (another attempt took over) or a cancel won the race.
                 auto t = store_->get(id);

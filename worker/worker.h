@@ -1,8 +1,10 @@
 #pragma once
-// sqlq-worker: consume → decode → claim → execute → record → ack, one message at a time.
+// sqlq-worker: consume → decode → claim → execute → record → ack, one task at a time (with
+// prefetch >= 2, an outcome and the next delivery's claim share a transaction: write_first).
 // A delivery is acked only after the task's outcome is committed (or the task is found
 // finished), so a worker that dies at any point leaves its message to be redelivered.
 #include <atomic>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -24,7 +26,8 @@ public:
 
 private:
     void serve(amqp::Connection& conn);
-    void handle(amqp::Connection& conn, const amqp::Delivery& d);
+    // `pre`: the claim for this delivery, made in the previous task's outcome transaction.
+    void handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre);
     // How claim() ended: with a claim in `out` to act on; with the task failed here because
     // claiming it ran out of memory (logged: ack it); or with the store failing the claim's
     // write (disk full, I/O error, busy) for [store] record_timeout_ms (logged: give the
@@ -33,7 +36,11 @@ private:
     // One claim and what follows for a delivery: done (acked, rejected, or left for the channel
     // to give back), or again (its claim was lost: choose another task for the same delivery).
     enum class Step { done, again };
-    Step handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit);
+    Step handle_unit(amqp::Connection& conn, const amqp::Delivery& d, int64_t unit,
+                     std::optional<TaskStore::Claim>& pre);
+    // Settles a delivery; a no-op for one whose channel is gone (tag 0: see next_).
+    void ack(amqp::Connection& conn, const amqp::Delivery& d);
+    void reject(amqp::Connection& conn, const amqp::Delivery& d, amqp::Connection::Requeue requeue);
     // The task this message's delivery runs (TaskStore::claim_next: not always the one it was
     // published for), waiting while it is held by a live worker or only users at their limit wait.
     ClaimEnd claim(amqp::Connection& conn, int64_t unit, TaskStore::Claim& out);
@@ -49,6 +56,10 @@ private:
     // `written`: the outcome is in the store (false when this attempt was fenced out or a
     // cancel won the race).
     bool record(amqp::Connection& conn, int64_t id, int64_t token, Outcome& outcome, bool& written);
+    // record()'s first write: with the next delivery already in the channel's buffer (prefetch
+    // >= 2), its claim goes into the outcome's transaction (TaskStore::finish_then_claim).
+    bool write_first(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& outcome);
+    TaskStore::ClaimRules rules() const;
     // Tells the supervisor this worker wrote task `id`'s outcome (report.h "done"), for the
     // metrics; -1: does not apply.
     void report_done(int64_t id, Status status, int64_t wait_ms = -1, int64_t run_ms = -1, int64_t cancel_ms = -1);
@@ -63,6 +74,17 @@ private:
     Reporter reporter_;
     int64_t tasks_done_ = 0;
     int64_t cancel_requested_at_ = 0;  // of the running task, once its cancel was seen (store clock)
+    // The delivery taken from the channel's buffer while the task before it was recorded, with
+    // the claim made in that outcome's transaction, if one was. Handled next, before the channel
+    // is read again. When the connection is lost its tag becomes 0: a claimed task still runs
+    // (this worker holds it; its message, redelivered, finds it held and then finished), but
+    // nothing is acked on a channel that is gone.
+    struct Carried {
+        amqp::Delivery d;
+        std::optional<TaskStore::Claim> claim;
+    };
+    std::optional<Carried> next_;
+    std::exception_ptr next_error_;  // the channel's failure met while taking next_, for after the record
 };
 
 }  // namespace sqlq

@@ -54,6 +54,41 @@ void Db::exec(const char* sql) {
     }
 }
 
+namespace {
+const char* const kVerbs[] = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+}
+
+sqlite3_stmt* Db::verb(TxnVerb verb) noexcept {
+    auto& s = verbs_[size_t(verb)];
+    if (!s) {
+        sqlite3_stmt* p = nullptr;
+        if (sqlite3_prepare_v3(db_.get(), kVerbs[size_t(verb)], -1, SQLITE_PREPARE_PERSISTENT, &p, nullptr) != SQLITE_OK)
+            return nullptr;
+        s.reset(p);
+    }
+    return s.get();
+}
+
+int Db::try_exec(TxnVerb v) noexcept {
+    sqlite3_stmt* s = verb(v);
+    if (!s) return sqlite3_errcode(db_.get());
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+void Db::exec(TxnVerb v) {
+    sqlite3_stmt* s = verb(v);
+    int rc = s ? sqlite3_step(s) : sqlite3_errcode(db_.get());
+    if (rc != SQLITE_DONE) {
+        // Read before the reset, which may set another.
+        SqliteError e(path_ + ": " + sqlite3_errmsg(db_.get()), sqlite3_extended_errcode(db_.get()));
+        if (s) sqlite3_reset(s);
+        throw e;
+    }
+    sqlite3_reset(s);
+}
+
 Stmt Db::prepare(std::string_view sql) {
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v3(db_.get(), sql.data(), int(sql.size()), SQLITE_PREPARE_PERSISTENT, &s, nullptr);
@@ -112,20 +147,20 @@ std::string Blob::prefix(int64_t n) {
     return out;
 }
 
-ReadTxn::ReadTxn(Db& db) : db_(db) { db_.exec("BEGIN"); }
+ReadTxn::ReadTxn(Db& db) : db_(db) { db_.exec(Db::TxnVerb::begin); }
 
 ReadTxn::~ReadTxn() {
-    sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr);  // reads only: nothing to lose
+    db_.try_exec(Db::TxnVerb::commit);  // reads only: nothing to lose
 }
 
-Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Txn::Txn(Db& db) : db_(db) { db_.exec(Db::TxnVerb::begin_immediate); }
 
 Txn::~Txn() {
-    if (open_) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);  // error swallowed: destructor
+    if (open_) db_.try_exec(Db::TxnVerb::rollback);  // error swallowed: destructor
 }
 
 void Txn::commit() {
-    db_.exec("COMMIT");
+    db_.exec(Db::TxnVerb::commit);
     open_ = false;
 }
 

@@ -382,7 +382,8 @@ private:
 };
 
 std::unique_ptr<TaskStore::ClaimScope> SqliteStore::claim_scope(const ClaimRules& rules) {
-    if (rules.max_running_per_user > 0) return nullptr;
+    // Inside a scope already (finish_then_claim): its transaction is the claim's.
+    if (rules.max_running_per_user > 0 || claim_scope_) return nullptr;
     return std::make_unique<Scope>(*this);
 }
 
@@ -651,29 +652,64 @@ TaskStore::Tick SqliteStore::tick(int64_t id, int64_t token, Renew renew) {
     return t;
 }
 
+bool SqliteStore::write_outcome(int64_t id, int64_t token, const Outcome& o) {
+    int64_t now = deps_.clock();
+    std::optional<std::string> ref;
+    if (o.result) {
+        cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
+            .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
+            .run();
+        ref = "results/" + std::to_string(id);
+    }
+    int64_t changed = cached(
+                             "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
+                             "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
+                             "WHERE id=? AND status='running' AND attempts=?")
+                          .bind(1, to_string(o.status)).bind(2, now).bind(3, o.error).bind(4, o.row_count)
+                          .bind(5, o.result_bytes).bind(6, ref).bind(7, id).bind(8, token)
+                          .run();
+    return changed != 0;
+}
+
 bool SqliteStore::finish(int64_t id, int64_t token, const Outcome& o) {
     {
         auto w = writing();
         Txn txn(db_);
-        int64_t now = deps_.clock();
-        std::optional<std::string> ref;
-        if (o.result) {
-            cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
-                .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
-                .run();
-            ref = "results/" + std::to_string(id);
-        }
-        int64_t changed = cached(
-                                 "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
-                                 "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
-                                 "WHERE id=? AND status='running' AND attempts=?")
-                              .bind(1, to_string(o.status)).bind(2, now).bind(3, o.error).bind(4, o.row_count)
-                              .bind(5, o.result_bytes).bind(6, ref).bind(7, id).bind(8, token)
-                              .run();
-        if (changed == 0) return false;  // fenced out: the transaction rolls back, the result with it
+        if (!write_outcome(id, token, o)) return false;  // fenced out: the transaction rolls back, the result with it
         txn.commit();
     }
     persist();  // outside the gate: the next writer goes on while this one waits for the disk
+    return true;
+}
+
+bool SqliteStore::finish_then_claim(int64_t id, int64_t token, const Outcome& o, int64_t unit, const Owner& me,
+                                    const ClaimRules& rules, std::optional<Claim>& next) {
+    next.reset();
+    // With a per-user limit a claim is chosen outside the gate (claim_scope): the outcome alone.
+    if (rules.max_running_per_user > 0 || claim_scope_) return finish(id, token, o);
+    bool whole = false;
+    {
+        Scope scope(*this);
+        if (!write_outcome(id, token, o)) return false;  // fenced out: rolled back, nothing claimed
+        std::optional<Claim> c;
+        try {
+            c = claim_next(unit, me, rules);  // in this scope's transaction (claim_scope: none of its own)
+        } catch (const std::exception&) {
+            // The claim's trouble is the claim's: the outcome is written alone below, and the
+            // caller's own claim meets the trouble again and deals with it.
+        }
+        // A statement that ran out of memory or disk may have rolled the whole transaction back,
+        // the outcome with it.
+        whole = c && !sqlite3_get_autocommit(db_.get());
+        if (whole) {
+            scope.commit();
+            // A claim that must wait, or that could not be made, is made again by the caller.
+            if (c->kind != ClaimKind::held && c->kind != ClaimKind::limited && c->kind != ClaimKind::no_memory)
+                next = std::move(c);
+        }
+    }
+    if (!whole) return finish(id, token, o);
+    persist();  // the outcome's, and a claim's that ended its task: both are acted on next
     return true;
 }
 

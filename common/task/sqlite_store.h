@@ -30,6 +30,8 @@ public:
     std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
+    bool finish_then_claim(int64_t id, int64_t token, const Outcome& outcome, int64_t unit, const Owner& me,
+                           const ClaimRules& rules, std::optional<Claim>& next) override;
     FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
     CancelResult request_cancel(int64_t id, const std::string& by) override;
     std::optional<Task> get(int64_t id) override;
@@ -63,6 +65,9 @@ public:
 private:
     void migrate();
     void persist();  // at durability "full": fsync what this connection has committed
+    // finish()'s writes, inside a write transaction the caller holds. False: fenced out (the
+    // caller rolls back).
+    bool write_outcome(int64_t id, int64_t token, const Outcome& o);
     // The statement for `sql`, prepared on first use and kept: a worker runs the same few
     // statements for every task, and parsing them cost more than running them. Returned reset,
     // with no bindings; a caller that reads rows resets it when done (ResetGuard), so that no

@@ -201,6 +201,19 @@ public:
     // Stores the outcome and the terminal status in one transaction, conditional on this
     // attempt still owning the task, durably. False when fenced out (nothing written).
     virtual bool finish(int64_t id, int64_t token, const Outcome& outcome) = 0;
+    // finish(), and, in the same write transaction where the store can, claim_next(unit) for
+    // the next delivery already in the worker's hands: one transaction per task instead of
+    // two under a steady stream of tasks (docs/architecture.md, "One transaction per task").
+    // `next` is set only when that claim was made and committed with the outcome; otherwise
+    // (the store cannot, max_running_per_user is set, the claim must wait, or it failed) it
+    // stays empty, and the caller claims for that delivery on its own as usual. Returns what
+    // finish() returns; nothing is claimed when the outcome was fenced out.
+    virtual bool finish_then_claim(int64_t id, int64_t token, const Outcome& outcome, int64_t unit,
+                                   const Owner& me, const ClaimRules& rules, std::optional<Claim>& next) {
+        (void)unit, (void)me, (void)rules;
+        next.reset();
+        return finish(id, token, outcome);
+    }
 
     // Fails a task that nobody works on, with `error`: queued, or running with its owner gone
     // (or its owner is `me`: a worker that cannot go on with a task it claimed). A running task

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "sqlite/write_gate.h"
 #include "support/harness.h"
 #include "util/process.h"
 
@@ -221,4 +222,42 @@ TEST_CASE("a worker gives back the memory its work took once it falls idle", "[p
     CHECK(idle.rss_kib < 8 * 1024);
     CHECK(idle.private_dirty_kib < 1024);
     CHECK(w->running());
+}
+
+TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the outcome before it and runs each task once",
+          "[pipeline][prefetch]") {
+    Setup s;
+    s.sections["broker"] = "prefetch = 3\n";
+    Env env(s);
+    constexpr int kTasks = 100;
+    std::vector<std::string> sqls;
+    for (int i = 1; i <= kTasks; ++i) sqls.push_back("SELECT " + std::to_string(i));
+    const auto ids = submit_batch(env, sqls);
+    REQUIRE(ids.size() == size_t(kTasks));
+    // Every write transaction of the store passes the writer gate, which counts them.
+    const sqlite::WriteGate gate(env.cfg().store.path + "-gate", 0600);
+    REQUIRE(gate.open());
+    const uint64_t before = gate.commits();
+    auto w1 = start_worker(env, 1);
+    auto w2 = start_worker(env, 2);
+    for (int i = 0; i < kTasks; ++i) {
+        REQUIRE(wait_code(env, ids[size_t(i)]) == 0);
+        auto r = cli(env, {"result", std::to_string(ids[size_t(i)]), "--format", "json"});
+        REQUIRE(r.code == 0);
+        CHECK(nlohmann::json::parse(r.out)["rows"] == nlohmann::json::array({nlohmann::json::array({i + 1})}));
+        auto t = show(env, ids[size_t(i)]);
+        CHECK(t["executions"] == 1);
+        CHECK(t["attempts"] == 1);
+    }
+    // The queue was full from the start, so a delivery was nearly always waiting when an outcome
+    // was written: one transaction per task, against two (the claim's and the outcome's) at
+    // prefetch 1. Half again as many is a generous bound that two per task cannot meet.
+    const uint64_t commits = gate.commits() - before;
+    INFO("write transactions for " << kTasks << " tasks: " << commits);
+    CHECK(commits < uint64_t(kTasks) * 3 / 2);
+    CHECK(eventually([&] { return queue_depth(env) == 0; }, 10000));
+    auto a = audit(env);
+    CHECK(a["succeeded"] == kTasks);
+    CHECK(a["lost"] == 0);
+    CHECK(a["exit_code"] == 0);
 }

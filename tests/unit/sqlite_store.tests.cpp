@@ -469,3 +469,86 @@ TEST_CASE("the write-ahead log is cut back to 64 MiB once a checkpoint has empti
     s.insert("SELECT 2", "test");  // the first write after the checkpoint starts the log again, and cuts it
     CHECK(std::filesystem::file_size(wal) <= (64u << 20));
 }
+
+namespace {
+// Counts the commits of one connection (sqlite3_commit_hook); unhooks on destruction.
+struct CommitCounter {
+    sqlite3* db;
+    int commits = 0;
+    explicit CommitCounter(sqlite3* d) : db(d) {
+        sqlite3_commit_hook(db, [](void* p) { return ++static_cast<CommitCounter*>(p)->commits, 0; }, this);
+    }
+    ~CommitCounter() { sqlite3_commit_hook(db, nullptr, nullptr); }
+};
+}  // namespace
+
+TEST_CASE("an outcome and the next delivery's claim are one transaction (finish_then_claim)", "[store][claim][one-txn]") {
+    TempStore t;
+    CountingVfs vfs;
+    t.cfg.durability = "full";
+    auto s = t.open();
+    const Owner me = Owner::self();
+    const int64_t a = s.insert("SELECT 'a'", "alice");
+    const int64_t b = s.insert("SELECT 'b'", "bob");
+    auto c = s.claim_next(a, me, {});
+    REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+    REQUIRE(c.id == a);
+    std::optional<TaskStore::Claim> next;
+
+    SECTION("written: one commit and one sync for both; the claim is claim_next's") {
+        CommitCounter counter(s.db().get());
+        const int syncs = CountingVfs::wal_syncs();
+        REQUIRE(s.finish_then_claim(a, c.token, ok_outcome(), b, me, {}, next));
+        CHECK(counter.commits == 1);
+        CHECK(CountingVfs::wal_syncs() == syncs + 1);
+        CHECK(CountingVfs::synced_size() == int64_t(std::filesystem::file_size(t.path() + "-wal")));
+        REQUIRE(next);
+        CHECK(next->kind == TaskStore::ClaimKind::claimed);
+        CHECK(next->id == b);
+        CHECK(next->sql == "SELECT 'b'");
+        CHECK(next->token == 1);
+        CHECK(s.get(a)->status == Status::succeeded);
+        CHECK(s.get(b)->status == Status::running);
+        CHECK(s.get(b)->owner == me.name());
+        // Nothing queued any more: the next delivery's claim says so, in the same one commit.
+        auto c2 = *next;
+        REQUIRE(s.finish_then_claim(b, c2.token, ok_outcome(), a, me, {}, next));
+        REQUIRE(next);
+        CHECK(next->kind == TaskStore::ClaimKind::none);
+        CHECK(counter.commits == 2);
+    }
+    SECTION("fenced out: nothing written, nothing claimed") {
+        CommitCounter counter(s.db().get());
+        CHECK_FALSE(s.finish_then_claim(a, c.token + 1, ok_outcome(), b, me, {}, next));
+        CHECK_FALSE(next);
+        CHECK(counter.commits == 0);
+        CHECK(s.get(a)->status == Status::running);
+        CHECK(s.get(b)->status == Status::queued);
+    }
+    SECTION("with max_running_per_user the outcome goes alone: the claim is the worker's own, chosen first") {
+        TaskStore::ClaimRules limited;
+        limited.max_running_per_user = 1;
+        REQUIRE(s.finish_then_claim(a, c.token, ok_outcome(), b, me, limited, next));
+        CHECK_FALSE(next);
+        CHECK(s.get(a)->status == Status::succeeded);
+        CHECK(s.get(b)->status == Status::queued);
+    }
+    SECTION("a claim that must wait is left to the worker, the outcome written") {
+        // b is held by a live worker (this process, as another owner would be).
+        Owner other = me;
+        other.host = "host-b";  // unknown liveness: its lease holds
+        auto held = s.claim(b, other, 3);
+        REQUIRE(held.kind == TaskStore::ClaimKind::claimed);
+        REQUIRE(s.finish_then_claim(a, c.token, ok_outcome(), b, me, {}, next));
+        CHECK_FALSE(next);
+        CHECK(s.get(a)->status == Status::succeeded);
+    }
+    SECTION("a claim that fails takes the outcome with it only when its transaction is lost") {
+        // A unit whose task is another store's: the claim says unknown, the outcome stands.
+        REQUIRE(s.finish_then_claim(a, c.token, ok_outcome(), 999999, me, {}, next));
+        REQUIRE(next);
+        CHECK(next->kind == TaskStore::ClaimKind::unknown);
+        CHECK(s.get(a)->status == Status::succeeded);
+        CHECK(s.get(b)->status == Status::queued);
+    }
+}

@@ -1077,3 +1077,30 @@ TEST_CASE("fleet records: written with the store's clock, read back with their a
     REQUIRE(fleets.size() == 1);
     CHECK(fleets[0].host == "host-b");
 }
+
+TEST_CASE("finish_then_claim: the outcome is stored, and the next delivery's claim is claim_next's or left to it",
+          "[store][fair][one-txn]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    Owner me = w.alive(503);
+    auto a = store->insert_batch({"SELECT 'a1'", "SELECT 'a2'"}, "alice");
+    const int64_t b = store->insert("SELECT 'b1'", "bob");
+    auto first = store->claim_next(a[0], me, fair_rules());
+    REQUIRE(first.kind == Kind::claimed);
+    REQUIRE(first.id == a[0]);
+    std::optional<TaskStore::Claim> next;
+    // Fenced out: neither written nor claimed.
+    CHECK_FALSE(store->finish_then_claim(first.id, first.token + 1, ok_outcome(), a[1], me, fair_rules(), next));
+    CHECK_FALSE(next);
+    CHECK(store->get(first.id)->status == Status::running);
+    CHECK(store->get(b)->status == Status::queued);
+    // Written; the next claim is bob's task (alice ran last), made here or by claim_next after.
+    REQUIRE(store->finish_then_claim(first.id, first.token, ok_outcome(), a[1], me, fair_rules(), next));
+    CHECK(store->get(first.id)->status == Status::succeeded);
+    CHECK(store->get(first.id)->outcomes == 1);
+    const TaskStore::Claim second = next ? *next : store->claim_next(a[1], me, fair_rules());
+    REQUIRE(second.kind == Kind::claimed);
+    CHECK(second.id == b);
+    CHECK(store->get(b)->status == Status::running);
+    CHECK(store->get(a[1])->status == Status::queued);
+}
