@@ -44,6 +44,7 @@ void Worker::run() {
             reporter_.send(Report::stopping);
             // Deliveries prefetched but not started go back to the queue when the channel closes.
             try {
+                flush_held_ack(conn);
                 conn.cancel_consumer();
             } catch (const amqp::AmqpError&) {
             }
@@ -55,6 +56,7 @@ void Worker::run() {
             if (next_ && !next_->claim) next_.reset();
             if (next_) next_->d.tag = 0;
             next_error_ = nullptr;
+            ack_held_ = 0;  // the lost channel's: its redelivery finds the task finished
             if (e.fatal()) throw;
             if (e.kind() == amqp::AmqpError::Kind::consumer_timeout)
                 // The outcome is recorded already (the broker only notices at its next check), so
@@ -120,11 +122,30 @@ void Worker::serve(amqp::Connection& conn) {
 }
 
 void Worker::ack(amqp::Connection& conn, const amqp::Delivery& d) {
-    if (d.tag != 0) conn.ack(d.tag);
+    if (d.tag == 0) return;
+    // Under a stream of tasks (a claimed delivery next) every second ack covers two deliveries:
+    // half the ack frames, syscalls and broker settlements. Every delivery before this one was
+    // settled or is the one held: they are handled in order, and only a stopping worker leaves
+    // one unsettled (then nothing is held back any more).
+    if (stop_) {
+        flush_held_ack(conn);
+        conn.ack(d.tag);
+    } else if (ack_held_ == 0 && next_ && next_->claim && next_->d.tag > d.tag) {
+        ack_held_ = d.tag;
+    } else {
+        conn.ack(d.tag, ack_held_ ? amqp::Connection::Multiple::yes : amqp::Connection::Multiple::no);
+        ack_held_ = 0;
+    }
+}
+
+void Worker::flush_held_ack(amqp::Connection& conn) {
+    if (ack_held_) conn.ack(std::exchange(ack_held_, 0));
 }
 
 void Worker::reject(amqp::Connection& conn, const amqp::Delivery& d, amqp::Connection::Requeue requeue) {
-    if (d.tag != 0) conn.reject(d.tag, requeue);
+    if (d.tag == 0) return;
+    flush_held_ack(conn);
+    conn.reject(d.tag, requeue);
 }
 
 void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre) {

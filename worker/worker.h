@@ -85,6 +85,11 @@ private:
     };
     std::optional<Carried> next_;
     std::exception_ptr next_error_;  // the channel's failure met while taking next_, for after the record
+    // A delivery whose task's outcome is stored, its ack held back to go in one frame with the
+    // next one's (Multiple::yes): only while a claimed delivery follows it (next_), and never once
+    // stopping, when a delivery may be left unsettled to go back with the channel. 0: none.
+    uint64_t ack_held_ = 0;
+    void flush_held_ack(amqp::Connection& conn);
 };
 
 }  // namespace sqlq

@@ -355,8 +355,8 @@ std::optional<Delivery> Connection::next(int timeout_ms) {
     return std::nullopt;
 }
 
-void Connection::ack(uint64_t tag) {
-    int rc = amqp_basic_ack(conn_.get(), kChannel, tag, /*multiple=*/0);
+void Connection::ack(uint64_t tag, Multiple multiple) {
+    int rc = amqp_basic_ack(conn_.get(), kChannel, tag, multiple == Multiple::yes ? 1 : 0);
     if (rc != AMQP_STATUS_OK) lost("ack", rc);
 }
 

@@ -83,7 +83,9 @@ public:
     // Waits up to timeout_ms for a delivery; nullopt on timeout. Throws AmqpError when the
     // channel or connection is gone.
     std::optional<Delivery> next(int timeout_ms);
-    void ack(uint64_t tag);
+    // Acks `tag`; with Multiple::yes, every delivery of this channel up to it as well (one frame).
+    enum class Multiple : bool { no, yes };
+    void ack(uint64_t tag, Multiple multiple = Multiple::no);
     // Whether a rejected message goes back on its queue (yes) or to the dead-letter queue (no).
     enum class Requeue : bool { no, yes };
     void reject(uint64_t tag, Requeue requeue);
