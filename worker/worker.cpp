@@ -87,11 +87,13 @@ void Worker::serve(amqp::Connection& conn) {
     for (;;) {
         std::optional<amqp::Delivery> d;
         std::optional<TaskStore::Claim> pre;
+        std::optional<int64_t> unit;
         if (next_ && (next_->claim || !stop_)) {
             // Taken ahead (write_first): handled before the channel is read again; with its claim
             // made, even when stopping (this worker holds its task).
             d = std::move(next_->d);
             pre = std::move(next_->claim);
+            unit = next_->unit;
             next_.reset();
         } else {
             next_.reset();  // stopping: an unclaimed one goes back to the queue with the channel
@@ -113,7 +115,7 @@ void Worker::serve(amqp::Connection& conn) {
                 continue;
             }
         }
-        handle(conn, *d, std::move(pre));
+        handle(conn, *d, std::move(pre), unit);
         reporter_.send(Report::ready);
         unflushed = true;
         if (mono_ms() - flushed_at >= 100) flush();
@@ -148,17 +150,21 @@ void Worker::reject(amqp::Connection& conn, const amqp::Delivery& d, amqp::Conne
     conn.reject(d.tag, requeue);
 }
 
-void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre) {
-    auto decoded = decode_message(d.body);
-    if (auto* bad = std::get_if<BadMessage>(&decoded)) {
-        spdlog::warn("rejecting a malformed message ({} bytes): {}; it goes to {}", d.body.size(), bad->why,
-                     cfg_.broker.dead_letter_queue());
-        reject(conn, d, amqp::Connection::Requeue::no);
-        return;
+void Worker::handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre,
+                    std::optional<int64_t> decoded_unit) {
+    if (!decoded_unit) {
+        auto decoded = decode_message(d.body);
+        if (auto* bad = std::get_if<BadMessage>(&decoded)) {
+            spdlog::warn("rejecting a malformed message ({} bytes): {}; it goes to {}", d.body.size(), bad->why,
+                         cfg_.broker.dead_letter_queue());
+            reject(conn, d, amqp::Connection::Requeue::no);
+            return;
+        }
+        decoded_unit = std::get<int64_t>(decoded);
     }
     // The message is a unit of work: its delivery runs the task claim_next chooses (fairness
     // between users), which is the one it was published for only when that one is next.
-    const int64_t unit = std::get<int64_t>(decoded);
+    const int64_t unit = *decoded_unit;
     // A delivery whose claim was lost (fenced: another delivery took the task over) or whose outcome
     // another writer beat did not spend its unit of work: it chooses again, and is acked only once
     // it has recorded an outcome (or found nothing to run). Acking it would leave a queued task
@@ -458,18 +464,21 @@ bool Worker::write_first(amqp::Connection& conn, int64_t id, int64_t token, cons
     // changes nothing else: it is the next one handled either way.
     if (!next_ && cfg_.broker.prefetch >= 2 && !stop_) {
         try {
-            if (auto d = conn.next(0)) next_ = Carried{std::move(*d), std::nullopt};
+            if (auto d = conn.next(0)) next_ = Carried{std::move(*d), std::nullopt, std::nullopt};
         } catch (const amqp::AmqpError&) {
             // The channel is gone: record the outcome all the same, then reconnect (handle_unit).
             next_error_ = std::current_exception();
         }
     }
     if (next_ && !next_->claim && next_->d.tag != 0 && !stop_) {
-        const auto decoded = decode_message(next_->d.body);
+        if (!next_->unit) {
+            const auto decoded = decode_message(next_->d.body);
+            if (const auto* unit = std::get_if<int64_t>(&decoded)) next_->unit = *unit;
+        }
         // Claimed only when it can run now, as await_target() would have it (a server target
         // whose connection needs making is left to it).
-        if (const auto* unit = std::get_if<int64_t>(&decoded); unit && target_->ready([] { return true; }).empty())
-            return store_->finish_then_claim(id, token, o, *unit, me_, rules(), next_->claim);
+        if (next_->unit && target_->ready([] { return true; }).empty())
+            return store_->finish_then_claim(id, token, o, *next_->unit, me_, rules(), next_->claim);
     }
     return store_->finish(id, token, o);
 }

@@ -27,7 +27,9 @@ public:
 private:
     void serve(amqp::Connection& conn);
     // `pre`: the claim for this delivery, made in the previous task's outcome transaction.
-    void handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre);
+    // `unit`: its message, decoded already (write_first).
+    void handle(amqp::Connection& conn, const amqp::Delivery& d, std::optional<TaskStore::Claim> pre,
+                std::optional<int64_t> unit = std::nullopt);
     // How claim() ended: with a claim in `out` to act on; with the task failed here because
     // claiming it ran out of memory (logged: ack it); or with the store failing the claim's
     // write (disk full, I/O error, busy) for [store] record_timeout_ms (logged: give the
@@ -82,6 +84,7 @@ private:
     struct Carried {
         amqp::Delivery d;
         std::optional<TaskStore::Claim> claim;
+        std::optional<int64_t> unit;  // its message, decoded (none: malformed, handle() says so)
     };
     std::optional<Carried> next_;
     std::exception_ptr next_error_;  // the channel's failure met while taking next_, for after the record
