@@ -1853,6 +1853,8 @@ def main():
     ap.add_argument("--pg-dir", default="", help="that server's directory (scripts/postgres.sh; default WORK/pg)")
     ap.add_argument("--broker-dir", default="", help="the RabbitMQ node's directory (scripts/broker.sh; default WORK/node)")
     ap.add_argument("--thousand-workers", type=int, default=1000, help="the fleet size of section thousand")
+    ap.add_argument("--workers", dest="workers_override", default="", help="comma-separated consumer counts (throughput, ceiling), in place of the mode's")
+    ap.add_argument("--durabilities", dest="durabilities_override", default="", help="comma-separated durabilities of the trivial throughput runs, in place of the mode's")
     ap.add_argument("--only", default="", help="comma-separated sections: ceiling,throughput,respawn,cancel,memory,scale,submit,metrics,latency,postgres,overlap,fairness,thousand,cpu,pgstore")
     a = ap.parse_args()
     if a.replot:
@@ -1890,6 +1892,10 @@ def main():
     a.pg_dir = a.pg_dir or os.path.join(a.work, "pg")
     a.broker_dir = a.broker_dir or os.path.join(a.work, "node")
     os.makedirs(a.out, exist_ok=True)
+    if a.workers_override:
+        a.workers = [int(x) for x in a.workers_override.split(",")]
+    if a.durabilities_override:
+        a.durabilities = a.durabilities_override.split(",")
     all_sections = ["ceiling", "throughput", "respawn", "cancel", "memory", "scale", "thousand", "submit", "metrics", "latency",
                     "postgres", "overlap", "fairness", "cpu", "pgstore"]
     sections = [s for s in a.only.split(",") if s] or all_sections
