@@ -468,7 +468,8 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere its
             // supervisor's record or the lease says.
-            if (!owner_gone(owner, lease, lost, now)) return {ClaimKind::held, 0, status, lease};
+            if (!engine::orphan_of(me, owner) && !owner_gone(owner, lease, lost, now))
+                return {ClaimKind::held, 0, status, lease};
             if (cancel_pending) {
                 auto r = exec("UPDATE sqlq_tasks SET status='cancelled', finished_at=" + now_sql(1) +
                                   ", outcomes=outcomes+1, lease_until=NULL "
@@ -702,8 +703,7 @@ TaskStore::FailKind PgStore::fail_unowned(int64_t id, const std::string& error, 
         const int64_t now = row.i64(8);
         if (terminal(status)) return FailKind::finished;
         if (status == Status::running) {
-            const bool mine = me.pid != 0 && owner.pid == me.pid && owner.start == me.start && owner.host == me.host;
-            if (!mine && !owner_gone(owner, lease, lost, now)) return FailKind::held;
+            if (!engine::same_owner(me, owner) && !owner_gone(owner, lease, lost, now)) return FailKind::held;
         }
         const bool cancel = status == Status::running && cancel_pending;
         auto r = exec("UPDATE sqlq_tasks SET status=$2, finished_at=" + now_sql(1) +

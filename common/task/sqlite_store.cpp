@@ -476,7 +476,9 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
             if (st.run()) return claimed();
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
-            if (!owner_gone({owner_host(owner), owner_pid, owner_start}, lease, now)) return {ClaimKind::held, 0, status, lease};
+            const Owner recorded{owner_host(owner), owner_pid, owner_start};
+            if (!engine::orphan_of(me, recorded) && !owner_gone(recorded, lease, now))
+                return {ClaimKind::held, 0, status, lease};
             const char* guard = " WHERE id=? AND status='running' AND attempts=?";
             if (cancel_pending) {
                 changed = cached(std::string("UPDATE tasks SET status='cancelled', finished_at=?, "
@@ -739,8 +741,7 @@ TaskStore::FailKind SqliteStore::try_fail_unowned(int64_t id, const std::string&
         sel.reset();
         if (terminal(status)) return FailKind::finished;
         if (status == Status::running) {
-            const bool mine = me.pid != 0 && owner.pid == me.pid && owner.start == me.start && owner.host == me.host;
-            if (!mine && !owner_gone(owner, lease, now)) return FailKind::held;
+            if (!engine::same_owner(me, owner) && !owner_gone(owner, lease, now)) return FailKind::held;
         }
         const bool cancel = status == Status::running && cancel_pending;
         auto w = writing();

@@ -1104,3 +1104,23 @@ TEST_CASE("finish_then_claim: the outcome is stored, and the next delivery's cla
     CHECK(store->get(b)->status == Status::running);
     CHECK(store->get(a[1])->status == Status::queued);
 }
+
+TEST_CASE("a claim of its own that a worker lost track of is taken over by its next claim, not waited on",
+          "[store][claim][fencing]") {
+    StoreUnderTest w(GENERATE(from_range(store_engines())));
+    auto store = w.open();
+    Owner me = w.alive(504);
+    Owner other = w.alive(505);
+    const int64_t t = store->insert("SELECT 't'", "alice");
+    // The claim commits, but its answer never reaches the worker (a server store's connection
+    // lost with the COMMIT in flight): the worker asks again for the same delivery.
+    REQUIRE(store->claim_next(t, me, fair_rules()).kind == Kind::claimed);
+    auto again = store->claim_next(t, me, fair_rules());
+    REQUIRE(again.kind == Kind::claimed);  // not held by its own "live" process: nobody runs it
+    CHECK(again.id == t);
+    CHECK(again.token == 2);
+    CHECK(again.sql == "SELECT 't'");
+    // Another live worker's task is still held.
+    CHECK(store->claim_next(t, other, fair_rules()).kind == Kind::held);
+    CHECK(store->finish(t, again.token, ok_outcome()));
+}
