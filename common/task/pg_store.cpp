@@ -687,6 +687,48 @@ bool PgStore::finish(int64_t id, int64_t token, const Outcome& o) {
     return Row{r.get(), 0}.i64(0) > 0;
 }
 
+bool PgStore::finish_then_claim(int64_t id, int64_t token, const Outcome& o, int64_t unit, const Owner& me,
+                                const ClaimRules& rules, std::optional<Claim>& next) {
+    next.reset();
+    // With a per-user limit a claim may wait on the chosen head's row (claim_fairest): not while
+    // this transaction holds the outcome's row.
+    if (rules.max_running_per_user > 0) return finish(id, token, o);
+    auto rollback = [&] {
+        if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
+    };
+    exec("BEGIN");
+    try {
+        if (!finish(id, token, o)) {  // fenced out: nothing written, nothing claimed
+            rollback();
+            return false;
+        }
+    } catch (...) {
+        rollback();
+        throw;
+    }
+    std::optional<Claim> c;
+    try {
+        c = claim_next(unit, me, rules);
+    } catch (const std::exception&) {
+        // The claim's trouble is the claim's (a failed statement aborts the whole transaction):
+        // the outcome is written alone, and the worker's own claim meets the trouble again.
+        rollback();
+        return finish(id, token, o);
+    }
+    try {
+        exec("COMMIT");  // one WAL flush for both
+    } catch (const std::exception&) {
+        // Lost with its connection, the COMMIT may have gone in or not: the outcome is written
+        // again alone (false, as if fenced out, when it had). A claim that went in is this
+        // worker's and unknown to it: its delivery's own claim takes it over (orphan_of).
+        rollback();
+        return finish(id, token, o);
+    }
+    if (c->kind != ClaimKind::held && c->kind != ClaimKind::limited && c->kind != ClaimKind::no_memory)
+        next = std::move(c);
+    return true;
+}
+
 TaskStore::FailKind PgStore::fail_unowned(int64_t id, const std::string& error, const Owner& me) {
     for (int round = 0;; ++round) {
         auto sel = exec("SELECT status, attempts, owner, owner_pid, owner_start, lease_until, cancel_requested_at, "

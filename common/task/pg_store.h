@@ -46,6 +46,8 @@ public:
     std::map<std::string, int64_t> running_per_user() override;
     Tick tick(int64_t id, int64_t token, Renew renew) override;
     bool finish(int64_t id, int64_t token, const Outcome& outcome) override;
+    bool finish_then_claim(int64_t id, int64_t token, const Outcome& outcome, int64_t unit, const Owner& me,
+                           const ClaimRules& rules, std::optional<Claim>& next) override;
     FailKind fail_unowned(int64_t id, const std::string& error, const Owner& me) override;
     CancelResult request_cancel(int64_t id, const std::string& by) override;
     std::optional<Task> get(int64_t id) override;

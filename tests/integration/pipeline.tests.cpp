@@ -234,10 +234,13 @@ TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the o
     for (int i = 1; i <= kTasks; ++i) sqls.push_back("SELECT " + std::to_string(i));
     const auto ids = submit_batch(env, sqls);
     REQUIRE(ids.size() == size_t(kTasks));
-    // Every write transaction of the store passes the writer gate, which counts them.
-    const sqlite::WriteGate gate(env.cfg().store.path + "-gate", 0600);
-    REQUIRE(gate.open());
-    const uint64_t before = gate.commits();
+    // On the SQLite store every write transaction passes the writer gate, which counts them.
+    // (Also run on the PostgreSQL store, SQLQ_TEST_STORE=postgres: each task once, all acked.)
+    const bool sqlite_store = env.cfg().store.url.empty();
+    std::optional<sqlite::WriteGate> gate;
+    if (sqlite_store) gate.emplace(env.cfg().store.path + "-gate", 0600);
+    REQUIRE((!gate || gate->open()));
+    const uint64_t before = gate ? gate->commits() : 0;
     auto w1 = start_worker(env, 1);
     auto w2 = start_worker(env, 2);
     for (int i = 0; i < kTasks; ++i) {
@@ -252,9 +255,11 @@ TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the o
     // The queue was full from the start, so a delivery was nearly always waiting when an outcome
     // was written: one transaction per task, against two (the claim's and the outcome's) at
     // prefetch 1. Half again as many is a generous bound that two per task cannot meet.
-    const uint64_t commits = gate.commits() - before;
-    INFO("write transactions for " << kTasks << " tasks: " << commits);
-    CHECK(commits < uint64_t(kTasks) * 3 / 2);
+    if (gate) {
+        const uint64_t commits = gate->commits() - before;
+        INFO("write transactions for " << kTasks << " tasks: " << commits);
+        CHECK(commits < uint64_t(kTasks) * 3 / 2);
+    }
     // Every delivery was acked (two at a time in one frame while a claimed one followed): once the
     // workers are stopped, a delivery left unacked would be back in the queue.
     for (auto* w : {w1.get(), w2.get()}) {
