@@ -229,7 +229,7 @@ TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the o
     Setup s;
     s.sections["broker"] = "prefetch = 3\n";
     Env env(s);
-    constexpr int kTasks = 100;
+    constexpr int kTasks = 60;
     std::vector<std::string> sqls;
     for (int i = 1; i <= kTasks; ++i) sqls.push_back("SELECT " + std::to_string(i));
     const auto ids = submit_batch(env, sqls);
