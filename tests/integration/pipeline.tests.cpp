@@ -243,8 +243,10 @@ TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the o
     const uint64_t before = gate ? gate->commits() : 0;
     auto w1 = start_worker(env, 1);
     auto w2 = start_worker(env, 2);
-    for (int i = 0; i < kTasks; ++i) {
-        REQUIRE(wait_code(env, ids[size_t(i)]) == 0);
+    // All done, each run once (the audit counts re-executions and second outcomes); a few
+    // results read back (a CLI process per task would be most of this test's time).
+    REQUIRE(eventually([&] { return audit(env)["succeeded"] == kTasks; }, 60000));
+    for (int i : {0, kTasks / 2, kTasks - 1}) {
         auto r = cli(env, {"result", std::to_string(ids[size_t(i)]), "--format", "json"});
         REQUIRE(r.code == 0);
         CHECK(nlohmann::json::parse(r.out)["rows"] == nlohmann::json::array({nlohmann::json::array({i + 1})}));
@@ -269,6 +271,8 @@ TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the o
     CHECK(queue_depth(env) == 0);
     auto a = audit(env);
     CHECK(a["succeeded"] == kTasks);
+    CHECK(a["reexecuted"] == 0);
+    CHECK(a["duplicate_outcomes"] == 0);
     CHECK(a["lost"] == 0);
     CHECK(a["exit_code"] == 0);
 }
