@@ -41,16 +41,14 @@ inline std::string owner_host(const std::string& owner) {
     return colon == std::string::npos ? owner : owner.substr(0, colon);
 }
 
-// Whether `owner` is the process `me` (host, pid and start time).
+// Whether `owner`, recorded in a running task's row, is the process `me` (host, pid and start
+// time). A worker claims, or fails a task it cannot go on with, only while it runs nothing: such
+// a task is one whose claim it lost track of (the answer to its commit lost with the connection,
+// on a server store), which nobody runs. Both take it over, where waiting for its "live" owner
+// would wait for itself.
 inline bool same_owner(const Owner& me, const Owner& owner) {
     return me.pid != 0 && owner.pid == me.pid && owner.start == me.start && owner.host == me.host;
 }
-
-// A running task whose recorded owner is the claiming process itself: a claim of its own that it
-// lost track of (the answer to its commit lost with the connection, on a server store). A worker
-// claims only while it runs nothing, so nobody runs that task: the claim takes it over, where
-// waiting for its "live" owner would wait for itself.
-inline bool orphan_of(const Owner& me, const Owner& owner) { return same_owner(me, owner); }
 
 // Whether the owner recorded in a running task's row is gone: its process, when this host can
 // look at it (never its lease then); otherwise its lease, against the store's clock `now`.

@@ -316,6 +316,25 @@ pg::Result PgStore::exec(const std::string& sql) {
     return r;
 }
 
+class PgStore::Txn {
+public:
+    explicit Txn(PgStore& s) : s_(s) { s_.exec("BEGIN"); }
+    ~Txn() {
+        // Error ignored: a destructor. A connection that was lost has rolled it back already.
+        if (open_ && s_.conn_) pg::Result(PQexec(s_.conn_.get(), "ROLLBACK"));
+    }
+    Txn(const Txn&) = delete;
+    Txn& operator=(const Txn&) = delete;
+    void commit() {
+        s_.exec("COMMIT");
+        open_ = false;
+    }
+
+private:
+    PgStore& s_;
+    bool open_ = true;
+};
+
 void PgStore::migrate() {
     auto version = [&] {
         // The name is only looked up once the table exists (a statement naming a table that does
@@ -333,36 +352,31 @@ void PgStore::migrate() {
     }
     // One migrator at a time (the fleets of every host may start at once): the others wait for
     // this transaction, then find the schema made.
-    exec("BEGIN");
-    try {
-        exec("SELECT pg_advisory_xact_lock(7466315600000001)");
-        exec("CREATE TABLE IF NOT EXISTS sqlq_schema (version integer NOT NULL)");
-        int64_t v = version();
-        if (v > kSchemaVersion) throw newer(v);
-        if (v < 1) {
-            exec(kSchemaV1);
-            exec("INSERT INTO sqlq_schema(version) VALUES (1)");
-        }
-        if (v < 2) {
-            exec(kSchemaV2);
-            exec("INSERT INTO sqlq_schema(version) VALUES (2)");
-        }
-        if (v < 3) {
-            // The fleet-wide view: each supervisor's record of itself and its workers (sqlq workers).
-            exec("CREATE TABLE sqlq_fleets (host text NOT NULL, run_dir text NOT NULL, pid bigint NOT NULL, "
-                 "interval_ms bigint NOT NULL, workers text NOT NULL, heartbeat_at bigint NOT NULL, "
-                 "PRIMARY KEY (host, run_dir))");
-            exec("INSERT INTO sqlq_schema(version) VALUES (3)");
-        }
-        if (v < 4) {
-            exec(kSchemaV4);
-            exec("INSERT INTO sqlq_schema(version) VALUES (4)");
-        }
-        exec("COMMIT");
-    } catch (...) {
-        if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
-        throw;
+    Txn txn(*this);
+    exec("SELECT pg_advisory_xact_lock(7466315600000001)");
+    exec("CREATE TABLE IF NOT EXISTS sqlq_schema (version integer NOT NULL)");
+    int64_t v = version();
+    if (v > kSchemaVersion) throw newer(v);
+    if (v < 1) {
+        exec(kSchemaV1);
+        exec("INSERT INTO sqlq_schema(version) VALUES (1)");
     }
+    if (v < 2) {
+        exec(kSchemaV2);
+        exec("INSERT INTO sqlq_schema(version) VALUES (2)");
+    }
+    if (v < 3) {
+        // The fleet-wide view: each supervisor's record of itself and its workers (sqlq workers).
+        exec("CREATE TABLE sqlq_fleets (host text NOT NULL, run_dir text NOT NULL, pid bigint NOT NULL, "
+             "interval_ms bigint NOT NULL, workers text NOT NULL, heartbeat_at bigint NOT NULL, "
+             "PRIMARY KEY (host, run_dir))");
+        exec("INSERT INTO sqlq_schema(version) VALUES (3)");
+    }
+    if (v < 4) {
+        exec(kSchemaV4);
+        exec("INSERT INTO sqlq_schema(version) VALUES (4)");
+    }
+    txn.commit();
 }
 
 std::vector<int64_t> PgStore::insert_batch(const std::vector<std::string>& sqls, const std::string& submitter,
@@ -371,23 +385,18 @@ std::vector<int64_t> PgStore::insert_batch(const std::vector<std::string>& sqls,
         // The user's count and the insert in one transaction, behind a lock of the user's own, so
         // that two submits at once (from any host) cannot both pass the limit: each statement of
         // the transaction reads what committed before it, the lock holder's insert included.
-        exec("BEGIN");
-        try {
-            exec("SELECT pg_advisory_xact_lock(74663156, hashtext($1))", Params() << submitter);
-            const int64_t queued =
-                Row{exec("SELECT count(*) FROM sqlq_tasks WHERE status='queued' AND submitter=$1", Params() << submitter)
-                        .get(),
-                    0}
-                    .i64(0);
-            if (queued + int64_t(sqls.size()) > rules.max_queued_per_user)
-                throw queue_full(submitter, queued, int64_t(sqls.size()), rules.max_queued_per_user);
-            auto ids = insert_rows(sqls, submitter);
-            exec("COMMIT");
-            return ids;
-        } catch (...) {
-            if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
-            throw;
-        }
+        Txn txn(*this);
+        exec("SELECT pg_advisory_xact_lock(74663156, hashtext($1))", Params() << submitter);
+        const int64_t queued =
+            Row{exec("SELECT count(*) FROM sqlq_tasks WHERE status='queued' AND submitter=$1", Params() << submitter)
+                    .get(),
+                0}
+                .i64(0);
+        if (queued + int64_t(sqls.size()) > rules.max_queued_per_user)
+            throw queue_full(submitter, queued, int64_t(sqls.size()), rules.max_queued_per_user);
+        auto ids = insert_rows(sqls, submitter);
+        txn.commit();
+        return ids;
     }
     return insert_rows(sqls, submitter);
 }
@@ -468,7 +477,7 @@ TaskStore::Claim PgStore::claim_as(int64_t id, const Owner& me, const ClaimRules
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere its
             // supervisor's record or the lease says.
-            if (!engine::orphan_of(me, owner) && !owner_gone(owner, lease, lost, now))
+            if (!engine::same_owner(me, owner) && !owner_gone(owner, lease, lost, now))
                 return {ClaimKind::held, 0, status, lease};
             if (cancel_pending) {
                 auto r = exec("UPDATE sqlq_tasks SET status='cancelled', finished_at=" + now_sql(1) +
@@ -693,39 +702,23 @@ bool PgStore::finish_then_claim(int64_t id, int64_t token, const Outcome& o, int
     // With a per-user limit a claim may wait on the chosen head's row (claim_fairest): not while
     // this transaction holds the outcome's row.
     if (rules.max_running_per_user > 0) return finish(id, token, o);
-    auto rollback = [&] {
-        if (conn_) pg::Result(PQexec(conn_.get(), "ROLLBACK"));
-    };
-    exec("BEGIN");
-    try {
-        if (!finish(id, token, o)) {  // fenced out: nothing written, nothing claimed
-            rollback();
-            return false;
-        }
-    } catch (...) {
-        rollback();
-        throw;
-    }
     std::optional<Claim> c;
-    try {
-        c = claim_next(unit, me, rules);
-    } catch (const std::exception&) {
-        // The claim's trouble is the claim's (a failed statement aborts the whole transaction):
-        // the outcome is written alone, and the worker's own claim meets the trouble again.
-        rollback();
-        return finish(id, token, o);
+    {
+        Txn txn(*this);
+        if (!finish(id, token, o)) return false;  // fenced out: rolled back, nothing claimed
+        try {
+            c = claim_next(unit, me, rules);
+            txn.commit();  // one WAL flush for both
+        } catch (const std::exception&) {
+            // The claim's trouble (a failed statement aborts the whole transaction), or the
+            // COMMIT lost with its connection, gone in or not: the outcome is written again alone
+            // (false, as if fenced out, when it had gone in). A claim that went in is this
+            // worker's and unknown to it: its delivery's own claim takes it over (same_owner).
+            c.reset();
+        }
     }
-    try {
-        exec("COMMIT");  // one WAL flush for both
-    } catch (const std::exception&) {
-        // Lost with its connection, the COMMIT may have gone in or not: the outcome is written
-        // again alone (false, as if fenced out, when it had). A claim that went in is this
-        // worker's and unknown to it: its delivery's own claim takes it over (orphan_of).
-        rollback();
-        return finish(id, token, o);
-    }
-    if (c->kind != ClaimKind::held && c->kind != ClaimKind::limited && c->kind != ClaimKind::no_memory)
-        next = std::move(c);
+    if (!c) return finish(id, token, o);
+    if (handed_over(c->kind)) next = std::move(c);
     return true;
 }
 

@@ -80,6 +80,8 @@ private:
     pg::Result exec(const std::string& sql, const pgstore::Params& params);
     pg::Result exec(const std::string& sql);
     [[noreturn]] void fail(const PGresult* r, const std::string& doing);
+    // A transaction on conn_ (BEGIN ... COMMIT), rolled back unless committed.
+    class Txn;
     void migrate();
     std::vector<int64_t> insert_rows(const std::vector<std::string>& sqls, const std::string& submitter);
     Claim claim_as(int64_t id, const Owner& me, const ClaimRules& rules, int64_t unit) override;

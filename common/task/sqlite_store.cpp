@@ -477,7 +477,7 @@ TaskStore::Claim SqliteStore::try_claim(int64_t id, const Owner& me, const Claim
         } else {
             // running: is its owner gone? On this host we can tell at once; elsewhere the lease says.
             const Owner recorded{owner_host(owner), owner_pid, owner_start};
-            if (!engine::orphan_of(me, recorded) && !owner_gone(recorded, lease, now))
+            if (!engine::same_owner(me, recorded) && !owner_gone(recorded, lease, now))
                 return {ClaimKind::held, 0, status, lease};
             const char* guard = " WHERE id=? AND status='running' AND attempts=?";
             if (cancel_pending) {
@@ -687,31 +687,27 @@ bool SqliteStore::finish(int64_t id, int64_t token, const Outcome& o) {
 bool SqliteStore::finish_then_claim(int64_t id, int64_t token, const Outcome& o, int64_t unit, const Owner& me,
                                     const ClaimRules& rules, std::optional<Claim>& next) {
     next.reset();
-    // With a per-user limit a claim is chosen outside the gate (claim_scope): the outcome alone.
-    if (rules.max_running_per_user > 0 || claim_scope_) return finish(id, token, o);
-    bool whole = false;
-    {
-        Scope scope(*this);
-        if (!write_outcome(id, token, o)) return false;  // fenced out: rolled back, nothing claimed
-        std::optional<Claim> c;
-        try {
-            c = claim_next(unit, me, rules);  // in this scope's transaction (claim_scope: none of its own)
-        } catch (const std::exception&) {
-            // The claim's trouble is the claim's: the outcome is written alone below, and the
-            // caller's own claim meets the trouble again and deals with it.
-        }
-        // A statement that ran out of memory or disk may have rolled the whole transaction back,
-        // the outcome with it.
-        whole = c && !sqlite3_get_autocommit(db_.get());
-        if (whole) {
-            scope.commit();
-            // A claim that must wait, or that could not be made, is made again by the caller.
-            if (c->kind != ClaimKind::held && c->kind != ClaimKind::limited && c->kind != ClaimKind::no_memory)
-                next = std::move(c);
-        }
+    // Where a claim is one write transaction under the gate (claim_scope: not with a per-user
+    // limit), the outcome joins it; otherwise it goes alone.
+    auto scope = claim_scope(rules);
+    if (!scope) return finish(id, token, o);
+    claim_scope_->persist_after();  // the outcome is acked on next: durable with the commit, one sync for both
+    if (!write_outcome(id, token, o)) return false;  // fenced out: rolled back, nothing claimed
+    std::optional<Claim> c;
+    try {
+        c = claim_next(unit, me, rules);  // in this scope's transaction (claim_scope: none of its own)
+    } catch (const std::exception&) {
+        // The claim's trouble is the claim's: the outcome is written alone below, and the
+        // caller's own claim meets the trouble again and deals with it.
     }
-    if (!whole) return finish(id, token, o);
-    persist();  // the outcome's, and a claim's that ended its task: both are acted on next
+    // A statement that ran out of memory or disk may have rolled the whole transaction back, the
+    // outcome with it.
+    if (!c || sqlite3_get_autocommit(db_.get())) {
+        scope.reset();  // rolled back, the gate released
+        return finish(id, token, o);
+    }
+    scope->commit();
+    if (handed_over(c->kind)) next = std::move(c);
     return true;
 }
 

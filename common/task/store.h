@@ -371,6 +371,11 @@ protected:
         virtual void commit() = 0;
     };
     virtual std::unique_ptr<ClaimScope> claim_scope(const ClaimRules&) { return nullptr; }
+    // Whether a claim made in finish_then_claim is handed to the caller: not one that must wait
+    // (held, limited) or could not be made (no_memory), which the caller's own claim makes again.
+    static bool handed_over(ClaimKind k) {
+        return k != ClaimKind::held && k != ClaimKind::limited && k != ClaimKind::no_memory;
+    }
 };
 
 
