@@ -83,7 +83,7 @@ TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unw
         "SELECT (SELECT sql FROM sqlite_schema WHERE name='tasks_unit'), (SELECT user_version FROM pragma_user_version)");
     REQUIRE(v.step());
     CHECK(v.text(0).find("coalesce(unit, id)") != std::string::npos);
-    CHECK(v.i64(1) == 6);
+    CHECK(v.i64(1) == SqliteStore::kSchemaVersion);
     v.reset();
     // The deliveries are found as before: each running task's message, and a task's own. Seen
     // by a worker on another host, whose lease holds (this process would take its own over).
@@ -94,6 +94,59 @@ TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unw
     auto again = s.claim_next(c, other, {});
     CHECK(again.kind == TaskStore::ClaimKind::held);
     CHECK(again.id == b);
+}
+
+TEST_CASE("schema version 7: a claim by the user served last leaves the users' order unwritten, a store of "
+          "version 6 is migrated",
+          "[store][schema][fair]") {
+    TempStore ts;
+    auto served = [](SqliteStore& s, const char* user) {
+        auto q = s.db().prepare("SELECT served FROM users WHERE name=?");
+        return q.bind(1, user).step() ? q.i64(0) : -1;
+    };
+    // The task message `unit` runs, finished at once: nobody's running count grows.
+    auto run = [](SqliteStore& s, int64_t unit) {
+        auto c = s.claim_next(unit, Owner::self(), {});
+        REQUIRE(c.kind == TaskStore::ClaimKind::claimed);
+        REQUIRE(s.finish(c.id, c.token, ok_outcome()));
+        return c.id;
+    };
+    {
+        auto s = ts.open();
+        // Back to version 6, whose trigger wrote the user's turn at every claim.
+        s.db().exec("DROP TRIGGER tasks_served; "
+                    "CREATE TRIGGER tasks_served AFTER UPDATE OF status ON tasks "
+                    "    WHEN old.status = 'queued' AND new.status = 'running' "
+                    "BEGIN "
+                    "    INSERT INTO users(name, served) VALUES (new.submitter, "
+                    "        (SELECT coalesce(max(served), 0) + 1 FROM users)) "
+                    "        ON CONFLICT(name) DO UPDATE SET served = excluded.served; "
+                    "END; PRAGMA user_version=6");
+        auto ids = s.insert_batch({"SELECT 1", "SELECT 2"}, "alice");
+        REQUIRE(run(s, ids[0]) == ids[0]);
+        REQUIRE(run(s, ids[1]) == ids[1]);
+        REQUIRE(served(s, "alice") == 2);  // version 6: written at each claim
+    }
+    auto s = ts.open();
+    auto v = s.db().prepare("SELECT user_version FROM pragma_user_version");
+    REQUIRE(v.step());
+    CHECK(v.i64(0) == SqliteStore::kSchemaVersion);
+    v.reset();
+    auto a = s.insert_batch({"SELECT 3", "SELECT 4", "SELECT 5"}, "alice");
+    auto b = s.insert_batch({"SELECT 6", "SELECT 7"}, "bob");
+    // The order between users is as before: a user's turn moves past everyone else's.
+    CHECK(run(s, a[0]) == b[0]);  // bob, never served, goes first
+    CHECK(served(s, "bob") == 3);
+    CHECK(run(s, a[1]) == a[0]);  // alice, served longer ago than bob
+    CHECK(served(s, "alice") == 4);
+    CHECK(run(s, a[2]) == b[1]);
+    CHECK(served(s, "bob") == 5);
+    CHECK(run(s, b[0]) == a[1]);
+    CHECK(served(s, "alice") == 6);
+    // Only alice waits and she was served last: her claim leaves her turn as it is.
+    CHECK(run(s, b[1]) == a[2]);
+    CHECK(served(s, "alice") == 6);
+    CHECK(served(s, "bob") == 5);
 }
 
 // A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS

@@ -9,6 +9,7 @@
 
 #include "sqlite/db.h"
 #include "target/sqlite/readonly.h"
+#include "target/sqlite/statement_cache.h"
 #include "target/target.h"
 
 using namespace sqlq;
@@ -289,6 +290,61 @@ TEST_CASE("a query cannot leave state behind for the next task", "[target][isola
         CHECK(target->run(poison, never).kind == QueryOutcome::Kind::ok);
         CHECK(ok_rows(*target, probe) == "[[0]]");
     }
+}
+
+TEST_CASE("a query run again gives its rows again, and sees the schema as it is now", "[target][kept]") {
+    TargetDb t;
+    auto target = open_target(t.cfg);
+    const std::string all = "SELECT * FROM t WHERE a < 3 ORDER BY a";
+    const std::string first = R"([[1,"one",{"blob_hex":"00ff"},1.5],[2,null,null,null]])";
+    CHECK(ok_rows(*target, all) == first);
+    CHECK(ok_rows(*target, "SELECT count(*) FROM t") == "[[3]]");
+    CHECK(ok_rows(*target, all) == first);
+    // Another process changes the file: rows and schema.
+    t.exec("INSERT INTO t VALUES (0, 'zero', NULL, 0); ALTER TABLE t ADD COLUMN e TEXT DEFAULT 'new'");
+    auto r = target->run(all, never);
+    REQUIRE(r.kind == QueryOutcome::Kind::ok);
+    CHECK(r.result.columns_json == R"(["a","b","c","d","e"])");
+    CHECK(r.result.rows_json ==
+          R"([[0,"zero",null,0.0,"new"],[1,"one",{"blob_hex":"00ff"},1.5,"new"],[2,null,null,null,"new"]])");
+    CHECK(ok_rows(*target, "SELECT count(*) FROM t") == "[[4]]");
+    // A table it reads dropped: the error is SQLite's, and the next query runs.
+    t.exec("CREATE TABLE u(x); INSERT INTO u VALUES (7)");
+    CHECK(ok_rows(*target, "SELECT x FROM u") == "[[7]]");
+    t.exec("DROP TABLE u");
+    auto gone = target->run("SELECT x FROM u", never);
+    CHECK(gone.kind == QueryOutcome::Kind::error);
+    CHECK(gone.error.find("no such table: u") != std::string::npos);
+    CHECK(ok_rows(*target, "SELECT count(*) FROM t") == "[[4]]");
+}
+
+TEST_CASE("the kept statements: the last few, by SQL text, short texts only", "[target][kept]") {
+    sqlite::Db db(":memory:", SQLITE_OPEN_READWRITE);
+    auto prepared = [&](const std::string& sql) {
+        sqlite3_stmt* s = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
+        return sqlite::StatementCache::Stmt(s);
+    };
+    sqlite::StatementCache kept;
+    CHECK(kept.take("SELECT 1") == nullptr);
+    for (size_t i = 0; i <= sqlite::StatementCache::kMaxStatements; ++i) {
+        const std::string sql = "SELECT " + std::to_string(i);
+        kept.put(sql, prepared(sql));
+    }
+    CHECK(kept.size() == sqlite::StatementCache::kMaxStatements);
+    CHECK(kept.take("SELECT 0") == nullptr);  // the least recently kept went
+    auto one = kept.take("SELECT 1");
+    REQUIRE(one != nullptr);
+    CHECK(kept.take("SELECT 1") == nullptr);  // taken out while it runs
+    REQUIRE(sqlite3_step(one.get()) == SQLITE_ROW);  // put back mid-run: reset, runs from the start
+    kept.put("SELECT 1", std::move(one));
+    auto again = kept.take("SELECT 1");
+    REQUIRE(again != nullptr);
+    REQUIRE(sqlite3_step(again.get()) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(again.get(), 0) == 1);
+    const std::string longer = "SELECT '" + std::string(sqlite::StatementCache::kMaxSqlBytes, 'x') + "'";
+    kept.put(longer, prepared(longer));
+    CHECK(kept.take(longer) == nullptr);
 }
 
 TEST_CASE("a sort that spills past [query] temp_limit_mb fails quickly, naming the key", "[target][limits][temp]") {

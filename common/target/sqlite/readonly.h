@@ -50,6 +50,12 @@ public:
     // Why the authorizer refused the last statement ("" if it did not). Also set while a
     // statement steps: SQLite re-prepares it after a schema change.
     const std::string& denied() const noexcept { return denied_; }
+    // Before a kept statement runs again (statement_cache.h): the refusal of an earlier one is
+    // not its.
+    void forget_denied() noexcept {
+        denied_.clear();
+        denied_table_.clear();
+    }
 
 private:
     static int authorize(void* self, int code, const char* a, const char* b, const char*, const char*);

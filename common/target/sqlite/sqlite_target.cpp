@@ -69,7 +69,9 @@ QueryOutcome SqliteTarget::run(const std::string& sql, const PollFn& poll) {
 QueryOutcome SqliteTarget::run_in(Session& session, const std::string& sql, const PollFn& poll) {
     QueryOutcome out;
     ReadOnlyPolicy& policy = session.policy;
-    auto prepared = policy.prepare(sql);
+    ReadOnlyPolicy::Prepared prepared{session.kept.take(sql), {}};
+    if (prepared.stmt) policy.forget_denied();
+    else prepared = policy.prepare(sql);
     if (!prepared.stmt) {
         out.kind = QueryOutcome::Kind::error;
         out.error = std::move(prepared.error);
@@ -88,6 +90,11 @@ QueryOutcome SqliteTarget::run_in(Session& session, const std::string& sql, cons
         return std::move(out);
     };
 
+    // The columns are read after the first step: a statement prepared against a schema that
+    // another process has changed since (a kept connection's, or a kept statement's) is prepared
+    // again inside sqlite3_step, and its columns with it. Read before, `SELECT *` named the old
+    // columns over rows of the new ones.
+    int rc = sqlite3_step(stmt);
     RowEncoder rows;
     const int cols = sqlite3_column_count(stmt);
     for (int i = 0; i < cols; ++i) {
@@ -96,8 +103,7 @@ QueryOutcome SqliteTarget::run_in(Session& session, const std::string& sql, cons
     }
     // The column names are stored too.
     if (auto over = guard.add_bytes(rows.header_bytes())) return end(QueryOutcome::Kind::error, *over);
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(stmt)) {
         if (auto over = guard.admit_row()) return end(QueryOutcome::Kind::error, *over);
         for (int i = 0; i < cols; ++i) {
             switch (sqlite3_column_type(stmt, i)) {
@@ -139,6 +145,7 @@ QueryOutcome SqliteTarget::run_in(Session& session, const std::string& sql, cons
         return end(QueryOutcome::Kind::error, policy.denied().empty() ? sqlite3_errmsg(db) : policy.denied());
     }
     out.result = std::move(rows).finish();
+    session.kept.put(sql, std::move(prepared.stmt));  // ran to its end: kept for the same SQL again
     return end(QueryOutcome::Kind::ok, "");
 }
 

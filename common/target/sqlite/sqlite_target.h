@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "sqlite/db.h"
 #include "target/sqlite/readonly.h"
+#include "target/sqlite/statement_cache.h"
 #include "target/sqlite/temp_vfs.h"
 #include "target/target.h"
 
@@ -41,6 +42,7 @@ private:
         Session(const QueryConfig& cfg, const TempBudgetVfs& vfs);
         Db db;
         ReadOnlyPolicy policy;  // after db: uninstalls its authorizer before the connection closes
+        StatementCache kept;    // after policy: finalized first
     };
 
     QueryOutcome run_in(Session& session, const std::string& sql, const PollFn& poll);
