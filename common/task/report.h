@@ -50,7 +50,8 @@ public:
     void send(Report what, int64_t task_id = 0);
     void send(const ReportLine& r);
     // Written with the next line sent (one write, one wake-up of the supervisor): a "done",
-    // which the worker's "ready" always follows.
+    // which the worker's "ready" always follows, and that "ready" when the "busy" of a task
+    // already claimed follows it.
     void defer(const ReportLine& r);
     // "alive" at most every interval_ms.
     void alive(int64_t interval_ms = kAliveIntervalMs);
