@@ -102,6 +102,12 @@ BEGIN
 END;
 )SQL";
 
+// A result this small (columns and rows, JSON) is stored in its task's row (schema 8), not in
+// `results`: the outcome then writes one B-tree page less (the results table's leaf, and the
+// reads down to it), a seventh of a trivial task's WAL. Small enough that the task rows, which
+// list() and the claims read, stay about as compact as they were.
+constexpr size_t kInlineResultBytes = 512;
+
 // A list shows this many characters of a task's SQL (store.h); get() at most kGetChars.
 constexpr int64_t kPreviewChars = 1000;
 constexpr int64_t kGetChars = 1 << 20;
@@ -335,6 +341,12 @@ void SqliteStore::migrate() {
     if (v < 7) {
         db_.exec(kSchemaV7);
         db_.exec("PRAGMA user_version=7");
+    }
+    if (v < 8) {
+        // A small result in its task's row (kInlineResultBytes); NULL otherwise, and once expired.
+        db_.exec("ALTER TABLE tasks ADD COLUMN result_columns TEXT");
+        db_.exec("ALTER TABLE tasks ADD COLUMN result_rows TEXT");
+        db_.exec("PRAGMA user_version=8");
     }
     txn.commit();
 }
@@ -676,19 +688,25 @@ TaskStore::Tick SqliteStore::tick(int64_t id, int64_t token, Renew renew) {
 
 bool SqliteStore::write_outcome(int64_t id, int64_t token, const Outcome& o) {
     int64_t now = deps_.clock();
-    std::optional<std::string> ref;
+    std::optional<std::string> ref, inline_columns, inline_rows;
     if (o.result) {
-        cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
-            .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
-            .run();
-        ref = "results/" + std::to_string(id);
+        if (o.result->columns_json.size() + o.result->rows_json.size() <= kInlineResultBytes) {
+            inline_columns = o.result->columns_json;
+            inline_rows = o.result->rows_json;
+        } else {
+            cached("INSERT OR REPLACE INTO results(task_id, columns, rows, created_at) VALUES(?,?,?,?)")
+                .bind(1, id).bind(2, o.result->columns_json).bind(3, o.result->rows_json).bind(4, now)
+                .run();
+        }
+        ref = "results/" + std::to_string(id);  // where it is stored is the store's business
     }
     int64_t changed = cached(
                              "UPDATE tasks SET status=?, finished_at=?, error=?, row_count=?, result_bytes=?, "
-                             "result_ref=?, outcomes=outcomes+1, lease_until=NULL "
+                             "result_ref=?, result_columns=?, result_rows=?, outcomes=outcomes+1, lease_until=NULL "
                              "WHERE id=? AND status='running' AND attempts=?")
                           .bind(1, to_string(o.status)).bind(2, now).bind(3, o.error).bind(4, o.row_count)
-                          .bind(5, o.result_bytes).bind(6, ref).bind(7, id).bind(8, token)
+                          .bind(5, o.result_bytes).bind(6, ref).bind(7, inline_columns).bind(8, inline_rows)
+                          .bind(9, id).bind(10, token)
                           .run();
     return changed != 0;
 }
@@ -849,8 +867,13 @@ std::vector<Task> SqliteStore::list(const ListFilter& f) {
     return out;
 }
 
+// A task's stored result: in its row when small (schema 8), else in `results`.
+constexpr const char* kResultOf =
+    "(SELECT result_columns AS columns, result_rows AS rows FROM tasks WHERE id=?1 AND result_rows IS NOT NULL "
+    " UNION ALL SELECT columns, rows FROM results WHERE task_id=?1 LIMIT 1)";
+
 std::optional<ResultData> SqliteStore::result(int64_t id) {
-    auto s = db_.prepare("SELECT columns, rows FROM results WHERE task_id=?");
+    auto s = db_.prepare(std::string("SELECT columns, rows FROM ") + kResultOf);
     s.bind(1, id);
     if (!s.step()) return std::nullopt;
     return ResultData{s.text(0), s.text(1)};
@@ -858,11 +881,11 @@ std::optional<ResultData> SqliteStore::result(int64_t id) {
 
 std::optional<TaskStore::ResultPage> SqliteStore::result_page(int64_t id, int64_t offset, int64_t limit) {
     // json_each walks the stored text in C; only the page's rows come out of SQLite.
-    auto s = db_.prepare(
+    auto s = db_.prepare(std::string(
         "SELECT columns, json_array_length(rows),"
         " (SELECT json_group_array(json(value)) FROM"
-        "   (SELECT value FROM json_each(results.rows) ORDER BY key LIMIT ?2 OFFSET ?3))"
-        " FROM results WHERE task_id=?1");
+        "   (SELECT value FROM json_each(r.rows) ORDER BY key LIMIT ?2 OFFSET ?3))"
+        " FROM ") + kResultOf + " AS r");
     s.bind(1, id).bind(2, std::max<int64_t>(limit, 0)).bind(3, std::max<int64_t>(offset, 0));
     if (!s.step()) return std::nullopt;
     return ResultPage{s.text(0), s.text(2), s.i64(1)};
@@ -893,11 +916,14 @@ std::unique_ptr<ResultReader> SqliteStore::read_result(int64_t id) {
     // The blob is opened while the SELECT still holds its read transaction, so both read the
     // same snapshot: a result expired in between cannot make the open fail. results.task_id is
     // the rowid.
-    auto s = db_.prepare("SELECT columns FROM results WHERE task_id=?");
+    auto s = db_.prepare(
+        "SELECT result_columns, 1 FROM tasks WHERE id=?1 AND result_rows IS NOT NULL "
+        "UNION ALL SELECT columns, 0 FROM results WHERE task_id=?1 LIMIT 1");
     s.bind(1, id);
     if (!s.step()) return nullptr;
     std::string columns = s.text(0);
-    sqlite::Blob rows(db_, "results", "rows", id);
+    const bool in_row = s.i64(1) != 0;  // schema 8: a small result is in the task's row
+    sqlite::Blob rows = in_row ? sqlite::Blob(db_, "tasks", "result_rows", id) : sqlite::Blob(db_, "results", "rows", id);
     return std::make_unique<SqliteResultReader>(std::move(columns), std::move(rows));
 }
 
@@ -988,15 +1014,22 @@ int64_t SqliteStore::expire_results(const Retention& r) {
         auto w = writing();
         Txn txn(db_);
         n = db_.prepare("DELETE FROM results WHERE created_at < ?").bind(1, cutoff).run();
+        n += db_.prepare("UPDATE tasks SET result_columns=NULL, result_rows=NULL "
+                         "WHERE result_rows IS NOT NULL AND finished_at < ?")
+                 .bind(1, cutoff)
+                 .run();
         db_.prepare("UPDATE tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND finished_at < ?")
             .bind(1, cutoff)
             .run();
         auto del = db_.prepare("DELETE FROM results WHERE task_id=?");
+        auto del_in_row = db_.prepare(
+            "UPDATE tasks SET result_columns=NULL, result_rows=NULL WHERE id=? AND result_rows IS NOT NULL");
         auto unref = db_.prepare("UPDATE tasks SET result_ref=NULL WHERE id=?");
         for (const char* partition : {"PARTITION BY submitter", ""}) {
             int64_t cap = *partition ? r.max_bytes_per_user : r.max_bytes;
             for (int64_t id : over(partition, cap)) {
                 n += del.bind(1, id).run();
+                n += del_in_row.bind(1, id).run();
                 unref.bind(1, id).run();
             }
         }

@@ -13,7 +13,7 @@ namespace sqlq {
 
 class SqliteStore final : public TaskStore {
 public:
-    static constexpr int kSchemaVersion = 7;
+    static constexpr int kSchemaVersion = 8;
 
     // Opens (creating if needed) the file at cfg.path and migrates the schema.
     SqliteStore(const StoreConfig& cfg, StoreDeps deps);

@@ -35,6 +35,9 @@ struct TempStore {
     }
 };
 
+// A store of this version back to before schema 8 (results in their own table only).
+constexpr const char* kBeforeV8 = "ALTER TABLE tasks DROP COLUMN result_columns; ALTER TABLE tasks DROP COLUMN result_rows";
+
 Outcome ok_outcome() {
     Outcome o;
     o.status = Status::succeeded;
@@ -76,6 +79,7 @@ TEST_CASE("schema version 6: a claim by a task's own message leaves its unit unw
         CHECK(unit_of(s, b) == c);
         // Back to version 5, whose claims wrote every unit and indexed the column as is.
         s.db().exec(("UPDATE tasks SET unit=id WHERE id=" + std::to_string(a)).c_str());
+        s.db().exec(kBeforeV8);
         s.db().exec("DROP INDEX tasks_unit; CREATE INDEX tasks_unit ON tasks(unit); PRAGMA user_version=5");
     }
     auto s = ts.open();
@@ -114,6 +118,7 @@ TEST_CASE("schema version 7: a claim by the user served last leaves the users' o
     {
         auto s = ts.open();
         // Back to version 6, whose trigger wrote the user's turn at every claim.
+        s.db().exec(kBeforeV8);
         s.db().exec("DROP TRIGGER tasks_served; "
                     "CREATE TRIGGER tasks_served AFTER UPDATE OF status ON tasks "
                     "    WHEN old.status = 'queued' AND new.status = 'running' "
@@ -123,9 +128,10 @@ TEST_CASE("schema version 7: a claim by the user served last leaves the users' o
                     "        ON CONFLICT(name) DO UPDATE SET served = excluded.served; "
                     "END; PRAGMA user_version=6");
         auto ids = s.insert_batch({"SELECT 1", "SELECT 2"}, "alice");
-        REQUIRE(run(s, ids[0]) == ids[0]);
-        REQUIRE(run(s, ids[1]) == ids[1]);
+        REQUIRE(s.claim_next(ids[0], Owner::self(), {}).id == ids[0]);
+        REQUIRE(s.claim_next(ids[1], Owner::self(), {}).id == ids[1]);
         REQUIRE(served(s, "alice") == 2);  // version 6: written at each claim
+        s.db().exec("UPDATE tasks SET status='succeeded', outcomes=1");  // (this sqlq's outcome needs schema 8)
     }
     auto s = ts.open();
     auto v = s.db().prepare("SELECT user_version FROM pragma_user_version");
@@ -147,6 +153,76 @@ TEST_CASE("schema version 7: a claim by the user served last leaves the users' o
     CHECK(run(s, b[1]) == a[2]);
     CHECK(served(s, "alice") == 6);
     CHECK(served(s, "bob") == 5);
+}
+
+TEST_CASE("schema version 8: a small result is kept in its task's row, a larger one in results, both read "
+          "alike, a store of version 7 keeps its results",
+          "[store][schema][result]") {
+    TempStore ts;
+    int64_t old = 0;
+    {
+        auto s = ts.open();
+        old = s.insert("SELECT 7 AS n", "alice");
+        REQUIRE(s.claim(old, Owner::self(), 3).kind == TaskStore::ClaimKind::claimed);
+        // Back to version 7, and the task's small result where that version kept it.
+        s.db().exec(kBeforeV8);
+        s.db().exec(("INSERT INTO results(task_id, columns, rows, created_at) VALUES(" + std::to_string(old) +
+                     ", '[\"n\"]', '[[7]]', 0); UPDATE tasks SET status='succeeded', outcomes=1, result_bytes=5, "
+                     "result_ref='results/" + std::to_string(old) + "' WHERE id=" + std::to_string(old) +
+                     "; PRAGMA user_version=7")
+                        .c_str());
+    }
+    auto s = ts.open();
+    auto one = [&](const std::string& sql) {
+        auto q = s.db().prepare(sql);
+        REQUIRE(q.step());
+        return q.is_null(0) ? std::string("NULL") : q.text(0);
+    };
+    auto finished = [&](const Outcome& o) {
+        const int64_t id = s.insert("SELECT 1", "alice");
+        auto c = s.claim(id, Owner::self(), 3);
+        REQUIRE(s.finish(id, c.token, o));
+        return id;
+    };
+    auto streamed = [&](int64_t id) {
+        auto r = s.read_result(id);
+        REQUIRE(r);
+        std::string rows, buf(7, '\0');  // small blocks: several reads
+        for (size_t n; (n = r->read(buf.data(), buf.size())) > 0;) rows.append(buf.data(), n);
+        return r->columns_json() + rows;
+    };
+    Outcome small = ok_outcome(), big = ok_outcome();
+    small.result_bytes = 10;
+    big.result = ResultData{"[\"x\"]", "[[\"" + std::string(1000, 'z') + "\"],[2]]"};
+    big.result_bytes = 1014;
+    const int64_t small_id = finished(small), big_id = finished(big);
+    const std::string id_of = " WHERE id=";
+    CHECK(one("SELECT result_rows FROM tasks" + id_of + std::to_string(small_id)) == "[[1]]");
+    CHECK(one("SELECT result_rows FROM tasks" + id_of + std::to_string(big_id)) == "NULL");
+    CHECK(one("SELECT group_concat(task_id) FROM results") == std::to_string(old) + "," + std::to_string(big_id));
+    // Read alike, wherever kept: whole, by page, streamed; and each shown with its result.
+    CHECK(s.result(old)->rows_json == "[[7]]");
+    CHECK(s.result(small_id)->rows_json == "[[1]]");
+    CHECK(s.result(small_id)->columns_json == "[\"1\"]");
+    CHECK(s.result(big_id)->rows_json == big.result->rows_json);
+    CHECK(s.result_page(small_id, 0, 10)->rows_json == "[[1]]");
+    CHECK(s.result_page(small_id, 0, 10)->total == 1);
+    CHECK(s.result_page(old, 0, 10)->rows_json == "[[7]]");
+    CHECK(s.result_page(big_id, 1, 10)->rows_json == "[[2]]");
+    CHECK(s.result_page(big_id, 1, 10)->total == 2);
+    CHECK(streamed(small_id) == "[\"1\"][[1]]");
+    CHECK(streamed(old) == "[\"n\"][[7]]");
+    CHECK(streamed(big_id) == big.result->columns_json + big.result->rows_json);
+    for (int64_t id : {old, small_id, big_id}) CHECK(s.get(id)->result_ref == "results/" + std::to_string(id));
+    // Expired alike: all three are over a 1-byte cap.
+    CHECK(s.expire_results({3600, 0, 1}) == 3);
+    for (int64_t id : {old, small_id, big_id}) {
+        CHECK_FALSE(s.result(id));
+        CHECK_FALSE(s.result_page(id, 0, 10));
+        CHECK_FALSE(s.read_result(id));
+        CHECK_FALSE(s.get(id)->result_ref);
+    }
+    CHECK(one("SELECT count(*) FROM tasks WHERE result_rows IS NOT NULL OR result_columns IS NOT NULL") == "0");
 }
 
 // A VFS over SQLite's default one that counts the syncs of write-ahead logs: the default VFS
@@ -467,6 +543,7 @@ TEST_CASE("list and show of a task with a 200 MB SQL text stay small in memory, 
         const int64_t first = s.insert("SELECT 'a first task'", "bob");
         id = s.insert("SELECT 1", "alice");
         SECTION("a store made before schema version 3: texts in the task rows, no previews") {
+            s.db().exec(kBeforeV8);
             s.db().exec("DROP TABLE fleets");  // v5
             s.db().exec("DROP TRIGGER tasks_served; DROP TABLE users; DROP INDEX tasks_queue; DROP INDEX tasks_unit; "
                         "ALTER TABLE tasks DROP COLUMN unit; CREATE INDEX tasks_status ON tasks(status)");  // v4
