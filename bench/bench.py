@@ -614,15 +614,15 @@ database = "{database or self.demo}"
         self.run("unshare", "--uts", "sh", "-c", 'hostname hostb && exec "$0" "$@"', self.bin["sup"], "start",
                  "-c", c["path"])
 
-    def pg_e2e(self, workers, n, hosts=1):
+    def pg_e2e(self, workers, n, hosts=1, prefetch=1):
         """Trivial tasks/s on a PostgreSQL task store: `hosts` supervisors (the second in a UTS
-        namespace) sharing the store and the queue, `workers` in all."""
-        db, url = self.pg_store(f"e2e{workers}x{hosts}")
+        namespace) sharing the store and the queue, `workers` in all, at [broker] `prefetch`."""
+        db, url = self.pg_store(f"e2e{workers}x{hosts}p{prefetch}")
         confs = []
         try:
             queue = None
             for h in range(hosts):
-                c = self.store_conf(url, workers // hosts, queue=queue, host="ab"[h])
+                c = self.store_conf(url, workers // hosts, queue=queue, host="ab"[h], broker={"prefetch": prefetch})
                 queue = c["queue"]
                 (self.sup(c, "start") if h == 0 else self.start_host_b(c))
                 confs.append(c)
@@ -723,21 +723,29 @@ database = "{database or self.demo}"
                 sqlite_rate, _ = self.e2e_sqlq("quorum", w, "full", TRIVIAL, n)
                 pg_rate = self.pg_e2e(w, n)
                 ref_rate = self.pg_e2e_reference(w, n)
-                rows.append({"round": rnd, "workers": w, "hosts": 1, "sqlite": sqlite_rate, "postgres": pg_rate,
-                             "reference": ref_rate})
+                rows.append({"round": rnd, "workers": w, "hosts": 1, "prefetch": 1, "sqlite": sqlite_rate,
+                             "postgres": pg_rate, "reference": ref_rate})
+                # At prefetch 3 an outcome and the next claim share one transaction (one WAL flush
+                # per task): 8 workers, against the same round's reference.
+                pg3 = self.pg_e2e(w, n, prefetch=3) if w == 8 else None
+                if pg3:
+                    rows.append({"round": rnd, "workers": w, "hosts": 1, "prefetch": 3, "sqlite": None,
+                                 "postgres": pg3, "reference": ref_rate})
                 two = self.pg_e2e(w, n, hosts=2) if w >= 4 else None
                 if two:
-                    rows.append({"round": rnd, "workers": w, "hosts": 2, "sqlite": None, "postgres": two, "reference": None})
+                    rows.append({"round": rnd, "workers": w, "hosts": 2, "prefetch": 1, "sqlite": None, "postgres": two,
+                                 "reference": None})
                 log(f"pgstore r{rnd + 1} w={w}: sqlite store {sqlite_rate:.0f}/s, postgres store {pg_rate:.0f}/s, "
-                    f"reference on the postgres store {ref_rate:.0f}/s" + (f", two hosts {two:.0f}/s" if two else ""))
+                    f"reference on the postgres store {ref_rate:.0f}/s" + (f", two hosts {two:.0f}/s" if two else "")
+                    + (f", postgres store at prefetch 3 {pg3:.0f}/s" if pg3 else ""))
         out = []
-        for key in sorted({(r["workers"], r["hosts"]) for r in rows}):
-            sel = [r for r in rows if (r["workers"], r["hosts"]) == key]
-            one = key[1] == 1  # the SQLite store and the reference: one host only
-            out.append({"workers": key[0], "hosts": key[1],
-                        "sqlite": summary([r["sqlite"] for r in sel]) if one else None,
+        for key in sorted({(r["workers"], r["hosts"], r.get("prefetch", 1)) for r in rows}):
+            sel = [r for r in rows if (r["workers"], r["hosts"], r.get("prefetch", 1)) == key]
+            one = key[1] == 1  # the reference: one host only
+            out.append({"workers": key[0], "hosts": key[1], "prefetch": key[2],
+                        "sqlite": summary([r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None,
                         "postgres": summary([r["postgres"] for r in sel]),
-                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if one else None,
+                        "ratio": summary([r["postgres"] / r["sqlite"] for r in sel]) if sel[0]["sqlite"] else None,
                         "reference": summary([r["reference"] for r in sel]) if one else None,
                         "of_reference": summary([r["postgres"] / r["reference"] for r in sel]) if one else None})
 
@@ -1211,13 +1219,19 @@ database = "{database or self.demo}"
             rows.append({"round": rnd, "system": "ceiling", "rate": r["rate"], "load": load, "ok": n, "delay_us": delay_us,
                          "us": {"broker": (b1 - b0) / 1e3 / n, "workers": both * 1e6 / n, "supervisor": None,
                                 "submitter": None}})
+            # Issue 17 part 5's drain ceiling, in the same round: the same number of persistent
+            # messages pre-loaded, drained by 8 bare consumers at prefetch 1 at full speed.
+            drain = self.drain("quorum", w, 1, n)
+            for x in rows[-6:]:
+                x["drain"] = drain
             log(f"cpu r{rnd + 1}: " + ", ".join(
                 f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
-                for x in rows[-6:]))
+                for x in rows[-6:]) + f"; bare drain {drain:.0f}/s")
         out = []
         for sysname in ("sqlq", "sqlq normal", "sqlq prefetch 3", "sqlq normal prefetch 3", "reference", "ceiling"):
             sel = [r for r in rows if r["system"] == sysname]
             out.append({"system": sysname, "rate": summary([r["rate"] for r in sel]),
+                        "of_drain": summary([r["rate"] / r["drain"] for r in sel]) if all(r.get("drain") for r in sel) else None,
                         **{k: summary([r["us"][k] for r in sel if r["us"][k] is not None])
                            for k in ("broker", "workers", "supervisor", "submitter")},
                         "total": summary([sum(v for v in r["us"].values() if v) for r in sel])})
@@ -1688,11 +1702,14 @@ def report(res):
                  "sqlq prefetch 3": "sqlq (8 workers), full, prefetch 3",
                  "sqlq normal prefetch 3": "sqlq (8 workers), normal, prefetch 3",
                  "reference": "reference consumer (8), FULL", "ceiling": "bare publish + consume, throttled"}
-        rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
+        rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x.get("of_drain"), "%", 100) if x.get("of_drain") else "-",
+                 fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
                  fmt(x["supervisor"], " µs"), fmt(x["submitter"], " µs"), fmt(x["total"], " µs")] for x in cp["summary"] if x["system"] in names]
         lines += [f"13. CPU per task by process, µs: {cp['tasks']} pre-loaded trivial tasks drained by {cp['workers']} consumers; "
-                  "broker: from the submit's start to the drain's end; ceiling: its consumers and publisher together",
-                  table(["system", "tasks/s", "broker", "workers / consumers", "supervisor", "submitter", "total"], rows), ""]
+                  "broker: from the submit's start to the drain's end; ceiling: its consumers and publisher together; "
+                  "of the bare drain: the rate against 8 bare consumers draining as many pre-loaded messages in the same round",
+                  table(["system", "tasks/s", "of the bare drain", "broker", "workers / consumers", "supervisor", "submitter",
+                         "total"], rows), ""]
     if "submit" in res:
         s = res["submit"]
         lines += ["8. submit (durability full, quorum)",
@@ -1745,7 +1762,7 @@ def report(res):
                   f"p99 {cc['command_ms']['p99']:.0f} ms", ""]
     if "pgstore" in res:
         p = res["pgstore"]
-        rows = [[s["workers"], s["hosts"], fmt(s["sqlite"]) if s["sqlite"] else "-", fmt(s["postgres"]),
+        rows = [[s["workers"], s["hosts"], s.get("prefetch", 1), fmt(s["sqlite"]) if s["sqlite"] else "-", fmt(s["postgres"]),
                  fmt(s["ratio"], "%", 100) if s["ratio"] else "-", fmt(s.get("reference")),
                  fmt(s.get("of_reference"), "×", 1, 1)] for s in p["summary"]]
         o = lambda k: (f"p50 {p[k]['p50']:.0f} ms, p99 {p[k]['p99']:.0f} ms, max {p[k]['max']:.0f} ms (n={p[k]['n']})"
@@ -1753,7 +1770,7 @@ def report(res):
         lines += [f"14. PostgreSQL task store (quorum, SELECT 1 on the SQLite demo file, {p['tasks']} tasks), tasks/s; "
                   "SQLite store at durability full; two hosts: the second in a UTS namespace, half the workers each; "
                   "reference: as many sqlq-bench-reference-pg on the PostgreSQL store",
-                  table(["workers", "hosts", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite",
+                  table(["workers", "hosts", "prefetch", "SQLite store", "PostgreSQL store", "PostgreSQL / SQLite",
                          "reference, PostgreSQL store", "PostgreSQL × reference"], rows),
                   f"   orphan, worker SIGKILLed (supervisor alive) → task running again: {o('orphan_worker_ms')}",
                   f"   orphan, whole host SIGKILLed (lease_ms 3000) → running again on the other host: {o('orphan_host_ms')}",

@@ -89,7 +89,7 @@ CREATE INDEX tasks_unit ON tasks(unit);
 // The claim's trigger again, writing users.served only when it changes the order: a user who is
 // already the one served last stays so without it. A burst of one user's claims (the common
 // case: one user's many queries) wrote the users row and moved its users_served entry at every
-// claim, two of the claim's six or seven pages of write-ahead log.
+// claim: two of the eight pages of write-ahead log that an outcome and the next claim wrote.
 constexpr const char* kSchemaV7 = R"SQL(
 DROP TRIGGER tasks_served;
 CREATE TRIGGER tasks_served AFTER UPDATE OF status ON tasks
