@@ -21,34 +21,25 @@ stage build
 "$root/scripts/build.sh" "$root/build" -DSQLQ_BENCH=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
 
 # While the tests run, their processes mostly wait (on servers, timeouts, kills): the sanitizer
-# build is built meanwhile, at the lowest CPU priority so that the tests keep the cores whenever
-# they want them. It is the suite's critical path (it ended 121 s after the plain tests in a
-# loaded CI run), so the fuzz targets are built later, beside the sanitizer tests (below), which
-# wait as much. Without a sanitizer pass they are built beside the plain tests. The output goes
-# to logs, shown on failure.
+# build and the fuzz targets are built meanwhile, at the lowest CPU priority so that the tests
+# keep the cores whenever they want them. Their output goes to a log, shown if they fail.
 sanitize=${SQLQ_NO_SANITIZE:-}
 fuzz=0; [ -x "$root/tests/fuzz/run.sh" ] && fuzz=1
 side_log=$root/build/side-build.log
-fuzz_log=$root/build/fuzz-build.log
 side_pid=
-fuzz_pid=
-build_fuzz() {  # in the background, at the lowest priority, beside the tests named
-    stage "building the fuzz targets beside the $1 (nice 19; log: $fuzz_log)"
-    ( nice -n 19 "$root/tests/fuzz/run.sh" build ) > "$fuzz_log" 2>&1 &
-    fuzz_pid=$!
-}
-if [ -z "$sanitize" ]; then
-    stage "building the sanitizer build beside the tests (nice 19; log: $side_log)"
-    (
+if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
+    stage "building the sanitizer build and the fuzz targets beside the tests (nice 19; log: $side_log)"
+    (   # exit status: 1 the sanitizer build failed, 2 the fuzz targets' build, 3 both
         rc=0
-        nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
-            -DCMAKE_CXX_FLAGS_DEBUG="-g1" -DSQLQ_BENCH=OFF -DSQLQ_KILL_SUITES=OFF || rc=1
+        if [ -z "$sanitize" ]; then
+            nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+                -DCMAKE_CXX_FLAGS_DEBUG="-g1" -DSQLQ_BENCH=OFF -DSQLQ_KILL_SUITES=OFF || rc=1
+        fi
+        if [ $fuzz = 1 ]; then nice -n 19 "$root/tests/fuzz/run.sh" build || rc=$((rc + 2)); fi
         echo "== the side build ended at $((SECONDS - begun)) s, status $rc"
         exit $rc
     ) > "$side_log" 2>&1 &
     side_pid=$!
-elif [ $fuzz = 1 ]; then
-    build_fuzz tests
 fi
 
 stage tests
@@ -59,12 +50,11 @@ if [ -n "$side_pid" ]; then
     wait "$side_pid" || side=$?
     tail -n 1 "$side_log"
     if [ $side != 0 ]; then
-        echo "== the side build failed (sanitizer build):" >&2
+        echo "== the side build failed ($( ((side & 1)) && echo "sanitizer build " )$( ((side & 2)) && echo "fuzz targets" )):" >&2
         tail -n 60 "$side_log" >&2
         status=1
     fi
 fi
-if [ $fuzz = 1 ] && [ -z "$fuzz_pid" ]; then build_fuzz "sanitizer tests"; fi
 
 if [ -z "$sanitize" ] && ! ((side & 1)); then
     # Not the install and package tests either: they check the install tree and the .deb, which
@@ -74,15 +64,9 @@ if [ -z "$sanitize" ] && ! ((side & 1)); then
     (cd "$root/build-asan" && ctest -j"$jobs" --output-on-failure --timeout 900 -LE "fault|cluster|install") || status=1
 fi
 
-if [ $fuzz = 1 ]; then
-    if wait "$fuzz_pid"; then
-        stage fuzz
-        "$root/tests/fuzz/run.sh" run "${SQLQ_FUZZ_SECONDS:-20}" || status=1
-    else
-        echo "== the fuzz targets' build failed:" >&2
-        tail -n 60 "$fuzz_log" >&2
-        status=1
-    fi
+if [ $fuzz = 1 ] && ! ((side & 2)); then
+    stage fuzz
+    "$root/tests/fuzz/run.sh" run "${SQLQ_FUZZ_SECONDS:-20}" || status=1
 fi
 stage "done, exit $status"
 exit $status

@@ -393,16 +393,23 @@ void publish_raw(const Env& env, const std::string& body) {
 }
 
 std::string slow_query(int ms) {
+    // The fastest of three runs: a run slowed by a moment of load on the machine (CI builds
+    // beside the tests) made every "3 s" query of the process run in well under a second once
+    // the load was gone, and tests that need it still running saw it end.
     static const double per_ms = [] {
         sqlite3* db = nullptr;
         sqlite3_open(":memory:", &db);
         const char* q = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 300000) "
                         "SELECT count(*) FROM c";
-        auto t0 = std::chrono::steady_clock::now();
-        sqlite3_exec(db, q, nullptr, nullptr, nullptr);
-        double took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        double fastest = 1e9;
+        for (int i = 0; i < 3; ++i) {
+            auto t0 = std::chrono::steady_clock::now();
+            sqlite3_exec(db, q, nullptr, nullptr, nullptr);
+            fastest = std::min(fastest,
+                               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
         sqlite3_close(db);
-        return 300000.0 / std::max(took, 1.0);
+        return 300000.0 / std::max(fastest, 1.0);
     }();
     int64_t n = std::max<int64_t>(1000, int64_t(per_ms * ms));
     return "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < " + std::to_string(n) +
