@@ -939,7 +939,9 @@ std::unique_ptr<ResultReader> SqliteStore::read_result(int64_t id) {
     s.bind(1, id);
     if (!s.step()) return nullptr;
     std::string columns = s.text(0);
-    const bool in_row = s.i64(1) != 0;  // schema 8: a small result is in the task's row
+    // Schema 8: a small result is in the task's row. Not through kResultOf: reading its rows would
+    // load the whole text, which the blob streams.
+    const bool in_row = s.i64(1) != 0;
     sqlite::Blob rows = in_row ? sqlite::Blob(db_, "tasks", "result_rows", id) : sqlite::Blob(db_, "results", "rows", id);
     return std::make_unique<SqliteResultReader>(std::move(columns), std::move(rows));
 }
@@ -1015,41 +1017,43 @@ bool SqliteStore::fail_abandoned(int64_t id, const Owner& owner, const std::stri
 
 int64_t SqliteStore::expire_results(const Retention& r) {
     int64_t cutoff = deps_.clock() - r.ttl_s * 1000;
+    // The tasks whose result goes, each with whether it is kept in the task's row (schema 8).
+    using Doomed = std::vector<std::pair<int64_t, bool>>;
+    auto doomed = [&](const std::string& sql, int64_t bound) {
+        Doomed ids;
+        auto s = db_.prepare(sql);
+        s.bind(1, bound);
+        while (s.step()) ids.emplace_back(s.i64(0), s.i64(1) != 0);
+        return ids;
+    };
     // Over a cap: the newest results are kept while their running sum (newest first) fits.
     auto over = [&](const char* partition, int64_t cap) {
-        std::vector<int64_t> ids;
-        if (cap <= 0) return ids;
-        auto s = db_.prepare(std::string("SELECT id FROM (SELECT id, sum(result_bytes) OVER (") + partition +
-                             " ORDER BY finished_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS upto "
-                             "FROM tasks WHERE result_ref IS NOT NULL) WHERE upto > ?");
-        s.bind(1, cap);
-        while (s.step()) ids.push_back(s.i64(0));
-        return ids;
+        if (cap <= 0) return Doomed{};
+        return doomed(std::string("SELECT id, in_row FROM (SELECT id, result_rows IS NOT NULL AS in_row, "
+                                  "sum(result_bytes) OVER (") + partition +
+                          " ORDER BY finished_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS upto "
+                          "FROM tasks WHERE result_ref IS NOT NULL) WHERE upto > ?",
+                      cap);
     };
     int64_t n = 0;
     {
         auto w = writing();
         Txn txn(db_);
         n = db_.prepare("DELETE FROM results WHERE created_at < ?").bind(1, cutoff).run();
-        n += db_.prepare("UPDATE tasks SET result_columns=NULL, result_rows=NULL "
-                         "WHERE result_rows IS NOT NULL AND finished_at < ?")
-                 .bind(1, cutoff)
-                 .run();
-        db_.prepare("UPDATE tasks SET result_ref=NULL WHERE result_ref IS NOT NULL AND finished_at < ?")
-            .bind(1, cutoff)
-            .run();
         auto del = db_.prepare("DELETE FROM results WHERE task_id=?");
-        auto del_in_row = db_.prepare(
-            "UPDATE tasks SET result_columns=NULL, result_rows=NULL WHERE id=? AND result_rows IS NOT NULL");
-        auto unref = db_.prepare("UPDATE tasks SET result_ref=NULL WHERE id=?");
-        for (const char* partition : {"PARTITION BY submitter", ""}) {
-            int64_t cap = *partition ? r.max_bytes_per_user : r.max_bytes;
-            for (int64_t id : over(partition, cap)) {
-                n += del.bind(1, id).run();
-                n += del_in_row.bind(1, id).run();
+        auto unref = db_.prepare("UPDATE tasks SET result_ref=NULL, result_columns=NULL, result_rows=NULL WHERE id=?");
+        auto expire = [&](const Doomed& ids) {
+            for (auto [id, in_row] : ids) {
+                n += del.bind(1, id).run() + (in_row ? 1 : 0);
                 unref.bind(1, id).run();
             }
-        }
+        };
+        // Past the retention: one scan of the tasks (finished_at has no index) finds them, each
+        // result in its row or in the results table, whose rows past the time went just above.
+        expire(doomed("SELECT id, result_rows IS NOT NULL FROM tasks WHERE result_ref IS NOT NULL AND finished_at < ?",
+                      cutoff));
+        for (const char* partition : {"PARTITION BY submitter", ""})
+            expire(over(partition, *partition ? r.max_bytes_per_user : r.max_bytes));
         txn.commit();
     }
     if (n > 0) {
