@@ -10,6 +10,15 @@
 
 namespace sqlq {
 
+namespace {
+// How long a query runs before the deliveries held behind it are handed back (with prefetch >=
+// 2): the longest a task waits behind another worker's query while a worker is free. The first
+// look at the store is at the same time (execute()).
+constexpr int64_t kHandBackAfterMs = 50;
+// How long the hand-back waits for the broker to confirm the copies; the query waits meanwhile.
+constexpr int kHandBackConfirmMs = 250;
+}  // namespace
+
 Worker::Worker(const Config& cfg, std::atomic<bool>& stop)
     : cfg_(cfg), stop_(stop), me_(Owner::self()), store_(open_store(cfg.store)),
       target_(open_target(cfg.query)) {}
@@ -55,6 +64,7 @@ void Worker::run() {
             // queue with it; a claimed task is still run, its outcome recorded, nothing acked.
             if (next_ && !next_->claim) next_.reset();
             if (next_) next_->d.tag = 0;
+            kept_.clear();  // not started: they go back to the queue with the lost channel
             next_error_ = nullptr;
             ack_held_ = 0;  // the lost channel's: its redelivery finds the task finished
             if (e.fatal()) throw;
@@ -95,9 +105,13 @@ void Worker::serve(amqp::Connection& conn) {
             pre = std::move(next_->claim);
             unit = next_->unit;
             next_.reset();
+        } else if (!kept_.empty() && !stop_) {
+            d = std::move(kept_.front());  // held through a hand-back whose copy was not confirmed
+            kept_.pop_front();
         } else {
             next_.reset();  // stopping: an unclaimed one goes back to the queue with the channel
             if (stop_) break;
+            if (!conn.consuming()) conn.consume(cfg_.broker.queue);  // after a hand-back
             const bool short_poll = unflushed;
             // Idle, a worker wakes only to say "alive" (kAliveIntervalMs): SIGTERM interrupts the
             // wait, and rabbitmq-c answers heartbeats inside it. Waking every 250 ms, as it did, a
@@ -357,6 +371,10 @@ Worker::ClaimEnd Worker::claim(amqp::Connection& conn, int64_t unit, TaskStore::
                 // (then we take over). limited: only users at max_running_per_user wait: wait
                 // for one of their tasks to end, or for another user's task.
                 waiting(out.id);
+                // Held for as long as that worker runs it: what this one holds behind it goes
+                // to a free worker meanwhile.
+                if (out.kind == TaskStore::ClaimKind::held && cfg_.broker.prefetch >= 2 && conn.consuming())
+                    hand_back(conn, out.id, "run by another live worker, waiting");
                 pause(&conn, out.kind == TaskStore::ClaimKind::held ? 50 : 100);
                 continue;
             }
@@ -415,7 +433,8 @@ TaskStore::ClaimRules Worker::rules() const {
 QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, const std::string& sql,
                              bool& fenced, bool& cancelled) {
     const int64_t renew_every = cfg_.store.lease_ms / 3;
-    int64_t last_renew = mono_ms();
+    const int64_t started = mono_ms();
+    int64_t last_renew = started;
     // The store is first asked 50 ms into the query, not at its first tick: the claim has just
     // read the task, and a query that ends sooner (most of them) costs no read of the store for
     // nothing (a read transaction per task, with the page cache refilled: 10-20 % of a trivial
@@ -433,6 +452,8 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
         }
         if (now - last_check < 50) return false;
         last_check = now;
+        if (cfg_.broker.prefetch >= 2 && conn.consuming() && !stop_ && now - started >= kHandBackAfterMs)
+            hand_back(conn, id, "still running after " + std::to_string(kHandBackAfterMs) + " ms");
         try {
             bool renew = now - last_renew >= renew_every;
             auto t = store_->tick(id, token, renew ? TaskStore::Renew::yes : TaskStore::Renew::no);
@@ -458,6 +479,37 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
                   std::to_string(cfg_.query.max_bytes) + ", query.memory_limit_mb = " +
                   std::to_string(cfg_.query.memory_limit_mb) + ")";
         return q;
+    }
+}
+
+void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& why) {
+    try {
+        conn.cancel_consumer();
+        // Every delivery sent before the cancel-ok was read with it: take them all.
+        std::vector<amqp::Delivery> held;
+        for (int i = 0; conn.frames_queued() && i < 100000; ++i)
+            if (auto d = conn.next(0)) held.push_back(std::move(*d));
+        if (held.empty()) return;
+        conn.enable_confirms();
+        std::vector<uint64_t> copies;
+        for (const auto& d : held) copies.push_back(conn.publish(cfg_.broker.queue, d.body));
+        const auto confirmed = conn.wait_confirms(copies.front(), copies.back(), kHandBackConfirmMs);
+        size_t handed = 0;
+        for (size_t i = 0; i < held.size(); ++i) {
+            if (confirmed.count(copies[i])) {
+                conn.ack(held[i].tag);
+                ++handed;
+            } else {
+                kept_.push_back(std::move(held[i]));
+            }
+        }
+        spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue{}", id, why, handed,
+                     held.size(),
+                     handed < held.size() ? " (the others' copies were not confirmed in time: they run here next)" : "");
+    } catch (const amqp::AmqpError& e) {
+        // The channel is gone: what it held goes back to the queue with it. The query runs on;
+        // its outcome is recorded, and the reconnect follows (handle_unit).
+        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
     }
 }
 

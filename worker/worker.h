@@ -4,6 +4,7 @@
 // A delivery is acked only after the task's outcome is committed (or the task is found
 // finished), so a worker that dies at any point leaves its message to be redelivered.
 #include <atomic>
+#include <deque>
 #include <exception>
 #include <cstdint>
 #include <memory>
@@ -93,6 +94,15 @@ private:
     // stopping, when a delivery may be left unsettled to go back with the channel. 0: none.
     uint64_t ack_held_ = 0;
     void flush_held_ack(amqp::Connection& conn);
+    // With prefetch >= 2, while a query runs past kHandBackAfterMs (or a claim waits for a task
+    // that another live worker runs): the consumer is cancelled, so that no more deliveries
+    // queue up here, and those already here but not started go back to the queue for a free
+    // worker. Each is published again and, once that copy is confirmed, acked (a requeue would
+    // count toward a quorum queue's delivery limit). The worker consumes again before it next
+    // reads the channel. A copy not confirmed in time leaves its delivery here, in kept_, run
+    // next as if never handed back. `why` is for the log line.
+    void hand_back(amqp::Connection& conn, int64_t id, const std::string& why);
+    std::deque<amqp::Delivery> kept_;
 };
 
 }  // namespace sqlq

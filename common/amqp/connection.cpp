@@ -226,6 +226,8 @@ QueueInfo Connection::inspect(const std::string& queue) {
 }
 
 void Connection::enable_confirms() {
+    if (confirms_) return;
+    confirms_ = true;
     amqp_confirm_select(conn_.get(), kChannel);
     check(amqp_get_rpc_reply(conn_.get()), "enable publisher confirms");
 }
@@ -370,6 +372,10 @@ void Connection::cancel_consumer() {
     amqp_basic_cancel(conn_.get(), kChannel, amqp_cstring_bytes(consumer_tag_.c_str()));
     consumer_tag_.clear();
     check(amqp_get_rpc_reply(conn_.get()), "cancel the consumer");
+}
+
+bool Connection::frames_queued() const noexcept {
+    return amqp_frames_enqueued(conn_.get()) != 0;
 }
 
 std::optional<Delivery> Connection::get(const std::string& queue) {

@@ -71,6 +71,7 @@ public:
     QueueInfo inspect(const std::string& queue);
 
     // Publishing with confirms: publish() returns the delivery tag the broker will confirm.
+    // Asking again on the same connection is a no-op.
     void enable_confirms();
     uint64_t publish(const std::string& queue, const std::string& body);
     // Waits until every tag up to `last` is acked or nacked, or until timeout_ms passes;
@@ -89,8 +90,14 @@ public:
     // Whether a rejected message goes back on its queue (yes) or to the dead-letter queue (no).
     enum class Requeue : bool { no, yes };
     void reject(uint64_t tag, Requeue requeue);
-    // Stops the consumer (basic.cancel); deliveries already sent stay unacked until close.
+    // Stops the consumer (basic.cancel); deliveries already sent stay unacked until close, and
+    // can still be acked. Those the broker sent before its cancel-ok are read and queued by the
+    // time this returns: next(0) takes them while frames_queued() says so.
     void cancel_consumer();
+    bool consuming() const noexcept { return !consumer_tag_.empty(); }
+    // Frames read off the socket and not yet taken (rabbitmq-c queues those that arrive while it
+    // waits for a reply).
+    bool frames_queued() const noexcept;
     // Reads one message without consuming (for the audit); nullopt when the queue is empty.
     std::optional<Delivery> get(const std::string& queue);
 
@@ -123,6 +130,7 @@ private:
     std::unique_ptr<amqp_connection_state_t_, DestroyConnection> conn_;
     std::string consumer_tag_;
     bool open_ = false;
+    bool confirms_ = false;
     std::set<uint64_t> acked_, nacked_;  // confirms that arrived while waiting for something else
     uint64_t next_publish_tag_ = 1;
     int64_t last_pump_ms_ = 0;

@@ -16,7 +16,7 @@ struct BrokerConfig {
     std::vector<std::string> urls = {"amqp://guest:guest@127.0.0.1:5672"};
     std::string queue = "sqlq.tasks";
     std::string queue_type = "quorum";  // "quorum" or "classic"
-    int prefetch = 1;
+    int prefetch = 3;                   // etc/sqlq.conf: why 3
     int heartbeat_s = 10;
     int delivery_limit = 20;            // quorum queues only: a second guard behind max_attempts
     int reconnect_max_ms = 5000;

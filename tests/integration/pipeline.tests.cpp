@@ -224,6 +224,51 @@ TEST_CASE("a worker gives back the memory its work took once it falls idle", "[p
     CHECK(w->running());
 }
 
+TEST_CASE("prefetch 3: the tasks held behind a long query go back to the queue for a free worker, and each runs once",
+          "[pipeline][prefetch]") {
+    Setup s;
+    s.sections["broker"] = "prefetch = 3\n";
+    Env env(s);
+    // Queued before the worker starts, so that its first three deliveries are these: the first
+    // runs the long query (the oldest task), the other two wait behind it.
+    const int64_t slow = submit(env, slow_query(6000));
+    const auto quick = submit_batch(env, {"SELECT 1", "SELECT 2"});
+    REQUIRE(quick.size() == 2);
+    auto w1 = start_worker(env, 1);
+    REQUIRE(eventually([&] { return show(env, slow)["status"] == "running"; }, 10000));
+    // 50 ms into the query they are handed back: published again, confirmed, then acked. Held
+    // by the worker instead, they would not be in the queue.
+    CHECK(eventually([&] { return queue_depth(env) == 2; }, 5000));
+    // A worker that comes free runs them while the long query still runs.
+    auto w2 = start_worker(env, 2);
+    REQUIRE(eventually([&] {
+        return show(env, quick[0])["status"] == "succeeded" && show(env, quick[1])["status"] == "succeeded";
+    }, 5000));
+    CHECK(show(env, slow)["status"] == "running");
+    w2->signal(SIGTERM);
+    CHECK(w2->wait(20000) == 0);
+    // Once its query is done the first worker consumes again.
+    REQUIRE(eventually([&] { return show(env, slow)["status"] == "succeeded"; }, 30000));
+    // (Its info lines are written once it is idle.)
+    CHECK(w1->log_shows("2 of the 2 deliveries held behind it went back to the queue"));
+    const int64_t after = submit(env, "SELECT 3");
+    CHECK(eventually([&] { return show(env, after)["status"] == "succeeded"; }, 10000));
+    w1->signal(SIGTERM);
+    CHECK(w1->wait(20000) == 0);
+    CHECK(queue_depth(env) == 0);
+    for (int64_t id : {slow, quick[0], quick[1], after}) {
+        auto t = show(env, id);
+        CHECK(t["executions"] == 1);
+        CHECK(t["attempts"] == 1);
+    }
+    auto a = audit(env);
+    CHECK(a["succeeded"] == 4);
+    CHECK(a["reexecuted"] == 0);
+    CHECK(a["duplicate_outcomes"] == 0);
+    CHECK(a["lost"] == 0);
+    CHECK(a["exit_code"] == 0);
+}
+
 TEST_CASE("prefetch 3: a worker claims its next task in the transaction of the outcome before it and runs each task once",
           "[pipeline][prefetch]") {
     Setup s;

@@ -63,7 +63,7 @@ TEST_CASE("the shipped config parses and every path is made relative to its file
     Config c = load_config(std::string(SQLQ_SOURCE_DIR) + "/etc/sqlq.conf");
     CHECK(c.broker.queue == "sqlq.tasks");
     CHECK(c.broker.queue_type == "quorum");
-    CHECK(c.broker.prefetch == 1);
+    CHECK(c.broker.prefetch == 3);
     CHECK(c.query.max_attempts == 3);
     CHECK(c.supervisor.workers == 4);
     CHECK(c.store.path == std::filesystem::path(SQLQ_SOURCE_DIR).lexically_normal().string() + "/var/sqlq.db");
