@@ -1180,7 +1180,8 @@ database = "{database or self.demo}"
                 rows.append({"round": rnd, "system": name, "rate": n / (last - t0), "load": load, "ok": ok,
                              "us": {"broker": (b1 - b0) / 1e3 / n, "workers": workers * 1e6 / n,
                                     "supervisor": sup * 1e6 / n, "submitter": submitter * 1e6 / n}})
-            rate = next(r["rate"] for r in rows[::-1] if r["system"] == "sqlq")
+            rates = {name: next(r["rate"] for r in rows[::-1] if r["system"] == name)
+                     for name in ("sqlq", "sqlq prefetch 3")}
             # The reference: the same pre-loaded tasks (stored and published by sqlq), 8 consumers.
             c = self.conf("quorum", "full", w)
             b0 = self.cpu_ns(bpid)
@@ -1201,35 +1202,42 @@ database = "{database or self.demo}"
             rows.append({"round": rnd, "system": "reference", "rate": n / (last - t0), "load": load, "ok": ok,
                          "us": {"broker": (b1 - b0) / 1e3 / n, "workers": consumers * 1e6 / n, "supervisor": None,
                                 "submitter": submitter * 1e6 / n}})
-            # The ceiling, throttled to sqlq's rate: 8 bare consumers, each sleeping after its ack
-            # so that together they ack at about `rate`, while one connection publishes with
-            # confirms (the publisher is the submitter's counterpart).
-            q = "bench.cpu.ceiling"
-            self.pub("declare", queue=q, type="quorum")
-            self.pub("purge", queue=q)
-            delay_us = max(0, int(w * 1e6 / rate) - 150)  # ~150 µs: a bare consume + ack's own time
-            b0 = self.cpu_ns(bpid)
-            t = self.children_cpu()
-            out = self.run_rusage([self.bin["cons"], "--port", str(self.port), "--queue", q, "--count", str(n),
-                                   "--consumers", str(w), "--prefetch", "1", "--publish", "1", "--window", "500",
-                                   "--delay-us", str(delay_us)])
-            both = self.children_cpu() - t
-            b1 = self.cpu_ns(bpid)
-            r = json.loads(out)
-            rows.append({"round": rnd, "system": "ceiling", "rate": r["rate"], "load": load, "ok": n, "delay_us": delay_us,
-                         "us": {"broker": (b1 - b0) / 1e3 / n, "workers": both * 1e6 / n, "supervisor": None,
-                                "submitter": None}})
+            # The ceiling, throttled to sqlq's rate at `full`: 8 bare consumers, each sleeping after
+            # its ack so that together they ack at about that rate, while one connection publishes
+            # with confirms (the publisher is the submitter's counterpart). Once at prefetch 1's
+            # rate, once at prefetch 3's (the default): the broker's cost per message falls as the
+            # rate rises, so each sqlq row is compared with the bare flow at its own rate.
+            for sysname, of in (("ceiling", "sqlq"), ("ceiling prefetch 3", "sqlq prefetch 3")):
+                q = "bench.cpu.ceiling"
+                self.pub("declare", queue=q, type="quorum")
+                self.pub("purge", queue=q)
+                delay_us = max(0, int(w * 1e6 / rates[of]) - 150)  # ~150 µs: a bare consume + ack's own time
+                b0 = self.cpu_ns(bpid)
+                t = self.children_cpu()
+                out = self.run_rusage([self.bin["cons"], "--port", str(self.port), "--queue", q, "--count", str(n),
+                                       "--consumers", str(w), "--prefetch", "1", "--publish", "1", "--window", "500",
+                                       "--delay-us", str(delay_us)])
+                both = self.children_cpu() - t
+                b1 = self.cpu_ns(bpid)
+                r = json.loads(out)
+                rows.append({"round": rnd, "system": sysname, "rate": r["rate"], "load": load, "ok": n,
+                             "delay_us": delay_us,
+                             "us": {"broker": (b1 - b0) / 1e3 / n, "workers": both * 1e6 / n, "supervisor": None,
+                                    "submitter": None}})
             # Issue 17 part 5's drain ceiling, in the same round: the same number of persistent
             # messages pre-loaded, drained by 8 bare consumers at prefetch 1 at full speed.
             drain = self.drain("quorum", w, 1, n)
-            for x in rows[-6:]:
+            for x in rows[-7:]:
                 x["drain"] = drain
             log(f"cpu r{rnd + 1}: " + ", ".join(
                 f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
-                for x in rows[-6:]) + f"; bare drain {drain:.0f}/s")
+                for x in rows[-7:]) + f"; bare drain {drain:.0f}/s")
         out = []
-        for sysname in ("sqlq", "sqlq normal", "sqlq prefetch 3", "sqlq normal prefetch 3", "reference", "ceiling"):
+        for sysname in ("sqlq", "sqlq normal", "sqlq prefetch 3", "sqlq normal prefetch 3", "reference", "ceiling",
+                        "ceiling prefetch 3"):
             sel = [r for r in rows if r["system"] == sysname]
+            if not sel:
+                continue
             out.append({"system": sysname, "rate": summary([r["rate"] for r in sel]),
                         "of_drain": summary([r["rate"] / r["drain"] for r in sel]) if all(r.get("drain") for r in sel) else None,
                         **{k: summary([r["us"][k] for r in sel if r["us"][k] is not None])
@@ -1701,7 +1709,9 @@ def report(res):
         names = {"sqlq": "sqlq (8 workers), full", "sqlq normal": "sqlq (8 workers), normal",
                  "sqlq prefetch 3": "sqlq (8 workers), full, prefetch 3",
                  "sqlq normal prefetch 3": "sqlq (8 workers), normal, prefetch 3",
-                 "reference": "reference consumer (8), FULL", "ceiling": "bare publish + consume, throttled"}
+                 "reference": "reference consumer (8), FULL",
+                 "ceiling": "bare publish + consume, throttled to sqlq's full rate",
+                 "ceiling prefetch 3": "bare publish + consume, throttled to sqlq's full, prefetch 3 rate"}
         rows = [[names[x["system"]], fmt(x["rate"], "/s"), fmt(x.get("of_drain"), "%", 100) if x.get("of_drain") else "-",
                  fmt(x["broker"], " µs"), fmt(x["workers"], " µs"),
                  fmt(x["supervisor"], " µs"), fmt(x["submitter"], " µs"), fmt(x["total"], " µs")] for x in cp["summary"] if x["system"] in names]

@@ -4,6 +4,7 @@
 // translation (check_reply) into AmqpError, which says whether the channel or the whole
 // connection is gone. No password ever reaches a message: URLs are redacted.
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -95,8 +96,8 @@ public:
     // time this returns: next(0) takes them while frames_queued() says so.
     void cancel_consumer();
     bool consuming() const noexcept { return !consumer_tag_.empty(); }
-    // Frames read off the socket and not yet taken (rabbitmq-c queues those that arrive while it
-    // waits for a reply).
+    // Deliveries or other frames read off the socket and not yet taken (rabbitmq-c queues those
+    // that arrive while it waits for a reply; wait_confirms() keeps a delivery it meets).
     bool frames_queued() const noexcept;
     // Reads one message without consuming (for the audit); nullopt when the queue is empty.
     std::optional<Delivery> get(const std::string& queue);
@@ -132,6 +133,7 @@ private:
     bool open_ = false;
     bool confirms_ = false;
     std::set<uint64_t> acked_, nacked_;  // confirms that arrived while waiting for something else
+    std::deque<Delivery> met_;  // deliveries that arrived while waiting for confirms: next() gives them first
     uint64_t next_publish_tag_ = 1;
     int64_t last_pump_ms_ = 0;
 };
