@@ -6,6 +6,7 @@
 #   SQLQ_SOAK=1       the fault suite's long mode
 #   SQLQ_NO_SANITIZE=1  skip the sanitizer pass
 #   SQLQ_FUZZ_SECONDS=N fuzz each target N seconds (default 20)
+#   SQLQ_SANITIZE_CXX=g++  the sanitizer build with GCC (by default Clang, the faster to compile)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -32,7 +33,12 @@ if [ -z "$sanitize" ] || [ $fuzz = 1 ]; then
     (   # exit status: 1 the sanitizer build failed, 2 the fuzz targets' build, 3 both
         rc=0
         if [ -z "$sanitize" ]; then
-            nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+            # With Clang (Debian's, which setup.sh installs for the fuzz targets): it compiles
+            # this build in 170 s where GCC takes 298 (2 cores, a quiet machine), and this build
+            # is the suite's critical path. The plain build stays GCC's, the product's compiler.
+            # SQLQ_SANITIZE_CXX=g++ builds it with GCC.
+            sanitize_cxx=${SQLQ_SANITIZE_CXX:-$(command -v clang++-14 || command -v clang++ || echo g++)}
+            CXX=$sanitize_cxx nice -n 19 "$root/scripts/build.sh" "$root/build-asan" -DSQLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
                 -DCMAKE_CXX_FLAGS_DEBUG="-g1" -DSQLQ_BENCH=OFF -DSQLQ_KILL_SUITES=OFF || rc=1
         fi
         if [ $fuzz = 1 ]; then nice -n 19 "$root/tests/fuzz/run.sh" build || rc=$((rc + 2)); fi

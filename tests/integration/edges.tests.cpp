@@ -51,7 +51,7 @@ TEST_CASE("a result the store cannot take fails the task with the reason, and th
 
 TEST_CASE("running out of memory while encoding the rows fails the task, and the worker goes on",
           "[worker][edges][memory]") {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SQLQ_SANITIZED)
     // An address-space cap (RLIMIT_AS) means nothing under AddressSanitizer, which reserves
     // terabytes of shadow memory and aborts on a failed allocation instead of throwing: this
     // one runs in the plain build only.

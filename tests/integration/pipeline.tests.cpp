@@ -180,7 +180,7 @@ TEST_CASE("a query longer than the heartbeat interval keeps its connection and r
 }
 
 TEST_CASE("a worker gives back the memory its work took once it falls idle", "[pipeline][memory]") {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SQLQ_SANITIZED)
     // AddressSanitizer's allocator keeps freed memory in quarantine and never returns it to the
     // system (malloc_trim does nothing to it): this one runs in the plain build only.
     WARN("skipped under AddressSanitizer: its allocator never gives memory back");

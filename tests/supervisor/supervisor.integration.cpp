@@ -467,9 +467,9 @@ TEST_CASE("SIGKILL the supervisor: no worker survives it, and the next start rec
         REQUIRE(eventually([&] { return f.status()["tasks"]["running"] == 2; }, kReady));
         for (pid_t p : worker_pids(f.status())) workers.emplace_back(p, process_start_time(p));
         ::kill(f.pid(), SIGKILL);
-        for (auto [p, start] : workers) {
-            INFO("worker " << p);
-            CHECK(eventually([&] { return gone(p, start); }, 5000));
+        for (const auto& w : workers) {
+            INFO("worker " << w.first);
+            CHECK(eventually([&] { return gone(w.first, w.second); }, 5000));
         }
         CHECK(supervisor(env, {"status"}).code == 3);
     }
@@ -710,7 +710,7 @@ TEST_CASE("a start that times out names ten slots, counts the rest, and quotes o
 }
 
 TEST_CASE("the workers of one start are all forked before any of them runs", "[supervisor][start][limits]") {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SQLQ_SANITIZED)
     WARN("skipped under AddressSanitizer: 100 instrumented workers take gigabytes");
     return;
 #endif
@@ -752,7 +752,7 @@ TEST_CASE("the workers of one start are all forked before any of them runs", "[s
 
 TEST_CASE("a fleet larger than the soft limit on open files allows starts: the supervisor raises it",
           "[supervisor][start][limits]") {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SQLQ_SANITIZED)
     WARN("skipped under AddressSanitizer: 100 instrumented workers take gigabytes");
     return;
 #endif
