@@ -1,7 +1,10 @@
 #include "worker/worker.h"
 
+#include <algorithm>
 #include <ctime>
 #include <new>
+#include <set>
+#include <vector>
 
 #include "task/message.h"
 #include "util/backoff.h"
@@ -58,6 +61,7 @@ void Worker::run() {
             } catch (const amqp::AmqpError&) {
             }
             conn.close();
+            if (relay_) relay_->close();
             return;
         } catch (const amqp::AmqpError& e) {
             // A delivery taken ahead is the lost channel's: one not claimed goes back to the
@@ -483,34 +487,55 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
 }
 
 void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& why) {
+    std::vector<amqp::Delivery> held;
     try {
         conn.cancel_consumer();
         // Every delivery sent before the cancel-ok was read with it: take them all.
-        std::vector<amqp::Delivery> held;
         for (int i = 0; conn.frames_queued() && i < 100000; ++i)
             if (auto d = conn.next(0)) held.push_back(std::move(*d));
-        if (held.empty()) return;
-        conn.enable_confirms();
-        std::vector<uint64_t> copies;
-        for (const auto& d : held) copies.push_back(conn.publish(cfg_.broker.queue, d.body));
-        const auto confirmed = conn.wait_confirms(copies.front(), copies.back(), kHandBackConfirmMs);
-        size_t handed = 0;
+    } catch (const amqp::AmqpError& e) {
+        // The channel is gone: what it held goes back to the queue with it. The query runs on;
+        // its outcome is recorded, and the reconnect follows (handle_unit).
+        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+        return;
+    }
+    if (held.empty()) return;
+    // The copies go out on a connection of their own: a broker in a resource alarm blocks a
+    // connection that publishes, and this one must go on acking and consuming.
+    std::vector<uint64_t> copies;
+    std::set<uint64_t> confirmed;
+    try {
+        if (!relay_) {
+            BrokerConfig b = cfg_.broker;
+            b.heartbeat_s = 0;  // idle between hand-backs; a dead one fails its next publish
+            b.connect_timeout_ms = std::min(b.connect_timeout_ms, kHandBackConfirmMs * 4);
+            relay_ = std::make_unique<amqp::Connection>(b, "sqlq-worker " + me_.name() + " (hand-back)");
+            relay_->enable_confirms();
+        }
+        for (const auto& d : held) copies.push_back(relay_->publish(cfg_.broker.queue, d.body));
+        confirmed = relay_->wait_confirms(copies.front(), copies.back(), kHandBackConfirmMs);
+    } catch (const amqp::AmqpError& e) {
+        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+    }
+    // Not all confirmed (a broker too slow, an alarm, a dead connection): a new one next time.
+    if (confirmed.size() < held.size()) relay_.reset();
+    size_t handed = 0;
+    try {
         for (size_t i = 0; i < held.size(); ++i) {
-            if (confirmed.count(copies[i])) {
+            if (i < copies.size() && confirmed.count(copies[i])) {
                 conn.ack(held[i].tag);
                 ++handed;
             } else {
                 kept_.push_back(std::move(held[i]));
             }
         }
-        spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue{}", id, why, handed,
-                     held.size(),
-                     handed < held.size() ? " (the others' copies were not confirmed in time: they run here next)" : "");
     } catch (const amqp::AmqpError& e) {
-        // The channel is gone: what it held goes back to the queue with it. The query runs on;
-        // its outcome is recorded, and the reconnect follows (handle_unit).
+        // As above: the channel is gone with what it held (kept_ is cleared with it).
         spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+        return;
     }
+    spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue{}", id, why, handed,
+                 held.size(), handed < held.size() ? " (the others' copies were not confirmed in time: they run here next)" : "");
 }
 
 bool Worker::write_first(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {

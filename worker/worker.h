@@ -97,11 +97,14 @@ private:
     // With prefetch >= 2, while a query runs past kHandBackAfterMs (or a claim waits for a task
     // that another live worker runs): the consumer is cancelled, so that no more deliveries
     // queue up here, and those already here but not started go back to the queue for a free
-    // worker. Each is published again and, once that copy is confirmed, acked (a requeue would
-    // count toward a quorum queue's delivery limit). The worker consumes again before it next
-    // reads the channel. A copy not confirmed in time leaves its delivery here, in kept_, run
-    // next as if never handed back. `why` is for the log line.
+    // worker. Each is published again, on relay_, and once that copy is confirmed, acked (a
+    // requeue would count toward a quorum queue's delivery limit). The worker consumes again
+    // before it next reads the channel. A copy not confirmed in time leaves its delivery here,
+    // in kept_, run next as if never handed back. `why` is for the log line.
     void hand_back(amqp::Connection& conn, int64_t id, const std::string& why);
+    // The hand-back's own connection, opened at the first one: the broker blocks a connection
+    // that publishes during a resource alarm, and the consuming one must not be.
+    std::unique_ptr<amqp::Connection> relay_;
     std::deque<amqp::Delivery> kept_;
 };
 
