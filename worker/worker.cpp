@@ -128,7 +128,10 @@ void Worker::serve(amqp::Connection& conn) {
                 // either): give back what the last task left, once per lull. Not at the first short
                 // gap: under load the next task comes within milliseconds, and releasing there (a new
                 // target connection, malloc_trim) cost 30 % of the trivial-task throughput.
-                if (!short_poll) target_->release_memory();
+                if (!short_poll) {
+                    relay_.reset();  // opened again at the next hand-back
+                    target_->release_memory();
+                }
                 reporter_.alive();
                 continue;
             }
@@ -487,6 +490,7 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
 }
 
 void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& why) {
+    const int64_t t0 = mono_ms();
     std::vector<amqp::Delivery> held;
     try {
         conn.cancel_consumer();
@@ -509,7 +513,8 @@ void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& wh
             BrokerConfig b = cfg_.broker;
             b.heartbeat_s = 0;  // idle between hand-backs; a dead one fails its next publish
             b.connect_timeout_ms = std::min(b.connect_timeout_ms, kHandBackConfirmMs * 4);
-            relay_ = std::make_unique<amqp::Connection>(b, "sqlq-worker " + me_.name() + " (hand-back)");
+            relay_ = std::make_unique<amqp::Connection>(b, "sqlq-worker " + me_.name() + " (hand-back)",
+                                                        /*frame_max=*/4096);
             relay_->enable_confirms();
         }
         for (const auto& d : held) copies.push_back(relay_->publish(cfg_.broker.queue, d.body));
@@ -534,8 +539,9 @@ void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& wh
         spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
         return;
     }
-    spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue{}", id, why, handed,
-                 held.size(), handed < held.size() ? " (the others' copies were not confirmed in time: they run here next)" : "");
+    spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue in {} ms{}", id, why,
+                 handed, held.size(), mono_ms() - t0,
+                 handed < held.size() ? " (the others' copies were not confirmed in time: they run here next)" : "");
 }
 
 bool Worker::write_first(amqp::Connection& conn, int64_t id, int64_t token, const Outcome& o) {

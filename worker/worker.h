@@ -102,8 +102,9 @@ private:
     // before it next reads the channel. A copy not confirmed in time leaves its delivery here,
     // in kept_, run next as if never handed back. `why` is for the log line.
     void hand_back(amqp::Connection& conn, int64_t id, const std::string& why);
-    // The hand-back's own connection, opened at the first one: the broker blocks a connection
-    // that publishes during a resource alarm, and the consuming one must not be.
+    // The hand-back's own connection, opened at the first one and closed when the worker falls
+    // idle: the broker blocks a connection that publishes during a resource alarm, and the
+    // consuming one must not be.
     std::unique_ptr<amqp::Connection> relay_;
     std::deque<amqp::Delivery> kept_;
 };

@@ -61,7 +61,8 @@ std::string describe(const BrokerConfig& cfg) {
     return out;
 }
 
-Connection::Connection(const BrokerConfig& cfg, const std::string& name) : cfg_(cfg) {
+Connection::Connection(const BrokerConfig& cfg, const std::string& name, int frame_max)
+    : cfg_(cfg), frame_max_(frame_max) {
     const size_t n = cfg_.urls.size();
     if (n == 0) throw AmqpError("no broker url configured", AmqpError::Kind::precondition);
     const size_t first = g_first_node.load() % n;
@@ -101,7 +102,7 @@ void Connection::connect(const std::string& address, const std::string& name) {
     prop.value.value.bytes = amqp_cstring_bytes(name.c_str());
     amqp_table_t props{1, &prop};
     amqp_rpc_reply_t r = amqp_login_with_properties(conn_.get(), url.vhost.c_str(), /*channel_max=*/0,
-                                                    /*frame_max=*/131072, cfg_.heartbeat_s, &props,
+                                                    frame_max_, cfg_.heartbeat_s, &props,
                                                     AMQP_SASL_METHOD_PLAIN, url.user.c_str(), url.password.c_str());
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION ||
         (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_CONNECTION_CLOSED)) {

@@ -61,7 +61,9 @@ public:
     // client whose node died fails over to another at once. Throws AmqpError(connection) naming
     // every node when none answers (callers back off and try again), AmqpError(auth) at the
     // first node that refuses the login.
-    Connection(const BrokerConfig& cfg, const std::string& name);
+    // `frame_max`: the largest frame either side may send; rabbitmq-c keeps a buffer of that size
+    // each way (4096, AMQP's least, for a connection that only publishes small messages).
+    Connection(const BrokerConfig& cfg, const std::string& name, int frame_max = 131072);
     ~Connection() = default;
     Connection(Connection&&) = default;
 
@@ -135,6 +137,7 @@ private:
     std::set<uint64_t> acked_, nacked_;  // confirms that arrived while waiting for something else
     std::deque<Delivery> met_;  // deliveries that arrived while waiting for confirms: next() gives them first
     uint64_t next_publish_tag_ = 1;
+    int frame_max_ = 131072;
     int64_t last_pump_ms_ = 0;
 };
 
