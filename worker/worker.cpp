@@ -129,7 +129,10 @@ void Worker::serve(amqp::Connection& conn) {
                 // gap: under load the next task comes within milliseconds, and releasing there (a new
                 // target connection, malloc_trim) cost 30 % of the trivial-task throughput.
                 if (!short_poll) {
-                    relay_.reset();  // opened again at the next hand-back
+                    if (relay_) {  // opened again at the next hand-back
+                        relay_->close();
+                        relay_.reset();
+                    }
                     target_->release_memory();
                 }
                 reporter_.alive();
