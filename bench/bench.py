@@ -1154,6 +1154,7 @@ database = "{database or self.demo}"
         rows = []
         for rnd in range(a.rounds):
             load = os.getloadavg()[0]
+            first = len(rows)  # this round's rows start here
             # sqlq: the tasks stored and published first (the submitter's CPU), then the fleet.
             # The broker's CPU from before the submit to the end of the drain: publish, confirm,
             # deliver and ack, as in the ceiling's run below. At `full` (the default, beside the
@@ -1227,11 +1228,11 @@ database = "{database or self.demo}"
             # Issue 17 part 5's drain ceiling, in the same round: the same number of persistent
             # messages pre-loaded, drained by 8 bare consumers at prefetch 1 at full speed.
             drain = self.drain("quorum", w, 1, n)
-            for x in rows[-7:]:
+            for x in rows[first:]:
                 x["drain"] = drain
             log(f"cpu r{rnd + 1}: " + ", ".join(
                 f"{x['system']} {x['rate']:.0f}/s broker {x['us']['broker']:.0f} µs workers {x['us']['workers']:.0f} µs"
-                for x in rows[-7:]) + f"; bare drain {drain:.0f}/s")
+                for x in rows[first:]) + f"; bare drain {drain:.0f}/s")
         out = []
         for sysname in ("sqlq", "sqlq normal", "sqlq prefetch 3", "sqlq normal prefetch 3", "reference", "ceiling",
                         "ceiling prefetch 3"):

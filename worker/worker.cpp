@@ -494,6 +494,9 @@ QueryOutcome Worker::execute(amqp::Connection& conn, int64_t id, int64_t token, 
 
 void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& why) {
     const int64_t t0 = mono_ms();
+    auto failed = [&](const amqp::AmqpError& e) {
+        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+    };
     std::vector<amqp::Delivery> held;
     try {
         conn.cancel_consumer();
@@ -503,7 +506,7 @@ void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& wh
     } catch (const amqp::AmqpError& e) {
         // The channel is gone: what it held goes back to the queue with it. The query runs on;
         // its outcome is recorded, and the reconnect follows (handle_unit).
-        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+        failed(e);
         return;
     }
     if (held.empty()) return;
@@ -523,7 +526,7 @@ void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& wh
         for (const auto& d : held) copies.push_back(relay_->publish(cfg_.broker.queue, d.body));
         confirmed = relay_->wait_confirms(copies.front(), copies.back(), kHandBackConfirmMs);
     } catch (const amqp::AmqpError& e) {
-        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+        failed(e);
     }
     // Not all confirmed (a broker too slow, an alarm, a dead connection): a new one next time.
     if (confirmed.size() < held.size()) relay_.reset();
@@ -539,7 +542,7 @@ void Worker::hand_back(amqp::Connection& conn, int64_t id, const std::string& wh
         }
     } catch (const amqp::AmqpError& e) {
         // As above: the channel is gone with what it held (kept_ is cleared with it).
-        spdlog::warn("task {}: handing back the deliveries held behind it: {}", id, e.what());
+        failed(e);
         return;
     }
     spdlog::info("task {}: {}: {} of the {} deliveries held behind it went back to the queue in {} ms{}", id, why,

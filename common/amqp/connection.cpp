@@ -227,8 +227,6 @@ QueueInfo Connection::inspect(const std::string& queue) {
 }
 
 void Connection::enable_confirms() {
-    if (confirms_) return;
-    confirms_ = true;
     amqp_confirm_select(conn_.get(), kChannel);
     check(amqp_get_rpc_reply(conn_.get()), "enable publisher confirms");
 }
@@ -275,20 +273,6 @@ void Connection::handle_frame(const amqp_frame_t& frame, const std::string& doin
                 into.insert(t);
             }
         }
-        return;
-    }
-    case AMQP_BASIC_DELIVER_METHOD: {
-        // A delivery met while waiting for something else (confirms, on a channel that also
-        // consumes): kept for next(). Dropped, it would stay unacked on this channel, its task
-        // waiting, for as long as the connection lives.
-        auto* m = static_cast<amqp_basic_deliver_t*>(frame.payload.method.decoded);
-        Delivery d{m->delivery_tag, m->redelivered != 0, {}, {}};
-        amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(conn_.get(), frame.channel, &msg, /*flags=*/0);
-        check(r, doing);
-        d.body = bytes(msg.body);
-        amqp_destroy_message(&msg);
-        met_.push_back(std::move(d));
         return;
     }
     case AMQP_BASIC_RETURN_METHOD: {
@@ -349,11 +333,6 @@ void Connection::consume(const std::string& queue) {
 }
 
 std::optional<Delivery> Connection::next(int timeout_ms) {
-    if (!met_.empty()) {
-        Delivery d = std::move(met_.front());
-        met_.pop_front();
-        return d;
-    }
     amqp_maybe_release_buffers(conn_.get());
     amqp_envelope_t env;
     timeval tv = to_timeval(timeout_ms);
@@ -395,7 +374,7 @@ void Connection::cancel_consumer() {
 }
 
 bool Connection::frames_queued() const noexcept {
-    return !met_.empty() || amqp_frames_enqueued(conn_.get()) != 0;
+    return amqp_frames_enqueued(conn_.get()) != 0;
 }
 
 std::optional<Delivery> Connection::get(const std::string& queue) {

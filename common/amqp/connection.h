@@ -4,7 +4,6 @@
 // translation (check_reply) into AmqpError, which says whether the channel or the whole
 // connection is gone. No password ever reaches a message: URLs are redacted.
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -63,7 +62,8 @@ public:
     // first node that refuses the login.
     // `frame_max`: the largest frame either side may send; rabbitmq-c keeps a buffer of that size
     // each way (4096, AMQP's least, for a connection that only publishes small messages).
-    Connection(const BrokerConfig& cfg, const std::string& name, int frame_max = 131072);
+    static constexpr int kFrameMax = 131072;
+    Connection(const BrokerConfig& cfg, const std::string& name, int frame_max = kFrameMax);
     ~Connection() = default;
     Connection(Connection&&) = default;
 
@@ -74,7 +74,6 @@ public:
     QueueInfo inspect(const std::string& queue);
 
     // Publishing with confirms: publish() returns the delivery tag the broker will confirm.
-    // Asking again on the same connection is a no-op.
     void enable_confirms();
     uint64_t publish(const std::string& queue, const std::string& body);
     // Waits until every tag up to `last` is acked or nacked, or until timeout_ms passes;
@@ -98,8 +97,9 @@ public:
     // time this returns: next(0) takes them while frames_queued() says so.
     void cancel_consumer();
     bool consuming() const noexcept { return !consumer_tag_.empty(); }
-    // Deliveries or other frames read off the socket and not yet taken (rabbitmq-c queues those
-    // that arrive while it waits for a reply; wait_confirms() keeps a delivery it meets).
+    // Frames read off the socket and not yet taken (rabbitmq-c queues those that arrive while it
+    // waits for a reply). A channel that consumes must not wait_confirms(): a delivery met there
+    // would be dropped.
     bool frames_queued() const noexcept;
     // Reads one message without consuming (for the audit); nullopt when the queue is empty.
     std::optional<Delivery> get(const std::string& queue);
@@ -133,11 +133,9 @@ private:
     std::unique_ptr<amqp_connection_state_t_, DestroyConnection> conn_;
     std::string consumer_tag_;
     bool open_ = false;
-    bool confirms_ = false;
     std::set<uint64_t> acked_, nacked_;  // confirms that arrived while waiting for something else
-    std::deque<Delivery> met_;  // deliveries that arrived while waiting for confirms: next() gives them first
     uint64_t next_publish_tag_ = 1;
-    int frame_max_ = 131072;
+    int frame_max_ = kFrameMax;
     int64_t last_pump_ms_ = 0;
 };
 
