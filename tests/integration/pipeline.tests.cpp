@@ -7,6 +7,7 @@
 
 #include "sqlite/write_gate.h"
 #include "support/harness.h"
+#include "task/message.h"
 #include "util/process.h"
 
 using namespace sqlq;
@@ -263,6 +264,46 @@ TEST_CASE("prefetch 3: the tasks held behind a long query go back to the queue f
     }
     auto a = audit(env);
     CHECK(a["succeeded"] == 4);
+    CHECK(a["reexecuted"] == 0);
+    CHECK(a["duplicate_outcomes"] == 0);
+    CHECK(a["lost"] == 0);
+    CHECK(a["exit_code"] == 0);
+}
+
+TEST_CASE("prefetch 3: a worker waiting for a task another worker runs hands back what it holds behind it",
+          "[pipeline][prefetch]") {
+    Setup s;
+    s.sections["broker"] = "prefetch = 3\n";
+    Env env(s);
+    auto w1 = start_worker(env, 1);
+    const int64_t slow = submit(env, slow_query(6000));
+    REQUIRE(eventually([&] { return show(env, slow)["status"] == "running"; }, 10000));
+    // A second message for the running task (a duplicate), then two short tasks. The first
+    // worker takes none of them (it stopped consuming 50 ms into its query, or handed back what
+    // it got): they wait in the queue.
+    publish_raw(env, encode_message(slow));
+    REQUIRE(eventually([&] { return queue_depth(env) == 1; }, 5000));
+    const auto quick = submit_batch(env, {"SELECT 1", "SELECT 2"});
+    REQUIRE(quick.size() == 2);
+    // The second worker gets all three, in order: the duplicate's claim waits for the first
+    // worker (held), and the short tasks behind it go back to the queue meanwhile.
+    auto w2 = start_worker(env, 2);
+    CHECK(eventually([&] { return queue_depth(env) == 2; }, 5000));
+    auto w3 = start_worker(env, 3);
+    REQUIRE(eventually([&] {
+        return show(env, quick[0])["status"] == "succeeded" && show(env, quick[1])["status"] == "succeeded";
+    }, 5000));
+    CHECK(show(env, slow)["status"] == "running");
+    REQUIRE(eventually([&] { return show(env, slow)["status"] == "succeeded"; }, 30000));
+    CHECK(w2->log_shows("run by another live worker, waiting: 2 of the 2 deliveries held behind it went back"));
+    for (auto* w : {w1.get(), w2.get(), w3.get()}) {
+        w->signal(SIGTERM);
+        CHECK(w->wait(20000) == 0);
+    }
+    CHECK(queue_depth(env) == 0);
+    for (int64_t id : {slow, quick[0], quick[1]}) CHECK(show(env, id)["executions"] == 1);
+    auto a = audit(env);
+    CHECK(a["succeeded"] == 3);
     CHECK(a["reexecuted"] == 0);
     CHECK(a["duplicate_outcomes"] == 0);
     CHECK(a["lost"] == 0);
